@@ -1,0 +1,1 @@
+"""The operator: reconciles ScheduleSearch resources into training pods and stored schedules."""

@@ -1,0 +1,1 @@
+"""What runs inside a training pod and inside the local engine: schedules, workloads, strategies."""
