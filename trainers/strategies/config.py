@@ -1,0 +1,166 @@
+"""Parameters of the three search strategies, validated before any training starts.
+
+These models are shared by the local engine, the trainer pods and the ScheduleSearch spec (which
+embeds them), so field names are the camelCase ones a user writes in YAML; Python code uses the
+snake_case attribute names. Defaults are the reference values of each method's paper or, for PBT,
+Ray Tune's PopulationBasedTraining.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+
+class StrategyModel(BaseModel):
+    """Base for strategy parameters: camelCase in YAML/JSON, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class AutoLRSConfig(StrategyModel):
+    """AutoLRS (Jin et al., ICLR 2021): per-stage Bayesian search over log-LR with loss forecasting."""
+
+    tau: int = Field(1000, gt=0, description="Steps trained at the chosen LR in the first stage.")
+    tau_prime: int = Field(
+        100, gt=0, description="Steps each candidate LR is tried for in the first stage."
+    )
+    tau_max: int = Field(
+        8000,
+        gt=0,
+        description="tau and tau' double after each stage while tau' < tauMax/10, then stay.",
+    )
+    candidates: int = Field(10, ge=2, description="Candidate LRs tried per stage (k).")
+    kappa: float = Field(
+        1000.0, gt=0, description="Exploration weight of the lower-confidence-bound acquisition."
+    )
+    val_forecast_from_stage: int = Field(
+        1,
+        ge=0,
+        description="First stage (0-based) whose forecasts use validation loss instead of train loss.",
+    )
+    val_every_fraction: int = Field(
+        16, ge=1, description="Validation loss is measured every tau'/valEveryFraction steps."
+    )
+    diverged_loss: float = Field(
+        1e6, gt=0, description="Loss given to a candidate whose loss became NaN or infinite."
+    )
+
+    @model_validator(mode="after")
+    def _check_lengths(self) -> AutoLRSConfig:
+        if self.tau_prime >= self.tau:
+            raise ValueError(
+                f"tauPrime ({self.tau_prime}) must be smaller than tau ({self.tau}): "
+                "each candidate is a short probe of the stage it chooses the LR for"
+            )
+        if self.tau_max < self.tau:
+            raise ValueError(f"tauMax ({self.tau_max}) must be at least tau ({self.tau})")
+        return self
+
+
+class PBTConfig(StrategyModel):
+    """Population-based training with Ray Tune's semantics and names."""
+
+    population: int = Field(8, ge=2, description="Number of members trained in parallel.")
+    perturbation_interval: int = Field(
+        250, gt=0, description="A member is ready to exploit/explore every this many steps."
+    )
+    burn_in_period: int = Field(0, ge=0, description="No perturbation before this step.")
+    quantile_fraction: float = Field(
+        0.25,
+        ge=0.0,
+        le=0.5,
+        description="Fraction of the population in the top and bottom quantiles, in [0, 0.5].",
+    )
+    resample_probability: float = Field(
+        0.25, ge=0.0, le=1.0, description="Probability of resampling the LR from its prior."
+    )
+    perturbation_factors: tuple[float, ...] = Field(
+        (1.2, 0.8), min_length=1, description="Factors the LR is multiplied by when not resampled."
+    )
+    synch: bool = Field(False, description="Wait for the whole population at each interval.")
+    seed: int = Field(0, description="Seed of the exploit/explore draws.")
+
+    @model_validator(mode="after")
+    def _check_factors(self) -> PBTConfig:
+        bad = [f for f in self.perturbation_factors if not (math.isfinite(f) and f > 0)]
+        if bad:
+            raise ValueError(f"perturbationFactors must be finite and > 0, got {bad}")
+        return self
+
+    def quantile_size(self) -> int:
+        """Members in each of the top and bottom quantiles: ceil(N*q) capped at floor(N/2)."""
+        return min(math.ceil(self.population * self.quantile_fraction), self.population // 2)
+
+
+class HDETConfig(StrategyModel):
+    """HDET (Cheng et al., 2026): replicas fan out over LRs, average parameters, move the base LR."""
+
+    replicas: int = Field(4, ge=2, description="Data-parallel replicas (N).")
+    alpha: float = Field(
+        1.0 / 9.0, gt=0.0, lt=1.0, description="Half-width of the LR spread [1-alpha, 1+alpha]."
+    )
+    sync_interval: int = Field(
+        1000, gt=0, description="Parameters are averaged every this many steps (T)."
+    )
+    warmup_steps: int = Field(
+        0, ge=0, description="Auto-LR stays off for this many steps (S_warm)."
+    )
+    auto_lr: bool = Field(True, description="Move the base LR from the replicas' losses.")
+    beta: float = Field(0.9, ge=0.0, lt=1.0, description="Momentum of the auto-LR velocity.")
+    lam: float = Field(0.5, gt=0.0, alias="lambda", description="Step size of the auto-LR update.")
+    sigma: float = Field(0.1, gt=0.0, description="Temperature of the replica-loss softmax.")
+    lr_floor_fraction: float = Field(
+        0.01,
+        gt=0.0,
+        le=1.0,
+        description="The base LR decays to this fraction of its start over the run (sets gamma).",
+    )
+    noise_scale: float = Field(
+        0.01, ge=0.0, description="Warm noisy init: std = noiseScale*||theta||/sqrt(d)."
+    )
+    backend: Literal["auto", "gloo", "nccl"] = Field(
+        "auto", description="torch.distributed backend: auto picks NCCL on CUDA, else gloo."
+    )
+
+    def multipliers(self) -> list[float]:
+        """The fan-out rho_r, evenly spaced in [1-alpha, 1+alpha] with mean 1."""
+        half = max((self.replicas - 1) / 2.0, 0.5)
+        return [1.0 + self.alpha * (r - (self.replicas - 1) / 2.0) / half for r in range(self.replicas)]
+
+    def gamma(self, syncs_after_warmup: int) -> float:
+        """Per-sync decay so the base LR reaches the floor after K syncs: 1 - floor^(1/K)."""
+        if syncs_after_warmup <= 0:
+            return 0.0
+        return 1.0 - self.lr_floor_fraction ** (1.0 / syncs_after_warmup)
+
+
+class StrategyConfig(StrategyModel):
+    """Exactly one of autolrs / pbt / hdet."""
+
+    autolrs: AutoLRSConfig | None = None
+    pbt: PBTConfig | None = None
+    hdet: HDETConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StrategyConfig:
+        chosen = [n for n in ("autolrs", "pbt", "hdet") if getattr(self, n) is not None]
+        if len(chosen) != 1:
+            raise ValueError(
+                "strategy must set exactly one of autolrs, pbt, hdet"
+                + (f" (got {', '.join(chosen)})" if chosen else " (got none)")
+            )
+        return self
+
+    @property
+    def name(self) -> Literal["autolrs", "pbt", "hdet"]:
+        if self.autolrs is not None:
+            return "autolrs"
+        if self.pbt is not None:
+            return "pbt"
+        return "hdet"
