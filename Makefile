@@ -1,0 +1,27 @@
+# The two commands of the README, and the pieces they are made of.
+# Every target sets up what it needs itself: a fresh machine runs `make demo` or `make test` and nothing else.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+VENV = $(shell bash scripts/setup-env.sh)
+SPEC ?= examples/digits-pbt.yaml
+
+.PHONY: demo test lint typecheck unit integration k8s-tools bench bench-quick crds chart-manifest
+
+## demo: a real search on a built-in workload with the embedded engine, ending with the best schedule.
+demo:
+	@venv="$(VENV)"; \
+	"$$venv/bin/schedsearch" run $(SPEC) && \
+	"$$venv/bin/schedsearch" best $$("$$venv/bin/python" -c "import yaml,sys; print(yaml.safe_load(open('$(SPEC)'))['metadata']['name'])")
+
+## test: lint, type checks, layering contracts, then every test layer (unit, real API server, end to end).
+test:
+	@venv="$(VENV)"; export PATH="$$venv/bin:$$PATH"; \
+	echo "== lint"; ruff check . && ruff format --check . ; \
+	echo "== types"; mypy schedsearch controller trainers ; \
+	echo "== layering"; lint-imports ; \
+	echo "== test cluster binaries"; export SCHEDSEARCH_K8S_BIN="$$(bash scripts/build-k8s-tools.sh)"; \
+	echo "== tests"; python -m pytest -q -p no:cacheprovider tests
+
+## k8s-tools: build (once per pinned version) etcd, kube-apiserver, kube-controller-manager, kubectl, helm.
+k8s-tools:
+	@bash scripts/build-k8s-tools.sh
