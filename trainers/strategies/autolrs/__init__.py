@@ -1,0 +1,1 @@
+"""AutoLRS: per-stage Bayesian search over the LR with loss forecasting."""
