@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.autolrs.search import AutoLRSSearch
-from schedsearch.trainers.strategies.config import AutoLRSConfig, PBTConfig
+from schedsearch.trainers.strategies.config import AutoLRSConfig, HDETConfig, PBTConfig
+from schedsearch.trainers.strategies.hdet.controller import HDETController
 from schedsearch.trainers.strategies.pbt.population import Population
 
 LR_MIN, LR_MAX = 1e-4, 1.0
@@ -192,6 +193,55 @@ class PBTDriver:
             population.finish(member)
 
 
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class HDETWorld:
+    problem: SyntheticProblem
+    losses: list[float]
+    step: int = 0
+
+
+class HDETDriver:
+    """Replicas of one run; an interaction is one sync interval of every replica at its own LR.
+
+    After each sync the world averages the replicas, leaving out the diverged ones as the
+    worker's NaN guard does.
+    """
+
+    name = "hdet"
+    config = HDETConfig(replicas=4, alpha=0.3, sync_interval=20)
+    total_steps = 300
+
+    def create(self, seed: int, problem: SyntheticProblem) -> tuple[HDETController, HDETWorld]:
+        controller = HDETController(
+            self.config, total_steps=self.total_steps, lr_bounds=(LR_MIN, LR_MAX), seed=seed
+        )
+        return controller, HDETWorld(problem, [2.5] * self.config.replicas)
+
+    def step(self, strategy: HDETController, world: HDETWorld) -> dict[str, Any] | None:
+        if world.step >= self.total_steps:
+            return None
+        end = min(world.step + self.config.sync_interval, self.total_steps)
+        means = [self._train(strategy, world, r, end) for r in range(self.config.replicas)]
+        world.step = end
+        decision = strategy.sync(end, means)
+        finite = [loss for loss in world.losses if math.isfinite(loss)]
+        if finite:
+            world.losses = [sum(finite) / len(finite)] * self.config.replicas
+        return decision.to_dict()
+
+    @staticmethod
+    def _train(strategy: HDETController, world: HDETWorld, replica: int, end: int) -> float:
+        loss, total = world.losses[replica], 0.0
+        for step in range(world.step, end):
+            loss = world.problem.next_loss(loss, strategy.lr(step, replica), step)
+            total += loss
+        world.losses[replica] = loss
+        return total / (end - world.step)
+
+
 DRIVERS: dict[str, StrategyDriver] = {
-    d.name: d for d in (AutoLRSDriver(), PBTDriver(), PBTDriver(synch=True))
+    d.name: d for d in (AutoLRSDriver(), PBTDriver(), PBTDriver(synch=True), HDETDriver())
 }

@@ -1,0 +1,240 @@
+"""HDET: the fan-out, the auto-LR maths and the controller (pure); scheduler and workers (torch)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+
+import pytest
+from schedsearch.trainers import schedules
+from schedsearch.trainers.strategies.config import HDETConfig
+from schedsearch.trainers.strategies.hdet import maths
+from schedsearch.trainers.strategies.hdet.controller import (
+    FINAL,
+    NO_SIGNAL,
+    UPDATED,
+    WARMUP,
+    HDETController,
+)
+
+BOUNDS = (1e-5, 1.0)
+
+
+def controller(total_steps: int = 1000, **fields: object) -> HDETController:
+    base = schedules.Schedule.constant(0.1, total_steps)
+    cfg = HDETConfig(**{"replicas": 4, "sync_interval": 100, **fields})  # type: ignore[arg-type]
+    return HDETController(cfg, total_steps=total_steps, base_schedule=base, lr_bounds=BOUNDS)
+
+
+def run_syncs(ctrl: HDETController, losses_of: object) -> list[float]:
+    """Syncs the whole run with losses from ``losses_of(lrs)``; returns the base after each."""
+    bases = []
+    for step in ctrl.sync_steps():
+        lrs = [ctrl.lr(step - 1, r) for r in range(ctrl.config.replicas)]
+        ctrl.sync(step, losses_of(lrs))  # type: ignore[operator]
+        bases.append(ctrl.base_lr(step))
+    return bases
+
+
+# -- fan-out ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("replicas", range(2, 17))
+def test_spread_has_mean_one_and_endpoints_one_plus_minus_alpha(replicas: int) -> None:
+    rho = HDETConfig(replicas=replicas, alpha=0.2).multipliers()
+    assert len(rho) == replicas
+    assert sum(rho) / replicas == pytest.approx(1.0)
+    assert rho[0] == pytest.approx(0.8)
+    assert rho[-1] == pytest.approx(1.2)
+    gaps = [b - a for a, b in itertools.pairwise(rho)]
+    assert gaps == pytest.approx([gaps[0]] * len(gaps))
+
+
+def test_each_replica_lr_is_base_times_its_multiplier() -> None:
+    ctrl = controller()
+    rho = ctrl.config.multipliers()
+    assert [ctrl.lr(5, r) for r in range(4)] == pytest.approx([0.1 * m for m in rho])
+
+
+# -- auto-LR maths ---------------------------------------------------------------------------
+
+
+def test_weights_favour_lower_loss_and_ignore_non_finite() -> None:
+    weights = maths.loss_weights([1.0, 0.9, math.nan, math.inf], sigma=0.1)
+    assert weights[1] > weights[0] > 0.0
+    assert weights[2] == weights[3] == 0.0
+    assert sum(weights) == pytest.approx(1.0)
+    assert maths.loss_weights([math.nan, -math.inf], sigma=0.1) == (0.0, 0.0)
+
+
+def test_weights_survive_a_tiny_temperature() -> None:
+    weights = maths.loss_weights([1.0, 0.0], sigma=1e-6)
+    assert weights == pytest.approx((0.0, 1.0))
+
+
+def test_all_non_finite_moves_nothing() -> None:
+    step = maths.meta_step(
+        base_lr=0.1,
+        velocity=0.01,
+        losses=[math.nan, math.inf],
+        lrs=[0.09, 0.11],
+        beta=0.9,
+        lam=0.5,
+        sigma=0.1,
+        gamma=0.2,
+        bounds=BOUNDS,
+    )
+    assert not step.moved
+    assert (step.base_lr, step.velocity) == (0.1, 0.01)
+
+
+def test_meta_step_follows_the_formulas() -> None:
+    losses, lrs = [1.0, 0.8], [0.09, 0.11]
+    step = maths.meta_step(
+        base_lr=0.1,
+        velocity=0.002,
+        losses=losses,
+        lrs=lrs,
+        beta=0.9,
+        lam=0.5,
+        sigma=0.1,
+        gamma=0.05,
+        bounds=BOUNDS,
+    )
+    w1 = math.exp(1.0) / (math.exp(-1.0) + math.exp(1.0))  # s = (0.9 - L)/0.1 = -1, +1
+    delta = (1 - w1) * 0.09 + w1 * 0.11 - 0.1
+    velocity = 0.9 * 0.002 + 0.1 * delta
+    assert step.delta == pytest.approx(delta)
+    assert step.velocity == pytest.approx(velocity)
+    assert step.base_lr == pytest.approx(0.1 * 0.95 + 0.5 * velocity)
+
+
+# -- the controller --------------------------------------------------------------------------
+
+
+def test_base_decays_to_the_floor_over_k_syncs_without_signal() -> None:
+    ctrl = controller(total_steps=1000, lr_floor_fraction=0.05)
+    k = len(ctrl.update_steps())
+    assert k == 9  # syncs at 100..900; the final one at 1000 only averages
+    bases = run_syncs(ctrl, lambda lrs: [1.0] * len(lrs))
+    assert bases[k - 1] == pytest.approx(0.1 * 0.05)
+    assert all(b > a for a, b in zip(bases[1:k], bases[: k - 1], strict=True))
+    assert ctrl.schedule().lr_at(999) == pytest.approx(0.005)
+
+
+def test_auto_lr_moves_towards_the_better_replicas_lr() -> None:
+    # Decay off (floor = start): only the loss signal moves the base.
+    up = controller(lr_floor_fraction=1.0)
+    down = controller(lr_floor_fraction=1.0)
+    up_bases = run_syncs(up, lambda lrs: [1.0 - 10 * lr for lr in lrs])  # higher LR, lower loss
+    down_bases = run_syncs(down, lambda lrs: [1.0 + 10 * lr for lr in lrs])
+    assert all(b > a for a, b in zip([0.1, *up_bases[:8]], up_bases[:9], strict=True))
+    assert all(b < a for a, b in zip([0.1, *down_bases[:8]], down_bases[:9], strict=True))
+
+
+def test_non_finite_replica_gets_no_weight_and_caps_the_base() -> None:
+    ctrl = controller(lr_floor_fraction=1.0)
+    top = max(range(4), key=ctrl.multiplier)
+    losses = [1.0 - 0.1 * ctrl.multiplier(r) for r in range(4)]
+    losses[top] = math.nan
+    decision = ctrl.sync(100, losses)
+    assert decision.auto_lr == UPDATED
+    assert decision.nonfinite == (top,)
+    assert decision.weights[top] == 0.0
+    assert decision.losses[top] is None
+    json.dumps(decision.to_dict(), allow_nan=False)
+    # The cap puts the top replica one fan-out width below the LR that diverged.
+    assert decision.base_lr <= 0.1 * min(decision.multipliers) * (1 + 1e-12)
+
+
+def test_all_non_finite_is_reported_and_keeps_the_lr() -> None:
+    ctrl = controller()
+    decision = ctrl.sync(100, [math.nan] * 4)
+    assert decision.auto_lr == NO_SIGNAL
+    assert decision.nonfinite == (0, 1, 2, 3)
+    assert ctrl.base_lr(100) == 0.1
+
+
+def test_permutation_identical_across_ranks() -> None:
+    # Rank 0 draws and broadcasts; the others apply its draw whatever their own seed.
+    rank0 = controller()
+    others = [controller() for _ in range(3)]
+    for index, other in enumerate(others):
+        other.load_state_dict({**other.state_dict(), "seed": 100 + index})
+    for step in range(100, 1000, 100):
+        losses = [1.0, 0.9, 0.95, 1.1]
+        order = rank0.next_permutation()
+        first = rank0.sync(step, losses, permutation=order)
+        for other in others:
+            assert other.sync(step, losses, permutation=order) == first
+    assert len({tuple(h["assignment"]) for h in rank0.history}) > 1
+
+
+def test_warmup_and_base_schedule_drive_the_lr_until_takeover() -> None:
+    family = schedules.Schedule(
+        (schedules.ChangePoint(0, 0.0, "linear"), schedules.ChangePoint(250, 0.2)), 1000
+    )
+    cfg = HDETConfig(replicas=2, sync_interval=100, warmup_steps=150)
+    ctrl = HDETController(cfg, total_steps=1000, base_schedule=family, lr_bounds=BOUNDS)
+    assert ctrl.takeover == 250  # the base schedule's own warm-up ends later than warmupSteps
+    assert ctrl.base_lr(100) == pytest.approx(0.08)
+    decisions = [ctrl.sync(s, [1.0, 1.0]) for s in ctrl.sync_steps()]
+    assert [d.auto_lr for d in decisions[:3]] == [WARMUP, WARMUP, UPDATED]
+    assert decisions[-1].auto_lr == FINAL
+    found = ctrl.schedule()
+    assert found.lrs(250) == family.lrs(250)
+    assert found.lr_at(299) == pytest.approx(0.2)
+    assert found.lr_at(999) == pytest.approx(0.2 * cfg.lr_floor_fraction)
+
+
+def test_without_auto_lr_the_base_schedule_is_the_schedule_and_syncs_still_average() -> None:
+    ctrl = controller(auto_lr=False)
+    decisions = [ctrl.sync(s, [1.0, 0.5, 2.0, 1.0]) for s in ctrl.sync_steps()]
+    assert len(decisions) == 10  # a Converge (parameter average) at every sync
+    assert {d.base_lr for d in decisions} == {0.1}
+    assert ctrl.schedule().lrs() == ctrl.base_schedule.lrs()
+
+
+def test_base_is_clipped_to_the_bounds() -> None:
+    cfg = HDETConfig(replicas=2, sync_interval=10, lr_floor_fraction=1e-3)
+    ctrl = HDETController(
+        cfg,
+        total_steps=100,
+        base_schedule=schedules.Schedule.constant(0.1, 100),
+        lr_bounds=(0.05, 1.0),
+    )
+    run_syncs(ctrl, lambda lrs: [1.0, 1.0])
+    assert min(ctrl.schedule().lrs()) == 0.05
+
+
+def test_state_dict_round_trip_continues_identically() -> None:
+    first = controller()
+    for step in (100, 200, 300):
+        first.sync(step, [1.0, 0.9, 0.8, 1.2])
+    resumed = controller()
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    for step in (400, 500):
+        assert resumed.sync(step, [1.0, 0.7, 0.8, 1.2]) == first.sync(step, [1.0, 0.7, 0.8, 1.2])
+    assert resumed.schedule() == first.schedule()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"lr_bounds": (0.1, 0.01)}, "lrBounds"),
+        ({"total_steps": 0}, "steps"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_field(kwargs: dict[str, object], field: str) -> None:
+    args: dict[str, object] = {"total_steps": 100, "lr_bounds": BOUNDS, **kwargs}
+    with pytest.raises(ValueError, match=field):
+        HDETController(HDETConfig(), **args)  # type: ignore[arg-type]
+
+
+def test_sync_out_of_turn_is_refused() -> None:
+    ctrl = controller()
+    with pytest.raises(ValueError, match="sync step"):
+        ctrl.sync(150, [1.0] * 4)
+    with pytest.raises(ValueError, match="losses"):
+        ctrl.sync(100, [1.0] * 3)
