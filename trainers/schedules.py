@@ -25,6 +25,8 @@ Interp = Literal["constant", "linear", "cosine", "exponential", "sqrt", "rex"]
 INTERPS: tuple[str, ...] = get_args(Interp)
 SCHEDULE_FORMAT = "schedsearch.io/schedule-v1"
 
+# A point as plain data: (step, lr, interp, end_lr or None, span or None).
+RawPoint = tuple[int, float, str, float | None, int | None]
 # A resolved point: (step, lr, interp, target_lr, span); a point that holds is ("constant", lr, 1).
 ResolvedPoint = tuple[int, float, str, float, int]
 
@@ -49,6 +51,28 @@ def shape_value(interp: str, start: float, target: float, progress: float) -> fl
     if interp == "rex":
         return target + (start - target) * (1.0 - progress) / (1.0 - progress / 2.0)
     raise ValueError(f"unknown interp {interp!r}")
+
+
+def resolve_points(points: Sequence[RawPoint]) -> tuple[ResolvedPoint, ...]:
+    """Fill in each point's target LR and span from its successor (see ``ChangePoint``)."""
+    resolved: list[ResolvedPoint] = []
+    for index, (step, lr, interp, end_lr, span) in enumerate(points):
+        if index == len(points) - 1:
+            if end_lr is None or span is None:
+                resolved.append((step, lr, "constant", lr, 1))
+                continue
+            target, length = end_lr, span
+        else:
+            next_step, next_lr = points[index + 1][0], points[index + 1][1]
+            target = next_lr if end_lr is None else end_lr
+            length = next_step - step if span is None else span
+        if interp == "exponential" and (lr <= 0 or target <= 0):
+            raise ValueError(
+                f"points[{index}]: an exponential segment needs start and target LR > 0, "
+                f"got {lr!r} -> {target!r}"
+            )
+        resolved.append((step, lr, interp, target, length))
+    return tuple(resolved)
 
 
 def lr_at_resolved(steps: Sequence[int], resolved: Sequence[ResolvedPoint], step: int) -> float:
@@ -143,27 +167,6 @@ def _check_point(point: ChangePoint, index: int, is_last: bool) -> None:
         raise ValueError(f"{where}: endLR/span have no meaning for interp 'constant'")
 
 
-def _resolve(points: Sequence[ChangePoint]) -> tuple[ResolvedPoint, ...]:
-    resolved: list[ResolvedPoint] = []
-    for index, point in enumerate(points):
-        if index == len(points) - 1:
-            if point.end_lr is None or point.span is None:
-                resolved.append((point.step, point.lr, "constant", point.lr, 1))
-                continue
-            target, span = point.end_lr, point.span
-        else:
-            nxt = points[index + 1]
-            target = nxt.lr if point.end_lr is None else point.end_lr
-            span = nxt.step - point.step if point.span is None else point.span
-        if point.interp == "exponential" and (point.lr <= 0 or target <= 0):
-            raise ValueError(
-                f"points[{index}]: an exponential segment needs start and target LR > 0, "
-                f"got {point.lr!r} -> {target!r}"
-            )
-        resolved.append((point.step, point.lr, point.interp, target, span))
-    return tuple(resolved)
-
-
 @dataclass(frozen=True)
 class Schedule:
     """An LR schedule over ``total_steps`` training steps, with where it came from.
@@ -205,7 +208,8 @@ class Schedule:
                 f"{self.total_steps}"
             )
         object.__setattr__(self, "_steps", tuple(p.step for p in points))
-        object.__setattr__(self, "_resolved", _resolve(points))
+        raw = [(p.step, p.lr, p.interp, p.end_lr, p.span) for p in points]
+        object.__setattr__(self, "_resolved", resolve_points(raw))
 
     # --- evaluation ---
 
