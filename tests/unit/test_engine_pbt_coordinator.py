@@ -1,0 +1,86 @@
+"""The engine's PBT coordinator: start points for resume, cost in member-steps, exact state."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.config import PBTConfig
+
+from schedsearch.engine.pbt import PBTCoordinator, StartPoint
+
+
+def _coordinator(**overrides: object) -> PBTCoordinator:
+    config = PBTConfig(population=4, perturbation_interval=10, seed=5, **overrides)  # type: ignore[arg-type]
+    return PBTCoordinator(config, lr_min=1e-3, lr_max=1.0, total_steps=40)
+
+
+def _round(coordinator: PBTCoordinator, step: int, objectives: dict[int, float]) -> list[object]:
+    return [coordinator.report(m, step, objectives[m], f"m{m}/step-{step}.pt") for m in objectives]
+
+
+def test_fresh_members_start_from_scratch_with_their_initial_lr() -> None:
+    coordinator = _coordinator()
+    for member, state in coordinator.population.members.items():
+        assert coordinator.start_point(member) == StartPoint(dict(state.config), 0, None)
+
+
+def test_a_member_resumes_from_its_own_last_checkpoint() -> None:
+    coordinator = _coordinator()
+    # Worst first: nobody is below a member when it reports, so no exploit this round.
+    decisions = _round(coordinator, 10, {0: 4.0, 1: 3.0, 2: 2.0, 3: 1.0})
+    assert all(d == base.Continue() for d in decisions)
+    start = coordinator.start_point(2)
+    assert (start.step, start.checkpoint_path) == (10, "m2/step-10.pt")
+    assert start.config == coordinator.population.members[2].config
+
+
+def test_an_exploited_member_resumes_from_the_source_checkpoint_and_new_config() -> None:
+    coordinator = _coordinator()
+    _round(coordinator, 10, {0: 4.0, 1: 3.0, 2: 2.0, 3: 1.0})
+    decision = coordinator.report(0, 20, 9.0, "m0/step-20.pt")
+    assert isinstance(decision, base.Exploit) and decision.dst == 0
+    start = coordinator.start_point(0)
+    assert start == StartPoint(decision.new_config, decision.src_step, decision.checkpoint_path)
+
+
+def test_member_steps_count_what_was_trained_including_redone_steps() -> None:
+    coordinator = _coordinator()
+    _round(coordinator, 10, {0: 4.0, 1: 3.0, 2: 2.0, 3: 1.0})
+    assert coordinator.member_steps == 40
+    decision = coordinator.report(0, 20, 9.0, "m0/step-20.pt")
+    assert isinstance(decision, base.Exploit)
+    assert coordinator.member_steps == 50
+    # Member 0 restarts from the source's step 10 and trains to 20 again: 10 more steps.
+    coordinator.start_point(0)
+    coordinator.report(0, 20, 1.5, "m0/step-20b.pt")
+    assert coordinator.member_steps == 60
+    coordinator.finish(0, 40)
+    assert coordinator.member_steps == 80
+    assert coordinator.is_finished(0)
+
+
+def test_state_round_trips_through_json_and_decides_the_same() -> None:
+    coordinator = _coordinator()
+    _round(coordinator, 10, {0: 4.0, 1: 3.0, 2: 2.0, 3: 1.0})
+    state = json.loads(json.dumps(coordinator.state_dict()))
+    twin = _coordinator()
+    twin.load_state_dict(state)
+    assert twin.state_dict() == coordinator.state_dict()
+    assert twin.report(0, 20, 9.0, "x") == coordinator.report(0, 20, 9.0, "x")
+    assert twin.outcome() == coordinator.outcome()
+
+
+def test_state_of_another_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="engine state format"):
+        _coordinator().load_state_dict({"format": "something-else"})
+
+
+def test_outcome_names_the_best_member_and_its_lineage() -> None:
+    coordinator = _coordinator()
+    _round(coordinator, 10, {0: 4.0, 1: 3.0, 2: 2.0, 3: 1.0})
+    outcome = coordinator.outcome()
+    assert outcome["bestMember"] == 3 and outcome["bestObjective"] == 1.0
+    assert outcome["schedule"]["provenance"]["member"] == 3
+    assert [row["member"] for row in outcome["members"]] == [0, 1, 2, 3]
