@@ -99,8 +99,15 @@ class AutoLRSSearch:
             return base.TryCandidate(
                 plan.index, len(self._tried), self._bo.ask(), plan.tau_prime, plan.val_every
             )
-        lr = self._bo.best()[0] if plan.search else self._segments[-1][1]
-        return base.Commit(plan.index, lr, plan.tau)
+        return base.Commit(plan.index, self._chosen_lr(plan), plan.tau)
+
+    def _chosen_lr(self, plan: StagePlan) -> float:
+        if not plan.search:
+            return self._segments[-1][1]
+        if all(t["diverged"] for t in self._tried):
+            # Every probe blew up: the smallest LR tried is the least likely to do so again.
+            return min(float(t["lr"]) for t in self._tried)
+        return self._bo.best()[0]
 
     # -- tell -----------------------------------------------------------------------------------
 
