@@ -1,0 +1,673 @@
+"""The ScheduleSearch and LRSchedule resources as pydantic models: the one definition of the spec.
+
+The CLI, the local engine and the controller parse specs through these models, and the CRDs in
+``operator/crds`` are generated from them (``python -m schedsearch.api.crd``). Each cross-field
+check below has a CEL twin in the model's JSON schema (``x-kubernetes-validations``), kept next to
+it, so the API server and ``schedsearch validate`` refuse the same specs. Field names are camelCase
+on the wire, snake_case in Python, and unknown fields are refused.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from schedsearch.api.fields import DNSLabel, DNSSubdomain, LabelValue, Quantity
+from schedsearch.trainers import families, schedules
+from schedsearch.trainers.config import BaseScheduleConfig, camel_alias
+from schedsearch.trainers.strategies.config import StrategyConfig
+
+API_GROUP: Final = "schedsearch.io"
+API_VERSION_NAME: Final = "v1alpha1"
+API_VERSION: Final = "schedsearch.io/v1alpha1"
+SEARCH_KIND: Final = "ScheduleSearch"
+SCHEDULE_KIND: Final = "LRSchedule"
+
+# Bounds that keep objects small in etcd and CEL cost estimates finite.
+MAX_STATUS_MEMBERS = 64
+MAX_CONDITIONS = 16
+MAX_TOLERATIONS = 32
+MAX_MAP_ENTRIES = 64
+MAX_SCHEDULE_POINTS = 10_000
+MAX_BUDGET_STEPS = 1_000_000_000
+
+Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
+MemberPhase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed"]
+Metric = Literal["val_loss", "train_loss"]
+StrategyName = Literal["autolrs", "pbt", "hdet"]
+
+
+# --- errors that name a field below the model that found them -----------------------------------
+
+Loc = tuple[str | int, ...]
+
+
+class FieldProblems(ValueError):
+    """Cross-field problems found by a model validator, each with the path (relative to that
+    model, camelCase) of the field it is about. ``schedsearch.api.loading`` reads ``problems`` to
+    report ``spec.strategy.pbt.perturbationInterval: ...`` instead of just ``spec: ...``."""
+
+    def __init__(self, problems: Sequence[tuple[Loc, str]]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in self.problems))
+
+
+def _dotted(loc: Loc) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _raise_if_any(problems: list[tuple[Loc, str]]) -> None:
+    if problems:
+        raise FieldProblems(problems)
+
+
+# --- CEL rules (the API server's copy of the cross-field checks) --------------------------------
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One ``x-kubernetes-validations`` entry; ``field_path`` is relative to the rule's object."""
+    entry = {"rule": rule, "message": message}
+    if field_path is not None:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+def validations(*rules: dict[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+class ApiModel(BaseModel):
+    """Base of the resource models: camelCase on the wire, no unknown fields, finite numbers."""
+
+    model_config = ConfigDict(
+        alias_generator=camel_alias, populate_by_name=True, extra="forbid", allow_inf_nan=False
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON-ready dict as Kubernetes and YAML files see it (camelCase, no nulls)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+# --- metadata -----------------------------------------------------------------------------------
+
+LabelKey = str  # the API server checks qualified names; keys here only need bounded length
+
+
+class ObjectMeta(ApiModel):
+    """The part of Kubernetes metadata a spec file may set."""
+
+    name: DNSLabel = Field(
+        description="Search name; also used as a label value on its pods, hence at most 63 chars."
+    )
+    namespace: DNSLabel | None = None
+    labels: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=MAX_MAP_ENTRIES)
+    annotations: dict[str, str] | None = Field(default=None, max_length=MAX_MAP_ENTRIES)
+    generation: int | None = Field(default=None, ge=0, description="Set by the API server.")
+
+
+class ScheduleMeta(ObjectMeta):
+    """Metadata of a stored schedule: a DNS subdomain name (``<search>-best`` fits)."""
+
+    name: DNSSubdomain  # type: ignore[assignment]
+
+
+# --- spec ---------------------------------------------------------------------------------------
+
+
+def builtin_workload_names() -> list[str]:
+    """Names of the built-in workloads, from the trainers' registry."""
+    from schedsearch.trainers.workloads import BUILTIN_WORKLOADS
+
+    return sorted(BUILTIN_WORKLOADS)
+
+
+def _builtin_enum(schema: dict[str, Any]) -> None:
+    # Resolved when the schema is generated, so importing the spec does not load every workload.
+    schema["enum"] = builtin_workload_names()
+
+
+class WorkloadSpec(ApiModel):
+    """What is trained: a built-in workload, or a user entrypoint packaged in a container image."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel(
+                "has(self.builtin) != has(self.entrypoint)",
+                "set exactly one of workload.builtin and workload.entrypoint",
+            ),
+            cel(
+                "!has(self.entrypoint) || has(self.image)",
+                "workload.entrypoint needs workload.image (the container that holds it)",
+                ".image",
+            ),
+        )
+    )
+
+    builtin: str | None = Field(default=None, max_length=63, description="A built-in workload.", json_schema_extra=_builtin_enum
+    )
+    entrypoint: str | None = Field(default=None,
+        max_length=253,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="module.path:attribute of a user workload factory.",
+    )
+    image: str | None = Field(default=None, min_length=1, max_length=512, description="Trainer container image."
+    )
+
+    @field_validator("builtin")
+    @classmethod
+    def _known_builtin(cls, value: str | None) -> str | None:
+        if value is not None:
+            allowed = builtin_workload_names()
+            if value not in allowed:
+                raise ValueError(
+                    f"unknown built-in workload {value!r}; allowed: {', '.join(allowed)}"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WorkloadSpec:
+        if (self.builtin is None) == (self.entrypoint is None):
+            raise ValueError("set exactly one of builtin (a built-in workload) and entrypoint")
+        if self.entrypoint is not None and self.image is None:
+            raise FieldProblems(
+                [(("image",), "required with entrypoint (the image that holds it)")]
+            )
+        return self
+
+    @property
+    def ref(self) -> str:
+        """The workload reference the trainers resolve (built-in name or entrypoint)."""
+        return self.builtin if self.builtin is not None else str(self.entrypoint)
+
+
+class ObjectiveSpec(ApiModel):
+    """The metric the search optimises, measured on the members' evaluations."""
+
+    metric: Metric = "val_loss"
+    mode: Literal["min", "max"] = "min"
+
+
+class BudgetSpec(ApiModel):
+    """Training length of the found schedule (each member trains this many steps)."""
+
+    steps: int = Field(gt=0, le=MAX_BUDGET_STEPS)
+
+
+class LRBounds(ApiModel):
+    """The range every LR the search tries stays in."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("self.max > self.min", "lrBounds.max must be greater than lrBounds.min", ".max")
+        )
+    )
+
+    min: float = Field(gt=0)
+    max: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LRBounds:
+        if self.max <= self.min:
+            raise FieldProblems(
+                [(("max",), f"must be greater than min ({self.max:g} <= {self.min:g})")]
+            )
+        return self
+
+
+class Resources(ApiModel):
+    """Per-pod resources of a member (requests = limits)."""
+
+    cpu: Quantity = "1"
+    memory: Quantity = "2Gi"
+    gpu: int = Field(default=0, ge=0, le=64)
+
+
+class EmptyDirCheckpoints(ApiModel):
+    """Pod-local checkpoints: lost with the pod, not shared between pods."""
+
+    size_limit: Quantity | None = None
+
+
+def _one_checkpoint_source_rule() -> dict[str, str]:
+    return cel(
+        "has(self.persistentVolumeClaim) != has(self.emptyDir)",
+        "set exactly one of checkpoints.persistentVolumeClaim and checkpoints.emptyDir",
+    )
+
+
+class CheckpointsSpec(ApiModel):
+    """Where members keep checkpoints: a shared PersistentVolumeClaim or a pod-local emptyDir."""
+
+    model_config = ConfigDict(json_schema_extra=validations(_one_checkpoint_source_rule()))
+
+    persistent_volume_claim: DNSSubdomain | None = Field(default=None, description="Name of a ReadWriteMany claim shared by all members."
+    )
+    empty_dir: EmptyDirCheckpoints | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CheckpointsSpec:
+        if (self.persistent_volume_claim is None) == (self.empty_dir is None):
+            raise ValueError("set exactly one of persistentVolumeClaim and emptyDir")
+        return self
+
+
+class Toleration(ApiModel):
+    """A pod toleration, as in the core API."""
+
+    key: str | None = Field(default=None, max_length=317)
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = Field(default=None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class SchedulingSpec(ApiModel):
+    """Where member pods may run."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=MAX_MAP_ENTRIES)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=MAX_TOLERATIONS)
+    service_account_name: DNSSubdomain | None = None
+
+
+class FailurePolicy(ApiModel):
+    """How much member failure a search absorbs before it fails."""
+
+    max_member_restarts: int = Field(default=3, ge=0, le=100, description="Restarts of one member (from its checkpoint) before it fails."
+    )
+    max_failed_members: int | None = Field(default=None,
+        ge=0,
+        description="Members that may fail for good; by default all but one (the search fails "
+        "when none is left).",
+    )
+
+
+_SPEC_RULES = validations(
+    cel(
+        "self.baseSchedule.peakLR >= self.lrBounds.min && "
+        "self.baseSchedule.peakLR <= self.lrBounds.max",
+        "baseSchedule.peakLR must lie within lrBounds",
+        ".baseSchedule.peakLR",
+    ),
+    cel(
+        "!has(self.baseSchedule.warmupSteps) || self.baseSchedule.family == 'onecycle' || "
+        "self.baseSchedule.warmupSteps < self.budget.steps",
+        "baseSchedule.warmupSteps must be smaller than budget.steps",
+        ".baseSchedule.warmupSteps",
+    ),
+    cel(
+        "!has(self.strategy.pbt) || self.strategy.pbt.perturbationInterval < self.budget.steps",
+        "strategy.pbt.perturbationInterval must be smaller than budget.steps",
+        ".strategy.pbt.perturbationInterval",
+    ),
+    cel(
+        "!has(self.strategy.pbt) || self.strategy.pbt.burnInPeriod < self.budget.steps",
+        "strategy.pbt.burnInPeriod must be smaller than budget.steps",
+        ".strategy.pbt.burnInPeriod",
+    ),
+    cel(
+        "!has(self.strategy.pbt) || "
+        "(has(self.checkpoints) && has(self.checkpoints.persistentVolumeClaim))",
+        "PBT runs one pod per member and copies checkpoints between them: "
+        "set checkpoints.persistentVolumeClaim (an emptyDir is private to one pod)",
+        ".checkpoints",
+    ),
+    cel(
+        "!has(self.strategy.pbt) || !has(self.failurePolicy) || "
+        "!has(self.failurePolicy.maxFailedMembers) || "
+        "self.failurePolicy.maxFailedMembers < self.strategy.pbt.population",
+        "failurePolicy.maxFailedMembers must be smaller than strategy.pbt.population",
+        ".failurePolicy.maxFailedMembers",
+    ),
+    cel(
+        "!has(self.strategy.autolrs) || self.strategy.autolrs.tau <= self.budget.steps",
+        "strategy.autolrs.tau must not exceed budget.steps",
+        ".strategy.autolrs.tau",
+    ),
+    cel(
+        "!has(self.strategy.hdet) || self.strategy.hdet.syncInterval <= self.budget.steps",
+        "strategy.hdet.syncInterval must not exceed budget.steps",
+        ".strategy.hdet.syncInterval",
+    ),
+    cel(
+        "!has(self.strategy.hdet) || self.strategy.hdet.warmupSteps < self.budget.steps",
+        "strategy.hdet.warmupSteps must be smaller than budget.steps",
+        ".strategy.hdet.warmupSteps",
+    ),
+)
+
+# The trainers' strategy models cannot carry our CEL rules, so the embedding field does.
+_STRATEGY_RULES = validations(
+    cel(
+        "(has(self.autolrs) ? 1 : 0) + (has(self.pbt) ? 1 : 0) + (has(self.hdet) ? 1 : 0) == 1",
+        "set exactly one of strategy.autolrs, strategy.pbt, strategy.hdet",
+    ),
+    cel(
+        "!has(self.autolrs) || self.autolrs.tauPrime < self.autolrs.tau",
+        "strategy.autolrs.tauPrime must be smaller than tau",
+        ".autolrs.tauPrime",
+    ),
+    cel(
+        "!has(self.autolrs) || self.autolrs.tauMax >= self.autolrs.tau",
+        "strategy.autolrs.tauMax must be at least tau",
+        ".autolrs.tauMax",
+    ),
+)
+
+
+class ScheduleSearchSpec(ApiModel):
+    """A search for the LR schedule of one workload, with one strategy, within a step budget."""
+
+    model_config = ConfigDict(json_schema_extra=_SPEC_RULES)
+
+    workload: WorkloadSpec
+    objective: ObjectiveSpec = Field(default_factory=ObjectiveSpec)
+    budget: BudgetSpec
+    lr_bounds: LRBounds
+    base_schedule: BaseScheduleConfig = Field(
+        description="The baseline schedule the search starts from and is compared with."
+    )
+    strategy: StrategyConfig = Field(
+        description="Exactly one of autolrs, pbt, hdet.", json_schema_extra=_STRATEGY_RULES
+    )
+    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    resources: Resources = Field(default_factory=Resources)
+    checkpoints: CheckpointsSpec = Field(
+        default_factory=lambda: CheckpointsSpec(empty_dir=EmptyDirCheckpoints()),
+        description="Default: an emptyDir (single-pod strategies only).",
+    )
+    scheduling: SchedulingSpec | None = None
+    failure_policy: FailurePolicy = Field(default_factory=FailurePolicy)
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> ScheduleSearchSpec:
+        steps = self.budget.steps
+        problems = _base_schedule_problems(self, steps) + _strategy_problems(self, steps)
+        _raise_if_any(problems)
+        return self
+
+    @property
+    def strategy_name(self) -> StrategyName:
+        return self.strategy.name
+
+    def base_schedule_for_budget(self) -> schedules.Schedule:
+        """The base schedule laid out over ``budget.steps`` (exact change points)."""
+        return families.build_schedule(self.base_schedule, self.budget.steps)
+
+
+def _base_schedule_problems(spec: ScheduleSearchSpec, steps: int) -> list[tuple[Loc, str]]:
+    peak, bounds = spec.base_schedule.peak_lr, spec.lr_bounds
+    if not bounds.min <= peak <= bounds.max:
+        return [
+            (
+                ("baseSchedule", "peakLR"),
+                f"{peak:g} is outside lrBounds [{bounds.min:g}, {bounds.max:g}]",
+            )
+        ]
+    try:
+        families.build_schedule(spec.base_schedule, steps)
+    except ValueError as err:
+        # The family builder names the field first ("warmupSteps: ..."); keep its words.
+        field, _, message = str(err).partition(": ")
+        if message and field.isidentifier():
+            return [(("baseSchedule", field), message)]
+        return [(("baseSchedule",), str(err))]
+    return []
+
+
+def _strategy_problems(spec: ScheduleSearchSpec, steps: int) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    strategy, where = spec.strategy, ("strategy",)
+    if strategy.pbt is not None:
+        pbt = strategy.pbt
+        if pbt.perturbation_interval >= steps:
+            problems.append(
+                (
+                    (*where, "pbt", "perturbationInterval"),
+                    f"must be smaller than budget.steps ({pbt.perturbation_interval} >= {steps}): "
+                    "no member would ever exploit",
+                )
+            )
+        if pbt.burn_in_period >= steps:
+            problems.append(
+                (
+                    (*where, "pbt", "burnInPeriod"),
+                    f"must be smaller than budget.steps ({pbt.burn_in_period} >= {steps})",
+                )
+            )
+        if spec.checkpoints.persistent_volume_claim is None:
+            problems.append(
+                (
+                    ("checkpoints",),
+                    f"PBT runs one pod per member ({pbt.population}) and exploit copies "
+                    "checkpoints between them: set checkpoints.persistentVolumeClaim to a "
+                    "ReadWriteMany claim (an emptyDir is private to one pod)",
+                )
+            )
+        failed = spec.failure_policy.max_failed_members
+        if failed is not None and failed >= pbt.population:
+            problems.append(
+                (
+                    ("failurePolicy", "maxFailedMembers"),
+                    f"must be smaller than strategy.pbt.population ({failed} >= {pbt.population})",
+                )
+            )
+    if strategy.autolrs is not None and strategy.autolrs.tau > steps:
+        problems.append(
+            (
+                (*where, "autolrs", "tau"),
+                f"must not exceed budget.steps ({strategy.autolrs.tau} > {steps}): "
+                "the first stage would not fit",
+            )
+        )
+    if strategy.hdet is not None:
+        hdet = strategy.hdet
+        if hdet.sync_interval > steps:
+            problems.append(
+                (
+                    (*where, "hdet", "syncInterval"),
+                    f"must not exceed budget.steps ({hdet.sync_interval} > {steps})",
+                )
+            )
+        if hdet.warmup_steps >= steps:
+            problems.append(
+                (
+                    (*where, "hdet", "warmupSteps"),
+                    f"must be smaller than budget.steps ({hdet.warmup_steps} >= {steps}): "
+                    "auto-LR would never start",
+                )
+            )
+    return problems
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+def _list_map(key: str) -> dict[str, Any]:
+    # Entries keyed by ``key``: server-side apply merges them instead of replacing the list.
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
+
+
+class Condition(ApiModel):
+    """A condition as in metav1.Condition (Ready, Progressing, Degraded, ...)."""
+
+    type: str = Field(max_length=316, pattern=r"^([a-z0-9.-]+/)?[A-Za-z][A-Za-z0-9_]*$")
+    status: Literal["True", "False", "Unknown"]
+    reason: str = Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: datetime
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+class MemberSummary(ApiModel):
+    """One member (PBT member, AutoLRS trainer, HDET replica group) in a few fields."""
+
+    id: int = Field(ge=0)
+    phase: MemberPhase = "Pending"
+    step: int = Field(default=0, ge=0)
+    lr: float | None = Field(default=None, ge=0)
+    objective: float | None = None
+    restarts: int = Field(default=0, ge=0)
+
+
+class BestResult(ApiModel):
+    """The best objective seen so far and the stored schedule that reached it."""
+
+    objective: float
+    member: int = Field(ge=0)
+    step: int = Field(ge=0)
+    schedule: DNSSubdomain = Field(description="Name of the LRSchedule holding the schedule.")
+
+
+class ScheduleSearchStatus(ApiModel):
+    """What the controller (or the local engine) observed; written via the status subresource."""
+
+    phase: Phase = "Pending"
+    message: str | None = Field(default=None, max_length=4096)
+    strategy: StrategyName | None = Field(default=None, description="The spec's strategy, for printing.")
+    conditions: list[Condition] = Field(
+        default_factory=list, max_length=MAX_CONDITIONS, json_schema_extra=_list_map("type")
+    )
+    observed_generation: int | None = Field(default=None, ge=0)
+    members: list[MemberSummary] = Field(
+        default_factory=list,
+        max_length=MAX_STATUS_MEMBERS,
+        description=f"At most {MAX_STATUS_MEMBERS} members; larger populations list the best.",
+        json_schema_extra=_list_map("id"),
+    )
+    best: BestResult | None = None
+    member_steps: int | None = Field(default=None, ge=0, description="The search's cost: steps summed over all members and probes."
+    )
+    start_time: datetime | None = None
+    completion_time: datetime | None = None
+
+
+# --- the resources ------------------------------------------------------------------------------
+
+_META_KEYS = frozenset(ObjectMeta.model_fields.keys())
+
+
+def _spec_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata fields the models know, out of a full API-server object's metadata."""
+    by_alias = {camel_alias(key): key for key in _META_KEYS}
+    return {k: v for k, v in metadata.items() if k in by_alias and v is not None}
+
+
+class ScheduleSearch(ApiModel):
+    """A search for a learning-rate schedule (the ScheduleSearch custom resource)."""
+
+    api_version: Literal["schedsearch.io/v1alpha1"] = API_VERSION
+    kind: Literal["ScheduleSearch"] = SEARCH_KIND
+    metadata: ObjectMeta
+    spec: ScheduleSearchSpec
+    status: ScheduleSearchStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> ScheduleSearch:
+        """Parse an object read from the API server, ignoring server-managed metadata."""
+        data = dict(obj)
+        data["metadata"] = _spec_metadata(obj.get("metadata") or {})
+        return cls.model_validate(data)
+
+
+class ObjectiveValue(ApiModel):
+    metric: Metric
+    value: float
+
+
+class Provenance(ApiModel):
+    """Where a stored schedule came from. Further keys (strategy-specific) are kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+
+    search: str | None = Field(default=None, max_length=253)
+    namespace: str | None = Field(default=None, max_length=63)
+    strategy: StrategyName | None = None
+    workload: str | None = Field(default=None, max_length=253)
+    objective: ObjectiveValue | None = None
+    member: int | None = Field(default=None, ge=0)
+    created_at: datetime | None = None
+
+
+class SchedulePoint(ApiModel):
+    """A change point: from step on the LR moves from lr by interp towards the next point's LR
+    (or endLR, reached after span steps); the last point holds."""
+
+    step: int = Field(ge=0)
+    lr: float = Field(ge=0)
+    interp: schedules.Interp = "constant"
+    end_lr: float | None = Field(default=None, ge=0)
+    span: int | None = Field(default=None, ge=1)
+
+
+class LRScheduleSpec(ApiModel):
+    """A schedule as data: change points over totalSteps steps, plus its provenance."""
+
+    model_config = ConfigDict(
+        json_schema_extra=validations(
+            cel("self.points[0].step == 0", "the first change point must be at step 0", ".points"),
+            cel(
+                "self.points[size(self.points) - 1].step <= self.totalSteps",
+                "the last change point must not lie past totalSteps",
+                ".points",
+            ),
+        )
+    )
+
+    total_steps: int = Field(gt=0, le=MAX_BUDGET_STEPS)
+    points: list[SchedulePoint] = Field(min_length=1, max_length=MAX_SCHEDULE_POINTS)
+    provenance: Provenance = Field(default_factory=Provenance)
+
+    @model_validator(mode="after")
+    def _replays(self) -> LRScheduleSpec:
+        # The trainers' Schedule checks ordering and segment shapes; one set of rules.
+        self.to_schedule()
+        return self
+
+    def to_schedule(self) -> schedules.Schedule:
+        return schedules.Schedule.from_dict(self.to_wire())
+
+    @classmethod
+    def from_schedule(
+        cls, schedule: schedules.Schedule, provenance: Provenance | None = None
+    ) -> LRScheduleSpec:
+        """Wrap a trainers ``Schedule``; ``provenance`` fields win over the schedule's own keys."""
+        data = schedule.to_dict()
+        data.pop("format", None)
+        merged = dict(schedule.provenance)
+        if provenance is not None:
+            merged.update(provenance.to_wire())
+        data["provenance"] = merged
+        return cls.model_validate(data)
+
+
+class LRSchedule(ApiModel):
+    """A stored schedule (the LRSchedule custom resource): replays exactly, exports anywhere."""
+
+    api_version: Literal["schedsearch.io/v1alpha1"] = API_VERSION
+    kind: Literal["LRSchedule"] = SCHEDULE_KIND
+    metadata: ScheduleMeta
+    spec: LRScheduleSpec
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> LRSchedule:
+        data = dict(obj)
+        data["metadata"] = _spec_metadata(obj.get("metadata") or {})
+        return cls.model_validate(data)
+
+
+def best_schedule_name(search: str) -> str:
+    """Name of the LRSchedule holding a search's best schedule."""
+    return f"{search}-best"
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """Status and provenance carry JSON numbers: NaN or infinity becomes absent."""
+    return value if value is not None and math.isfinite(value) else None

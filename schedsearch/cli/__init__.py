@@ -1,0 +1,1 @@
+"""The schedsearch command line."""

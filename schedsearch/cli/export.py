@@ -1,0 +1,45 @@
+"""A stored schedule as a file others consume: JSON data, per-step CSV, or a torch module.
+
+JSON is the trainers' schedule format (``Schedule.from_json`` reads it back, provenance
+included); CSV has one ``step,lr`` row per training step; torch is a standalone Python module
+with an ``LRScheduler`` subclass holding the change points (``export_torch``).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Literal, get_args
+
+from schedsearch.trainers.schedules import Schedule
+
+ExportFormat = Literal["json", "csv", "torch"]
+FORMATS: tuple[str, ...] = get_args(ExportFormat)
+MAX_CSV_STEPS = 10_000_000
+
+
+def export_schedule(schedule: Schedule, fmt: str) -> str:
+    """The text of ``schedule`` in format ``fmt`` (one of ``FORMATS``)."""
+    if fmt == "json":
+        return schedule.to_json(indent=2) + "\n"
+    if fmt == "csv":
+        return to_csv(schedule)
+    if fmt == "torch":
+        # Imported here: the renderer is only needed for this format.
+        from schedsearch.trainers.export_torch import render_torch_module
+
+        return render_torch_module(schedule)
+    raise ValueError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
+
+
+def to_csv(schedule: Schedule) -> str:
+    """``step,lr`` for every step; ``repr`` keeps each LR exact."""
+    if schedule.total_steps > MAX_CSV_STEPS:
+        raise ValueError(
+            f"the schedule spans {schedule.total_steps} steps; CSV is one row per step and "
+            f"stops at {MAX_CSV_STEPS}: export --format json (the change points) instead"
+        )
+    out = io.StringIO()
+    out.write("step,lr\n")
+    for step, lr in enumerate(schedule.lrs()):
+        out.write(f"{step},{lr!r}\n")
+    return out.getvalue()

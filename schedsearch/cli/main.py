@@ -1,0 +1,421 @@
+"""The ``schedsearch`` command: validate specs, run them locally, read and export results.
+
+Results are read through a ``ResultsBackend`` (today the local SQLite store) so the same commands
+will read a cluster later. Exit codes: 0 ok, 1 invalid spec or other user error, 2 bad usage,
+3 no such search or schedule, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import io
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import click
+from click.shell_completion import CompletionItem, get_completion_class
+from pydantic import ValidationError
+from rich.console import Console
+
+from schedsearch import __version__
+from schedsearch.api import SpecError, load_spec, load_specs
+from schedsearch.api.spec import MemberPhase, ScheduleSearch
+from schedsearch.cli import render
+from schedsearch.cli.export import FORMATS, export_schedule
+from schedsearch.store import (
+    STORE_ENV,
+    HistoryPoint,
+    NotFoundError,
+    ResultsBackend,
+    SearchExistsError,
+    SearchRecord,
+    SQLiteStore,
+    StoredSchedule,
+    StoreError,
+    default_store_path,
+    member_summaries,
+)
+
+EXIT_OK = 0
+EXIT_USER_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_INTERRUPTED = 130
+COMPLETION_SHELLS = ("bash", "zsh", "fish")
+PROG = "schedsearch"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class UserError(click.ClickException):
+    """Something the user can fix (bad spec, unusable store, missing engine): exit 1."""
+
+    exit_code = EXIT_USER_ERROR
+
+
+class NotFound(click.ClickException):
+    """No such search or schedule: exit 3."""
+
+    exit_code = EXIT_NOT_FOUND
+
+
+def _translating_errors(command: F) -> F:
+    """Turn the library's errors into the CLI's messages and exit codes."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except NotFoundError as err:
+            raise NotFound(str(err)) from None
+        except SpecError as err:
+            raise UserError("invalid spec\n" + "\n".join(err.lines())) from None
+        except (StoreError, SearchExistsError) as err:
+            raise UserError(str(err)) from None
+
+    return cast(F, wrapper)
+
+
+# --- shared options -----------------------------------------------------------------------------
+
+
+def _store_path(value: Path | None) -> Path:
+    return value if value is not None else default_store_path()
+
+
+def _complete_search_names(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    path = _store_path(ctx.params.get("store_path"))
+    if not path.is_file():
+        return []
+    try:
+        names = [record.name for record in SQLiteStore(path).list_searches()]
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [CompletionItem(name) for name in names if name.startswith(incomplete)]
+
+
+store_option = click.option(
+    "--store",
+    "store_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar=STORE_ENV,
+    show_envvar=True,
+    default=None,
+    help="Results store (SQLite file). Default: $XDG_DATA_HOME/schedsearch/results.db.",
+)
+output_option = click.option(
+    "-o",
+    "--output",
+    type=click.Choice(render.OUTPUT_FORMATS),
+    default="table",
+    show_default=True,
+    help="Output format.",
+)
+name_argument = click.argument("name", shell_complete=_complete_search_names)
+
+
+def _backend(store_path: Path | None) -> ResultsBackend:
+    """The results to read. Reading never creates a store: a missing file means no searches."""
+    path = _store_path(store_path)
+    if not path.is_file():
+        return _EmptyBackend(path)
+    return SQLiteStore(path)
+
+
+@dataclass(frozen=True)
+class _EmptyBackend:
+    """The results of a store that does not exist yet."""
+
+    path: Path
+
+    def list_searches(self) -> list[SearchRecord]:
+        return []
+
+    def get_search(self, name: str) -> SearchRecord:
+        raise self._missing(name)
+
+    def best_schedule(self, name: str) -> StoredSchedule:
+        raise self._missing(name)
+
+    def history(self, name: str) -> list[HistoryPoint]:
+        raise self._missing(name)
+
+    def _missing(self, name: str) -> NotFoundError:
+        return NotFoundError("search", name, f"the store {self.path} does not exist yet")
+
+
+def _echo_table(*renderables: Any) -> None:
+    """Print rich tables as plain text (no colour, no trailing blanks) so the output is the same
+    on a terminal, in a pipe and in a test."""
+    width = shutil.get_terminal_size(fallback=(120, 24)).columns
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=max(width, 80), highlight=False, color_system=None)
+    for index, renderable in enumerate(renderables):
+        if index:
+            console.print()
+        console.print(renderable)
+    click.echo("\n".join(line.rstrip() for line in buffer.getvalue().splitlines()))
+
+
+# --- commands -----------------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROG)
+def cli() -> None:
+    """Search learning-rate schedules while models train; keep and export the best ones."""
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.pass_context
+def validate(ctx: click.Context, files: Sequence[Path]) -> None:
+    """Check ScheduleSearch spec files; print every problem with its field path."""
+    failed = False
+    for path in files:
+        try:
+            specs = load_specs(path)
+        except SpecError as err:
+            failed = True
+            for line in err.lines():
+                click.echo(line)
+            continue
+        click.echo(f"{path}: ok ({', '.join(spec.name for spec in specs)})")
+    ctx.exit(EXIT_USER_ERROR if failed else EXIT_OK)
+
+
+@cli.command("list")
+@store_option
+@output_option
+@_translating_errors
+def list_searches(store_path: Path | None, output: str) -> None:
+    """List the searches in the store."""
+    records = _backend(store_path).list_searches()
+    if output != "table":
+        items = [render.search_resource(record) for record in records]
+        click.echo(
+            render.dump({"apiVersion": "v1", "kind": "List", "items": items}, output), nl=False
+        )
+    elif not records:
+        click.echo(f"No searches in {_store_path(store_path)}.")
+    else:
+        _echo_table(render.searches_table(records))
+
+
+@cli.command()
+@name_argument
+@store_option
+@output_option
+@_translating_errors
+def get(name: str, store_path: Path | None, output: str) -> None:
+    """Show one search: phase, best result, cost and its members."""
+    backend = _backend(store_path)
+    record = backend.get_search(name)
+    mode = str(record.spec.get("spec", {}).get("objective", {}).get("mode", "min"))
+    # Member phases are not stored locally; the search's phase says where they all are.
+    member_phase: MemberPhase = "Pending" if record.phase == "Interrupted" else record.phase
+    members = member_summaries(
+        backend.history(name), record.objective_metric, mode=mode, phase=member_phase
+    )
+    if output != "table":
+        click.echo(render.dump(render.search_resource(record, members), output), nl=False)
+        return
+    if members:
+        _echo_table(render.search_summary(record), render.members_table(members))
+    else:
+        _echo_table(render.search_summary(record))
+
+
+@cli.command()
+@name_argument
+@store_option
+@output_option
+@_translating_errors
+def best(name: str, store_path: Path | None, output: str) -> None:
+    """The best schedule of a search: change points, provenance and a plot."""
+    stored = _backend(store_path).best_schedule(name)
+    if output != "table":
+        click.echo(render.dump(stored.to_resource().to_wire(), output), nl=False)
+        return
+    for line in render.provenance_lines(stored):
+        click.echo(line)
+    click.echo()
+    _echo_table(render.change_points_table(stored.schedule))
+    click.echo()
+    click.echo(render.schedule_plot(stored.schedule))
+
+
+@cli.command()
+@name_argument
+@click.option(
+    "-f",
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="json",
+    show_default=True,
+    help="json: change points (Schedule.from_json reads it); csv: step,lr per step; "
+    "torch: a standalone LRScheduler module.",
+)
+@click.option(
+    "-o",
+    "--output",
+    "output_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of standard output.",
+)
+@store_option
+@_translating_errors
+def export(name: str, fmt: str, output_file: Path | None, store_path: Path | None) -> None:
+    """Export the best schedule of a search."""
+    stored = _backend(store_path).best_schedule(name)
+    try:
+        text = export_schedule(stored.schedule, fmt)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if output_file is None:
+        click.echo(text, nl=False)
+        return
+    output_file.write_text(text, encoding="utf-8")
+    click.echo(f"wrote {output_file}", err=True)
+
+
+@cli.command()
+@name_argument
+@click.option(
+    "-o",
+    "--output",
+    "output_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Image file (.png, .svg, .pdf).",
+)
+@store_option
+@_translating_errors
+def plot(name: str, output_file: Path, store_path: Path | None) -> None:
+    """Plot the best schedule against the base schedule, and the members' losses."""
+    from schedsearch.cli.plotting import plot_search
+
+    backend = _backend(store_path)
+    record = backend.get_search(name)
+    stored = backend.best_schedule(name)
+    try:
+        base = record.parsed().spec.base_schedule_for_budget()
+    except (ValidationError, ValueError):
+        base = None  # a spec that no longer validates still has a best schedule to show
+    plot_search(
+        output_file,
+        title=f"{name} ({record.strategy}, {record.workload})",
+        best=stored.schedule,
+        base=base,
+        history=backend.history(name),
+        best_member=record.best_member,
+    )
+    click.echo(f"wrote {output_file}", err=True)
+
+
+@cli.command()
+@click.argument("shell", type=click.Choice(COMPLETION_SHELLS))
+def completion(shell: str) -> None:
+    """Print the shell completion script, e.g. eval "$(schedsearch completion bash)"."""
+    complete_var = f"_{PROG.upper()}_COMPLETE"
+    completer = get_completion_class(shell)
+    if completer is None:  # pragma: no cover - click ships all three
+        raise UserError(f"no completion support for {shell}")
+    click.echo(completer(cli, {}, PROG, complete_var).source())
+
+
+# --- run (the local engine) ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything ``schedsearch run`` was asked, handed to the engine as one value."""
+
+    spec_path: Path
+    store_path: Path
+    ray_address: str | None
+    resume: bool
+    name: str | None
+
+
+@cli.command()
+@click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
+@store_option
+@click.option(
+    "--ray-address", default=None, help="Join this Ray cluster instead of starting one locally."
+)
+@click.option("--resume", is_flag=True, help="Continue a search of the same name from its state.")
+@click.option("--name", default=None, help="Run under this name instead of metadata.name.")
+@_translating_errors
+def run(
+    spec_path: Path,
+    store_path: Path | None,
+    ray_address: str | None,
+    resume: bool,
+    name: str | None,
+) -> None:
+    """Run a search on this machine (the embedded engine) and store its results."""
+    options = RunOptions(spec_path, _store_path(store_path), ray_address, resume, name)
+    search = _named(load_spec(options.spec_path), options.name)
+    engine = _load_engine()
+    try:
+        engine.run_search(search, options=options, store=SQLiteStore(options.store_path))
+    except engine.SearchFailed as err:
+        raise UserError(f"search {search.name!r} failed: {err}") from None
+
+
+def _named(search: ScheduleSearch, name: str | None) -> ScheduleSearch:
+    if name is None:
+        return search
+    data = search.to_wire()
+    data["metadata"]["name"] = name
+    try:
+        return ScheduleSearch.model_validate(data)
+    except ValidationError as err:
+        raise UserError(f"--name: {err.errors()[0]['msg']}") from None
+
+
+def _load_engine() -> Any:
+    try:
+        return importlib.import_module("schedsearch.engine")
+    except ModuleNotFoundError as err:
+        if err.name is not None and (err.name + ".").startswith("schedsearch.engine."):
+            raise UserError(
+                "the local engine (schedsearch.engine) is not part of this installation; "
+                "schedsearch run needs it"
+            ) from None
+        raise UserError(
+            f"the local engine needs the Python package {err.name!r}, which is not installed"
+        ) from None
+
+
+# --- entry point --------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console script: run the CLI and exit with its documented codes."""
+    try:
+        code = cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(err.exit_code)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
+
+
+if __name__ == "__main__":
+    main()
