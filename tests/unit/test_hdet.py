@@ -238,3 +238,83 @@ def test_sync_out_of_turn_is_refused() -> None:
         ctrl.sync(150, [1.0] * 4)
     with pytest.raises(ValueError, match="losses"):
         ctrl.sync(100, [1.0] * 3)
+
+
+# -- the scheduler, two gloo processes --------------------------------------------------------
+
+SCHED_STEPS, SCHED_SYNC, SCHED_ALPHA, SCHED_PEAK = 12, 5, 0.5, 0.1
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _scheduler_replica(rank: int, world: int, port: int, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+    from schedsearch.trainers.strategies.hdet import scheduler as hdet_scheduler
+
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
+    try:
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 1)
+        hdet_scheduler.spread_parameters(model, 0.01, seed=0, rank=rank)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
+        cfg = HDETConfig(replicas=world, alpha=SCHED_ALPHA, sync_interval=SCHED_SYNC)
+        sched = hdet_scheduler.HDETScheduler(
+            optimizer, cfg, total_steps=SCHED_STEPS, peak_lr=SCHED_PEAK, model=model
+        )
+        data = torch.Generator().manual_seed(100 + rank)  # each replica its own shard
+        record: dict[str, list] = {"lr": [], "base": [], "params": []}
+        for step in range(SCHED_STEPS):
+            x = torch.randn(8, 4, generator=data)
+            loss = ((model(x) - x.sum(1, keepdim=True)) ** 2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            hdet_scheduler.average_gradients(model)
+            record["lr"].append(optimizer.param_groups[0]["lr"])
+            record["base"].append(sched.controller.base_lr(step))
+            optimizer.step()
+            sched.step(loss)
+            record["params"].append(
+                torch.nn.utils.parameters_to_vector(model.parameters()).tolist()
+            )
+        record["converge_seconds"] = [sched.converge_seconds]
+        record["state"] = [sched.state_dict()["controller"]]
+        with open(f"{out}/rank{rank}.json", "w") as fh:
+            json.dump(record, fh)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_replicas_fan_out_between_syncs_and_agree_after(tmp_path: object) -> None:
+    mp = pytest.importorskip("torch.multiprocessing")
+    mp.spawn(_scheduler_replica, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]  # type: ignore[operator]
+
+    # Between syncs the replicas differ (noisy init, then their own LRs); after a sync
+    # (steps 5 and 10, and the end) they hold identical parameters.
+    for step in range(SCHED_STEPS):
+        same = ranks[0]["params"][step] == ranks[1]["params"][step]
+        assert same == ((step + 1) % SCHED_SYNC == 0 or step + 1 == SCHED_STEPS), step
+
+    # Each replica's LR is base * rho_r, the two multipliers are 1 -/+ alpha, the ranks agree on
+    # the base and never share a multiplier (they applied the same permutation).
+    assert ranks[0]["base"] == ranks[1]["base"]
+    assert ranks[0]["base"][:SCHED_SYNC] == [SCHED_PEAK] * SCHED_SYNC
+    assert ranks[0]["base"][SCHED_SYNC] != SCHED_PEAK
+    for step, base_lr in enumerate(ranks[0]["base"]):
+        pair = sorted(r["lr"][step] for r in ranks)
+        assert pair == pytest.approx([base_lr * (1 - SCHED_ALPHA), base_lr * (1 + SCHED_ALPHA)])
+    assert ranks[0]["converge_seconds"][0] > 0
+    # Only rank 0 draws; otherwise the controllers' states agree.
+    states = [{k: v for k, v in r["state"][0].items() if k != "draws"} for r in ranks]
+    assert states[0] == states[1]
+    assert ranks[0]["state"][0]["draws"] == 2

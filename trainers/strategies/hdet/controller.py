@@ -130,6 +130,12 @@ class HDETController:
             return []
         return [s for s in self.sync_steps()[:-1] if s >= self.takeover]
 
+    def moves_at(self, step: int) -> bool:
+        """True when the sync at ``step`` may move the base LR (and so reassigns multipliers)."""
+        return (
+            self.config.auto_lr and self.takeover <= step < self.total_steps and self.is_sync(step)
+        )
+
     def is_sync(self, step: int) -> bool:
         """True when ``step`` optimiser steps are done and parameters are due to be averaged."""
         return step == self.total_steps or (step > 0 and step % self.config.sync_interval == 0)
