@@ -102,7 +102,7 @@ class ProgressBoard:
             self._first_progress = (time.monotonic(), self.fraction_done())
         if not self.live and time.monotonic() - row.printed_at >= self.line_interval:
             row.printed_at = time.monotonic()
-            self.console.print(self._line(row), highlight=False, soft_wrap=True)
+            self.console.print(self._line(row), markup=False, highlight=False, soft_wrap=True)
 
     def on_event(self, kind: str, message: str, **data: Any) -> None:
         if kind == "exploit":
@@ -117,7 +117,7 @@ class ProgressBoard:
         text = f"[{kind}] {message}"
         self.events = [*self.events, text][-RECENT_EVENTS:]
         if not self.live:
-            self.console.print(text, highlight=False, soft_wrap=True)
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def mark(self, member: int, status: str) -> None:
         """Set a member's status from the engine's side (trial finished, failed, stopped)."""

@@ -1,0 +1,215 @@
+"""What the engine runs for each strategy, seen from the driver.
+
+A job says which trials to start (trainable and configs), what goes into the engine state for
+``--resume``, and how the trials' work becomes a ``SearchResult``:
+
+* PBT: one trial per member still training; decisions come from a ``PBTCoordinator`` Ray actor
+  whose state is the engine state.
+* AutoLRS and HDET: one trial (HDET's replicas are worker processes of that trial); it resumes
+  from its own checkpoint directory and sends its ``SearchResult`` in its last Tune result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from schedsearch.api import spec as api
+from schedsearch.engine import trials
+from schedsearch.engine.pbt import PBTCoordinator
+from schedsearch.engine.session import NAMESPACE
+from schedsearch.trainers import schedules
+from schedsearch.trainers.strategies.base import SearchResult
+
+Trainable = Callable[[dict[str, Any]], None]
+
+
+class Job(Protocol):
+    """One search's trials and their bookkeeping on the driver."""
+
+    strategy: str
+    members: int
+
+    def start(self) -> None:
+        """Create what the trials talk to (inside the Ray session)."""
+        ...
+
+    def trainable(self) -> Trainable: ...
+
+    def trial_configs(self) -> list[dict[str, Any]]:
+        """One config per trial still to run (none when everything already finished)."""
+        ...
+
+    def on_result(self, result: dict[str, Any]) -> None:
+        """Every raw Tune result, on the driver."""
+        ...
+
+    def engine_state(self) -> dict[str, Any]:
+        """The strategy's state for ``--resume`` (plain JSON)."""
+        ...
+
+    def result(self) -> SearchResult | None:
+        """The search's result once the trials are done (None if there is none)."""
+        ...
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """Per-member figures for the final table."""
+        ...
+
+
+def make_job(search: api.ScheduleSearch, run_dir: Path, state: dict[str, Any] | None) -> Job:
+    """The job for ``search``'s strategy, continuing ``state`` when resuming."""
+    name = search.spec.strategy_name
+    if name == "pbt":
+        return PBTJob(search, run_dir, state)
+    return SingleTrialJob(search, run_dir, state)
+
+
+def _common_config(search: api.ScheduleSearch, run_dir: Path) -> dict[str, Any]:
+    return {"search": search.to_wire(), "runDir": str(run_dir)}
+
+
+class PBTJob:
+    """Members as Tune trials, decisions from our Population in a Ray actor."""
+
+    strategy = "pbt"
+
+    def __init__(
+        self, search: api.ScheduleSearch, run_dir: Path, state: dict[str, Any] | None
+    ) -> None:
+        config = search.spec.strategy.pbt
+        assert config is not None
+        self.search = search
+        self.run_dir = run_dir
+        self.members = config.population
+        self.actor_name = f"pbt-coordinator-{search.name}"
+        # The coordinator is built here too, so a bad state is refused before Ray starts.
+        self._local = PBTCoordinator(
+            config,
+            lr_min=search.spec.lr_bounds.min,
+            lr_max=search.spec.lr_bounds.max,
+            total_steps=search.spec.budget.steps,
+            mode=search.spec.objective.mode,
+            state=state,
+        )
+        self._actor: Any = None
+
+    def start(self) -> None:
+        import ray
+
+        remote = ray.remote(PBTCoordinator).options(  # type: ignore[attr-defined]
+            name=self.actor_name, namespace=NAMESPACE, num_cpus=0, max_concurrency=1
+        )
+        self._actor = remote.remote(
+            self._local.population.config,
+            lr_min=self._local.population.lr_min,
+            lr_max=self._local.population.lr_max,
+            total_steps=self._local.population.total_steps,
+            mode=self._local.population.mode,
+            state=self._local.state_dict(),
+        )
+
+    def trainable(self) -> Trainable:
+        return trials.pbt_member
+
+    def trial_configs(self) -> list[dict[str, Any]]:
+        common = _common_config(self.search, self.run_dir)
+        return [
+            {**common, "member": m, "coordinator": self.actor_name}
+            for m in range(self.members)
+            if not self._local.is_finished(m)
+        ]
+
+    def on_result(self, result: dict[str, Any]) -> None:
+        pass
+
+    def engine_state(self) -> dict[str, Any]:
+        self._sync()
+        return self._local.state_dict()
+
+    def result(self) -> SearchResult | None:
+        self._sync()
+        outcome = self._local.outcome()
+        objective = outcome["bestObjective"]
+        if objective is None or not math.isfinite(objective):
+            return None
+        schedule = schedules.Schedule.from_dict(outcome["schedule"])
+        return SearchResult(
+            strategy="pbt",
+            workload=self.search.spec.workload.ref,
+            best_schedule=schedule.with_provenance(search=self.search.name),
+            best_objective=float(objective),
+            best_member=int(outcome["bestMember"]),
+            member_steps=int(outcome["memberSteps"]),
+            history=list(outcome["history"]),
+        )
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        self._sync()
+        return self._local.member_rows()
+
+    def _sync(self) -> None:
+        """Copy the actor's state into the local twin (no-op if the actor is gone)."""
+        if self._actor is None:
+            return
+        import ray
+
+        try:
+            state = ray.get(self._actor.state_dict.remote(), timeout=30)
+        except (ray.exceptions.RayError, TimeoutError):
+            # The state saved last (after each exploit and periodically) stays valid.
+            return
+        self._local.load_state_dict(state)
+
+
+class SingleTrialJob:
+    """AutoLRS or HDET: one trial that checkpoints into the run directory."""
+
+    def __init__(
+        self, search: api.ScheduleSearch, run_dir: Path, state: dict[str, Any] | None
+    ) -> None:
+        self.search = search
+        self.run_dir = run_dir
+        self.strategy: str = search.spec.strategy_name
+        # HDET's rank 0 reports for the replica group: one row, like AutoLRS's single trainer.
+        self.members = 1
+        self._state = dict(state or {})
+        self._result: SearchResult | None = None
+        self._rows: dict[int, dict[str, Any]] = {}
+
+    def start(self) -> None:
+        pass
+
+    def trainable(self) -> Trainable:
+        return trials.autolrs_trial if self.strategy == "autolrs" else trials.hdet_trial
+
+    def trial_configs(self) -> list[dict[str, Any]]:
+        if self._state.get("finished"):
+            return []
+        return [_common_config(self.search, self.run_dir)]
+
+    def on_result(self, result: dict[str, Any]) -> None:
+        for member, step, _loss, lr, val_loss in result.get("progress", ()):
+            row = self._rows.setdefault(int(member), {"member": int(member), "status": "running"})
+            row.update(step=int(step), lr=lr)
+            if val_loss is not None:
+                row["objective"] = float(val_loss)
+        if trials.RESULT_KEY in result:
+            self._result = trials.result_from_dict(result[trials.RESULT_KEY])
+            for row in self._rows.values():
+                row["status"] = "finished"
+            self._state["finished"] = True
+            self._state["result"] = result[trials.RESULT_KEY]
+
+    def engine_state(self) -> dict[str, Any]:
+        return {"checkpointDir": str(trials.checkpoint_dir(self.run_dir)), **self._state}
+
+    def result(self) -> SearchResult | None:
+        if self._result is None and "result" in self._state:
+            self._result = trials.result_from_dict(self._state["result"])
+        return self._result
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        return [self._rows[m] for m in sorted(self._rows)]

@@ -1,0 +1,287 @@
+"""``schedsearch run``: one search from spec to stored result, on a local Ray or an existing one.
+
+The store is the record of truth. A search moves Pending -> Running -> Succeeded / Failed, or
+Interrupted on Ctrl-C with its engine state saved; ``--resume`` picks up the state and the member
+checkpoints. The engine state is also saved while the search runs (after each exploit and every
+few seconds), so even a killed process leaves a state that matches checkpoints on disk.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from rich.console import Console
+
+from schedsearch.api import spec as api
+from schedsearch.api.fields import parse_quantity
+from schedsearch.engine import jobs, progress, session, state, tuning
+from schedsearch.engine.interrupt import Interrupt
+from schedsearch.engine.messages import Tee
+from schedsearch.store.base import NotFoundError, StoreError
+from schedsearch.store.reporter import StoreReporter
+from schedsearch.store.sqlite import SQLiteStore
+from schedsearch.trainers.strategies.base import SearchResult
+
+# Seconds between two engine-state saves while nothing else asks for one.
+SAVE_EVERY_SECONDS = 5.0
+INTERRUPTED: Any = "Interrupted"
+
+
+class RunOptions(Protocol):
+    """What the CLI's ``run`` command passes (its ``RunOptions``)."""
+
+    @property
+    def store_path(self) -> Path: ...
+
+    @property
+    def ray_address(self) -> str | None: ...
+
+    @property
+    def resume(self) -> bool: ...
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the search; its state is saved and ``--resume`` continues it."""
+
+
+class SearchFailed(RuntimeError):
+    """The search could not produce a result; the store says Failed with the reason."""
+
+
+def run_search(
+    search: api.ScheduleSearch,
+    *,
+    options: RunOptions,
+    store: SQLiteStore,
+    runs_dir: Path | None = None,
+    console: Console | None = None,
+    out: Console | None = None,
+) -> SearchResult:
+    """Run ``search`` to its end and store the result; print progress and the best schedule.
+
+    ``console`` shows progress (default: stderr), ``out`` the final tables (default: stdout).
+    """
+    console = console or Console(stderr=True)
+    out = out or Console(file=sys.stdout, highlight=False)
+    saved = _register(store, search, resume=options.resume, console=console)
+    run_dir = _run_dir(search.name, options.store_path, runs_dir, saved)
+    with state.run_lock(run_dir):
+        job = jobs.make_job(search, run_dir, saved.job if saved else None)
+        store.set_phase(search.name, "Running", message="resumed" if saved else None)
+        started = time.monotonic()
+        result = _run_job(search, job, store, options.ray_address, run_dir, console)
+        result.wall_seconds = time.monotonic() - started
+    _print_result(out, search, job, result)
+    return result
+
+
+# -- steps ---------------------------------------------------------------------------------------
+
+
+def _register(
+    store: SQLiteStore, search: api.ScheduleSearch, *, resume: bool, console: Console
+) -> state.EngineState | None:
+    """Create the search, or check it may be resumed; the saved engine state, if any."""
+    try:
+        record = store.get_search(search.name)
+    except NotFoundError:
+        record = None
+    if record is None:
+        if resume:
+            console.print(f"nothing to resume for {search.name!r}: starting it", markup=False)
+        store.create_search(search)
+        return None
+    # Refuses a different spec under the same name; without --resume, any existing search.
+    store.create_search(search, exist_ok=resume)
+    if record.phase == "Succeeded":
+        raise StoreError(
+            f"search {search.name!r} already succeeded; nothing to resume "
+            "(run it under another name with --name)"
+        )
+    blob = store.load_engine_state(search.name)
+    if blob is None:
+        console.print(f"no saved state for {search.name!r}: starting it over", markup=False)
+        return None
+    try:
+        return state.EngineState.from_bytes(blob)
+    except ValueError as err:
+        raise StoreError(f"cannot resume {search.name!r}: {err}") from None
+
+
+def _run_dir(
+    name: str, store_path: Path, runs_dir: Path | None, saved: state.EngineState | None
+) -> Path:
+    if runs_dir is not None:
+        return runs_dir.expanduser() / name
+    if saved is not None:
+        return saved.run_dir
+    return state.default_run_dir(store_path, name)
+
+
+def _run_job(
+    search: api.ScheduleSearch,
+    job: jobs.Job,
+    store: SQLiteStore,
+    ray_address: str | None,
+    run_dir: Path,
+    console: Console,
+) -> SearchResult:
+    saver = _StateSaver(store, search.name, job, run_dir)
+    try:
+        with session.ray_session(ray_address) as ray_info:
+            console.print(_ray_line(ray_info), markup=False, highlight=False)
+            job.start()
+            interrupt = _train(search, job, store, ray_info, run_dir, saver, console)
+            saver.save()
+    except KeyboardInterrupt:
+        # A second Ctrl-C: no clean stop, but the state saved last still matches the disk.
+        store.set_phase(search.name, INTERRUPTED, message="interrupted (forced)")
+        raise SearchInterrupted() from None
+    except Exception as err:
+        store.set_phase(search.name, "Failed", message=f"engine error: {err}")
+        raise
+    if interrupt.requested:
+        store.set_phase(search.name, INTERRUPTED, message="interrupted; resume with --resume")
+        console.print(
+            f"Interrupted: state saved. Continue with: schedsearch run SPEC --resume "
+            f"(search {search.name!r})",
+            markup=False,
+        )
+        raise SearchInterrupted()
+    return _finish(search, job, store)
+
+
+def _train(
+    search: api.ScheduleSearch,
+    job: jobs.Job,
+    store: SQLiteStore,
+    ray_info: session.RaySession,
+    run_dir: Path,
+    saver: _StateSaver,
+    console: Console,
+) -> Interrupt:
+    configs = job.trial_configs()
+    resources = session.trial_resources(
+        ray_info,
+        concurrent=max(1, len(configs)),
+        cpu=float(parse_quantity(search.spec.resources.cpu)),
+        gpu=float(search.spec.resources.gpu),
+    )
+    steps = search.spec.budget.steps
+    board = progress.ProgressBoard(
+        title=f"{search.name} ({job.strategy})",
+        total_steps=steps,
+        members=job.members,
+        console=console,
+    )
+    history = StoreReporter(store, search.name, every=_history_every(steps))
+    interrupt = Interrupt(on_request=lambda: console.print("stopping...", markup=False))
+
+    def after_result(result: dict[str, Any]) -> None:
+        job.on_result(result)
+        saver.maybe_save(result)
+
+    with interrupt, board:
+        if configs:
+            outcome = tuning.run_trials(
+                job.trainable(),
+                configs,
+                name="tune",
+                storage=run_dir,
+                resources=resources,
+                reporter=Tee([board, history]),
+                interrupt=interrupt,
+                max_failures=search.spec.failure_policy.max_member_restarts,
+                after_result=after_result,
+            )
+            _check_failures(search, job, outcome)
+    history.flush()
+    return interrupt
+
+
+def _check_failures(
+    search: api.ScheduleSearch, job: jobs.Job, outcome: tuning.TrialOutcome
+) -> None:
+    if not outcome.errors:
+        return
+    allowed = search.spec.failure_policy.max_failed_members
+    if allowed is None:
+        allowed = job.members - 1 if job.strategy == "pbt" else 0
+    if len(outcome.errors) > allowed:
+        trial, error = sorted(outcome.errors.items())[0]
+        raise SearchFailed(f"{len(outcome.errors)} trial(s) failed; trial {trial}: {error}")
+
+
+def _finish(search: api.ScheduleSearch, job: jobs.Job, store: SQLiteStore) -> SearchResult:
+    result = job.result()
+    if result is None or not math.isfinite(result.best_objective):
+        message = "no member produced a finite objective"
+        store.set_phase(search.name, "Failed", message=message)
+        raise SearchFailed(message)
+    store.finish(
+        search.name,
+        schedule=result.best_schedule,
+        objective=result.best_objective,
+        member=result.best_member,
+        member_steps=result.member_steps,
+        message=f"best member {result.best_member}",
+    )
+    return result
+
+
+def _history_every(steps: int) -> int:
+    """Keep about a hundred points per member besides every evaluation."""
+    return max(10, (steps // 100) // 10 * 10)
+
+
+def _ray_line(info: session.RaySession) -> str:
+    where = f"joined {info.address}" if info.address else "started locally"
+    return f"Ray {where} in {info.startup_seconds:.1f}s ({info.cpus:g} CPU, {info.gpus:g} GPU)"
+
+
+class _StateSaver:
+    """Writes the engine state to the store after exploits and at most every few seconds."""
+
+    def __init__(self, store: SQLiteStore, name: str, job: jobs.Job, run_dir: Path) -> None:
+        self._store = store
+        self._name = name
+        self._job = job
+        self._run_dir = run_dir
+        self._last = time.monotonic()
+        self.clock: Callable[[], float] = time.monotonic
+
+    def maybe_save(self, result: dict[str, Any]) -> None:
+        kinds = {e.get("kind") for e in result.get("events", ())}
+        if kinds & {"exploit", "checkpoint", "finished", "stage"} or (
+            self.clock() - self._last >= SAVE_EVERY_SECONDS
+        ):
+            self.save()
+
+    def save(self) -> None:
+        engine = state.EngineState(self._job.strategy, self._run_dir, self._job.engine_state())
+        self._store.save_engine_state(self._name, engine.to_bytes())
+        self._last = self.clock()
+
+
+def _print_result(
+    out: Console, search: api.ScheduleSearch, job: jobs.Job, result: SearchResult
+) -> None:
+    out.print(
+        progress.summary_table(
+            title=f"{search.name}: members",
+            rows=job.summary_rows(),
+            best_member=result.best_member,
+        )
+    )
+    out.print(progress.schedule_table(result.best_schedule))
+    out.print(
+        f"best {search.spec.objective.metric} {result.best_objective:.4f} "
+        f"(member {result.best_member}); cost {result.member_steps} member-steps; "
+        f"wall {result.wall_seconds:.0f}s",
+        markup=False,
+    )
