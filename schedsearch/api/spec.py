@@ -37,7 +37,8 @@ MAX_BUDGET_STEPS = 1_000_000_000
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
 MemberPhase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed"]
-Metric = Literal["val_loss", "train_loss"]
+# The engines optimise validation loss; a metric joins this list when they can read it.
+Metric = Literal["val_loss"]
 StrategyName = Literal["autolrs", "pbt", "hdet"]
 
 
@@ -118,6 +119,12 @@ class ScheduleMeta(ObjectMeta):
 # --- spec ---------------------------------------------------------------------------------------
 
 
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+ENTRYPOINT_PATTERN = (
+    rf"^({_IDENTIFIER}(\.{_IDENTIFIER})*|[^:\s]+\.py):{_IDENTIFIER}(\.{_IDENTIFIER})*$"
+)
+
+
 def builtin_workload_names() -> list[str]:
     """Names of the built-in workloads, from the trainers' registry."""
     from schedsearch.trainers.workloads import BUILTIN_WORKLOADS
@@ -147,14 +154,21 @@ class WorkloadSpec(ApiModel):
         )
     )
 
-    builtin: str | None = Field(default=None, max_length=63, description="A built-in workload.", json_schema_extra=_builtin_enum
+    builtin: str | None = Field(
+        default=None,
+        max_length=63,
+        description="A built-in workload.",
+        json_schema_extra=_builtin_enum,
     )
-    entrypoint: str | None = Field(default=None,
+    entrypoint: str | None = Field(
+        default=None,
         max_length=253,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_.]*:[A-Za-z_][A-Za-z0-9_]*$",
-        description="module.path:attribute of a user workload factory.",
+        pattern=ENTRYPOINT_PATTERN,
+        description="module:function of a user workload: a dotted module or a .py file path, "
+        "then a (dotted) attribute.",
     )
-    image: str | None = Field(default=None, min_length=1, max_length=512, description="Trainer container image."
+    image: str | None = Field(
+        default=None, min_length=1, max_length=512, description="Trainer container image."
     )
 
     @field_validator("builtin")
@@ -244,7 +258,8 @@ class CheckpointsSpec(ApiModel):
 
     model_config = ConfigDict(json_schema_extra=validations(_one_checkpoint_source_rule()))
 
-    persistent_volume_claim: DNSSubdomain | None = Field(default=None, description="Name of a ReadWriteMany claim shared by all members."
+    persistent_volume_claim: DNSSubdomain | None = Field(
+        default=None, description="Name of a ReadWriteMany claim shared by all members."
     )
     empty_dir: EmptyDirCheckpoints | None = None
 
@@ -276,9 +291,14 @@ class SchedulingSpec(ApiModel):
 class FailurePolicy(ApiModel):
     """How much member failure a search absorbs before it fails."""
 
-    max_member_restarts: int = Field(default=3, ge=0, le=100, description="Restarts of one member (from its checkpoint) before it fails."
+    max_member_restarts: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="Restarts of one member (from its checkpoint) before it fails.",
     )
-    max_failed_members: int | None = Field(default=None,
+    max_failed_members: int | None = Field(
+        default=None,
         ge=0,
         description="Members that may fail for good; by default all but one (the search fails "
         "when none is left).",
@@ -527,7 +547,9 @@ class ScheduleSearchStatus(ApiModel):
 
     phase: Phase = "Pending"
     message: str | None = Field(default=None, max_length=4096)
-    strategy: StrategyName | None = Field(default=None, description="The spec's strategy, for printing.")
+    strategy: StrategyName | None = Field(
+        default=None, description="The spec's strategy, for printing."
+    )
     conditions: list[Condition] = Field(
         default_factory=list, max_length=MAX_CONDITIONS, json_schema_extra=_list_map("type")
     )
@@ -539,7 +561,10 @@ class ScheduleSearchStatus(ApiModel):
         json_schema_extra=_list_map("id"),
     )
     best: BestResult | None = None
-    member_steps: int | None = Field(default=None, ge=0, description="The search's cost: steps summed over all members and probes."
+    member_steps: int | None = Field(
+        default=None,
+        ge=0,
+        description="The search's cost: steps summed over all members and probes.",
     )
     start_time: datetime | None = None
     completion_time: datetime | None = None

@@ -17,8 +17,9 @@ FORMATS: tuple[str, ...] = get_args(ExportFormat)
 MAX_CSV_STEPS = 10_000_000
 
 
-def export_schedule(schedule: Schedule, fmt: str) -> str:
-    """The text of ``schedule`` in format ``fmt`` (one of ``FORMATS``)."""
+def export_schedule(schedule: Schedule, fmt: str, *, module_name: str = "schedule") -> str:
+    """The text of ``schedule`` in format ``fmt`` (one of ``FORMATS``); ``module_name`` is the
+    import name a torch module's usage example shows."""
     if fmt == "json":
         return schedule.to_json(indent=2) + "\n"
     if fmt == "csv":
@@ -27,7 +28,7 @@ def export_schedule(schedule: Schedule, fmt: str) -> str:
         # Imported here: the renderer is only needed for this format.
         from schedsearch.trainers.export_torch import render_torch_module
 
-        return render_torch_module(schedule)
+        return render_torch_module(schedule, module_name=module_name)
     raise ValueError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
 
 

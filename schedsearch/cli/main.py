@@ -278,7 +278,8 @@ def export(name: str, fmt: str, output_file: Path | None, store_path: Path | Non
     """Export the best schedule of a search."""
     stored = _backend(store_path).best_schedule(name)
     try:
-        text = export_schedule(stored.schedule, fmt)
+        module = output_file.stem if output_file is not None else "schedule"
+        text = export_schedule(stored.schedule, fmt, module_name=module)
     except ValueError as err:
         raise UserError(str(err)) from None
     if output_file is None:

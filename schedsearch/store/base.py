@@ -17,7 +17,6 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from schedsearch.api import spec as api
 from schedsearch.trainers.schedules import Schedule
 
-
 # The local engine can also be Interrupted (Ctrl-C, state saved, ``run --resume`` continues);
 # the cluster never is, so the resource's status shows such a search as Pending.
 StorePhase = Literal["Pending", "Running", "Interrupted", "Succeeded", "Failed"]

@@ -155,24 +155,28 @@ class SQLiteStore:
             conn.execute("COMMIT")
 
     def _initialise(self) -> None:
+        # Readers (the CLI) open the store while the engine writes: only a store that is new or
+        # older than this code takes the write lock, to create or migrate the schema.
+        with self._transaction(write=False) as conn:
+            if _version(conn) == SCHEMA_VERSION:
+                return
         with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA journal_mode = WAL")  # persistent; needs no open transaction
         with self._transaction(write=True) as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-            current = row[0] or 0
+            current = _version(conn)
             if current > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path}: written by a newer schedsearch (schema {current}, "
                     f"this one reads up to {SCHEMA_VERSION})"
                 )
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             for version in range(current + 1, SCHEMA_VERSION + 1):
                 MIGRATIONS[version](conn)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
 
     def schema_version(self) -> int:
         with self._transaction(write=False) as conn:
-            return int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+            return _version(conn)
 
     # --- writes (the local engine) ---------------------------------------------------------------
 
@@ -377,6 +381,16 @@ class SQLiteStore:
             (_finite(objective), member, schedule.total_steps if step is None else step, name),
         )
         return StoredSchedule(schedule_name, name, spec.to_schedule(), spec.provenance)
+
+
+def _version(conn: sqlite3.Connection) -> int:
+    """The schema version of an open store (0: no schema yet)."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+    ).fetchone()
+    if exists is None:
+        return 0
+    return int(conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] or 0)
 
 
 def _provenance(record: SearchRecord, objective: float, member: int) -> api.Provenance:
