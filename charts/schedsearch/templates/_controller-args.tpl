@@ -1,0 +1,21 @@
+{{/*
+The controller's command-line flags, from the values. PROVISIONAL until the controller lands.
+*/}}
+{{- define "schedsearch.controllerArgs" -}}
+- --log-level={{ .Values.controller.logLevel }}
+- --health-port={{ .Values.controller.healthPort }}
+- --report-port={{ .Values.reportChannel.port }}
+- --report-url=http://{{ include "schedsearch.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Values.reportChannel.port }}
+- --image={{ include "schedsearch.image" . }}
+{{- if .Values.metrics.enabled }}
+- --metrics-port={{ .Values.metrics.port }}
+{{- end }}
+{{- if .Values.trainers.metrics.enabled }}
+- --trainer-metrics-port={{ .Values.trainers.metrics.port }}
+{{- end }}
+{{- range .Values.rbac.namespaces }}
+- --namespace={{ . }}
+{{- else }}
+- --all-namespaces
+{{- end }}
+{{- end }}
