@@ -318,3 +318,126 @@ def test_two_gloo_replicas_fan_out_between_syncs_and_agree_after(tmp_path: objec
     states = [{k: v for k, v in r["state"][0].items() if k != "draws"} for r in ranks]
     assert states[0] == states[1]
     assert ranks[0]["state"][0]["draws"] == 2
+
+
+# -- local replica sets (the runner and its workers) ------------------------------------------
+
+FAULT_ENV = "SCHEDSEARCH_TEST_HDET_FAULT"
+
+
+class FaultyRegression:
+    """The ``regression`` workload, plus faults set by ``FAULT_ENV`` for one rank:
+    ``crash:<rank>:<step>:<marker>`` raises once at that step (the marker file records it), and
+    ``nan:<rank>:<from>:<to>`` makes that rank's loss NaN over those steps."""
+
+    def __init__(self) -> None:
+        import os
+
+        from schedsearch.trainers.workloads import get_workload
+
+        self._inner = get_workload("regression")
+        self.name, self.default_lr = "faulty-regression", self._inner.default_lr
+        self.default_steps, self.batch_size = self._inner.default_steps, self._inner.batch_size
+        self._fault = os.environ.get(FAULT_ENV, "").split(":")
+        self._rank = int(os.environ.get("RANK", "0"))
+        self._calls = 0
+
+    def build_model(self, seed: int) -> object:
+        return self._inner.build_model(seed)
+
+    def make_optimizer(self, params: object, lr: float) -> object:
+        return self._inner.make_optimizer(params, lr)  # type: ignore[arg-type]
+
+    def train_batches(self, seed: int) -> object:
+        return self._inner.train_batches(seed)
+
+    def evaluate(self, model: object) -> dict[str, float]:
+        return self._inner.evaluate(model)  # type: ignore[arg-type]
+
+    def loss(self, model: object, batch: object) -> object:
+        import pathlib
+
+        step, self._calls = self._calls, self._calls + 1
+        kind, rank = self._fault[0], int(self._fault[1]) if len(self._fault) > 1 else -1
+        loss = self._inner.loss(model, batch)  # type: ignore[arg-type]
+        if rank != self._rank:
+            return loss
+        if kind == "crash" and step == int(self._fault[2]):
+            marker = pathlib.Path(self._fault[3])
+            if not marker.exists():
+                marker.touch()
+                raise RuntimeError("injected crash")
+        if kind == "nan" and int(self._fault[2]) <= step < int(self._fault[3]):
+            return loss * math.nan
+        return loss
+
+
+def faulty_regression() -> FaultyRegression:
+    return FaultyRegression()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, object]]] = []
+        self.val_losses: list[tuple[int, float]] = []
+
+    def on_progress(
+        self, member: int, step: int, loss: float, lr: float, val_loss: float | None = None
+    ) -> None:
+        if val_loss is not None:
+            self.val_losses.append((step, val_loss))
+
+    def on_event(self, kind: str, message: str, **data: object) -> None:
+        self.events.append((kind, message, data))
+
+
+def _run_local(out_dir: object, recorder: Recorder | None = None) -> object:
+    from schedsearch.trainers.strategies.hdet.runner import run_hdet
+
+    return run_hdet(
+        HDETConfig(replicas=2, sync_interval=10, alpha=0.3),
+        "tests.unit.test_hdet:faulty_regression",
+        total_steps=40,
+        base=None,
+        lr_bounds=(1e-3, 0.1),
+        seed=3,
+        out_dir=str(out_dir),
+        reporter=recorder,
+    )
+
+
+@pytest.mark.slow
+def test_local_replica_set_survives_a_crash_and_resumes_exactly(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clean = _run_local(tmp_path / "clean")  # type: ignore[operator]
+    assert clean.member_steps == 80  # type: ignore[attr-defined]
+    assert math.isfinite(clean.best_objective)  # type: ignore[attr-defined]
+    timing = clean.history[-1]  # type: ignore[attr-defined]
+    assert timing["kind"] == "Timing" and 0 < timing["convergeFraction"] < 1
+
+    marker = tmp_path / "crashed"  # type: ignore[operator]
+    monkeypatch.setenv(FAULT_ENV, f"crash:1:25:{marker}")
+    with pytest.raises(RuntimeError, match="injected crash"):
+        _run_local(tmp_path / "killed")  # type: ignore[operator]
+    assert marker.exists()
+    recorder = Recorder()
+    resumed = _run_local(tmp_path / "killed", recorder)  # type: ignore[operator]
+    start = next(data for kind, _, data in recorder.events if kind == "start")
+    assert start["resumed"] is True and start["step"] == 20
+    assert resumed.best_schedule == clean.best_schedule  # type: ignore[attr-defined]
+    assert resumed.best_objective == clean.best_objective  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_a_diverging_replica_is_left_out_and_reset(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAULT_ENV, "nan:1:12:15")
+    recorder = Recorder()
+    result = _run_local(tmp_path, recorder)
+    assert math.isfinite(result.best_objective)  # type: ignore[attr-defined]
+    diverged = [data for kind, _, data in recorder.events if kind == "diverged"]
+    assert diverged == [{"step": 20, "replicas": [1]}]
+    assert [step for step, _ in recorder.val_losses] == [10, 20, 30, 40]
+    assert all(math.isfinite(v) for _, v in recorder.val_losses)

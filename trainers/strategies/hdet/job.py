@@ -36,7 +36,6 @@ class ReplicaJob:
     base: BaseScheduleConfig | None = None
     seed: int = 0
     checkpoint_dir: str | None = None
-    eval_every: int | None = None
     progress_every: int = 50
 
     def __post_init__(self) -> None:
@@ -45,8 +44,6 @@ class ReplicaJob:
         low, high = self.lr_bounds
         if not 0 < low < high:
             raise ValueError(f"lrBounds: must satisfy 0 < min < max, got {self.lr_bounds}")
-        if self.eval_every is not None and self.eval_every < 1:
-            raise ValueError(f"evalEvery: must be >= 1, got {self.eval_every}")
         if self.progress_every < 1:
             raise ValueError(f"progressEvery: must be >= 1, got {self.progress_every}")
 
@@ -69,7 +66,6 @@ class ReplicaJob:
             "base": self.base.model_dump(by_alias=True, exclude_none=True) if self.base else None,
             "seed": self.seed,
             "checkpointDir": self.checkpoint_dir,
-            "evalEvery": self.eval_every,
             "progressEvery": self.progress_every,
         }
 
@@ -87,7 +83,6 @@ class ReplicaJob:
             base=BaseScheduleConfig.model_validate(data["base"]) if data.get("base") else None,
             seed=int(data.get("seed", 0)),
             checkpoint_dir=data.get("checkpointDir"),
-            eval_every=data.get("evalEvery"),
             progress_every=int(data.get("progressEvery", 50)),
         )
 
