@@ -12,6 +12,7 @@ A job says which trials to start (trainable and configs), what goes into the eng
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -84,7 +85,8 @@ class PBTJob:
         self.search = search
         self.run_dir = run_dir
         self.members = config.population
-        self.actor_name = f"pbt-coordinator-{search.name}"
+        # Unique per run: the actor of an interrupted run may take a moment to go away.
+        self.actor_name = f"pbt-coordinator-{search.name}-{uuid.uuid4().hex[:8]}"
         # The coordinator is built here too, so a bad state is refused before Ray starts.
         self._local = PBTCoordinator(
             config,

@@ -124,6 +124,35 @@ class PBTCoordinator:
         self.positions[member] = start.step
         return start
 
+    def restart_point(self, member: int) -> StartPoint:
+        """A start point for ``member`` when the file of :meth:`start_point` is gone.
+
+        Members keep only their latest checkpoints, so a member told to exploit a source just
+        before an interruption may find, on resume, that the source has moved on and deleted
+        that file. It then copies the source's latest checkpoint instead, and its lineage is
+        re-recorded at that step so the found schedule still replays what it followed. With no
+        source to turn to (never expected: a member's own latest file is kept) it starts over.
+        """
+        start = self.starts[member]
+        source = self._last_source(member)
+        if source is not None and self.starts[source].checkpoint_path is not None:
+            src = self.starts[source]
+            self.population.lineage.exploit(member, source, src.step, start.config["lr"])
+            restarted = StartPoint(dict(start.config), src.step, src.checkpoint_path)
+        else:
+            self.population.lineage.start(member, start.config["lr"])
+            restarted = StartPoint(dict(start.config))
+        self.population.members[member].step = restarted.step
+        self.starts[member] = restarted
+        self.positions[member] = restarted.step
+        return restarted
+
+    def _last_source(self, member: int) -> int | None:
+        for event in reversed(self.population.history):
+            if event.get("event") == "exploit" and event.get("dst") == member:
+                return int(event["src"])
+        return None
+
     def is_finished(self, member: int) -> bool:
         state = self.population.members[member]
         return not state.active

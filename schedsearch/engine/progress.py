@@ -95,7 +95,10 @@ class ProgressBoard:
         self, member: int, step: int, loss: float, lr: float, val_loss: float | None = None
     ) -> None:
         row = self._row(member)
-        row.step, row.loss, row.lr, row.status = step, loss, lr, "running"
+        row.step, row.lr, row.status = step, lr, "running"
+        if not math.isnan(loss):
+            # An evaluation report carries only val_loss; keep the last training loss.
+            row.loss = loss
         if val_loss is not None:
             row.val_loss = val_loss
         if self._first_progress is None:

@@ -240,7 +240,10 @@ def _history_every(steps: int) -> int:
 
 
 def _ray_line(info: session.RaySession) -> str:
-    where = f"joined {info.address}" if info.address else "started locally"
+    if info.started_here:
+        where = f"joined {info.address}" if info.address else "started locally"
+    else:
+        where = "already running in this process"
     return f"Ray {where} in {info.startup_seconds:.1f}s ({info.cpus:g} CPU, {info.gpus:g} GPU)"
 
 

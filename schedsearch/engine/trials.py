@@ -14,7 +14,10 @@ from typing import Any
 
 from schedsearch.api import spec as api
 from schedsearch.engine import messages, tuning
+from schedsearch.engine.pbt import StartPoint
+from schedsearch.engine.session import NAMESPACE
 from schedsearch.trainers import schedules
+from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.base import SearchResult
 
 RESULT_KEY = "searchResult"
@@ -87,13 +90,100 @@ def hdet_trial(config: dict[str, Any]) -> None:
 
 
 def autolrs_trial(config: dict[str, Any]) -> None:
-    """The single AutoLRS trainer, resumed from its checkpoint directory when it has one."""
-    raise NotImplementedError("AutoLRS trial: waiting for the AutoLRS runner")
+    """The single AutoLRS trainer; it resumes from the last completed stage saved in the run
+    directory when there is one."""
+    from schedsearch.trainers.strategies.autolrs.runner import run_autolrs
+
+    _limit_threads()
+    job = tuning.trial_config(config)
+    spec = _search(job).spec
+    assert spec.strategy.autolrs is not None
+    reporter = messages.TrialReporter()
+    result = messages.pump(
+        lambda: run_autolrs(
+            spec.strategy.autolrs,  # type: ignore[arg-type]
+            spec.workload.ref,
+            total_steps=spec.budget.steps,
+            lr_bounds=(spec.lr_bounds.min, spec.lr_bounds.max),
+            seed=spec.seed,
+            out_dir=checkpoint_dir(Path(job["runDir"])),
+            reporter=reporter,
+        ),
+        reporter,
+    )
+    reporter.attach(RESULT_KEY, result.to_dict())
+    reporter.flush()
 
 
 # -- PBT -----------------------------------------------------------------------------------------
 
 
+class ActorCoordinator:
+    """The runner's ``Coordinator`` protocol over the engine's coordinator actor."""
+
+    def __init__(self, actor: Any) -> None:
+        self._actor = actor
+
+    def report(
+        self,
+        member: int,
+        step: int,
+        objective: float,
+        checkpoint_path: str | None,
+        config: dict[str, float] | None = None,
+    ) -> base.PBTDecision:
+        return self._call("report", member, step, objective, checkpoint_path, config)  # type: ignore[no-any-return]
+
+    def poll(self, member: int) -> base.PBTDecision:
+        return self._call("poll", member)  # type: ignore[no-any-return]
+
+    def finish(self, member: int, step: int) -> None:
+        self._call("finish", member, step)
+
+    def start_point(self, member: int) -> StartPoint:
+        """Where to start; a missing checkpoint file is replaced by one that exists."""
+        start: StartPoint = self._call("start_point", member)
+        if start.checkpoint_path is not None and not Path(start.checkpoint_path).exists():
+            start = self._call("restart_point", member)
+        return start
+
+    def _call(self, method: str, *args: Any) -> Any:
+        import ray
+
+        return ray.get(getattr(self._actor, method).remote(*args))
+
+
 def pbt_member(config: dict[str, Any]) -> None:
-    """One PBT member, reporting to the coordinator actor named in its config."""
-    raise NotImplementedError("PBT member trial: waiting for the PBT member runner")
+    """One PBT member: starts where the coordinator says (scratch, its last checkpoint, or the
+    checkpoint it was told to exploit), then trains, reports and follows decisions to the end."""
+    import ray
+
+    from schedsearch.trainers import harness
+    from schedsearch.trainers.strategies.pbt.runner import MemberLoop, run_member
+    from schedsearch.trainers.workloads import get_workload
+
+    _limit_threads()
+    job = tuning.trial_config(config)
+    spec = _search(job).spec
+    assert spec.strategy.pbt is not None
+    member = int(job["member"])
+    coordinator = ActorCoordinator(ray.get_actor(job["coordinator"], namespace=NAMESPACE))
+    start = coordinator.start_point(member)
+    trainer = harness.Trainer(get_workload(spec.workload.ref), seed=spec.seed + member)
+    loop = MemberLoop(
+        member,
+        trainer,
+        start.config,
+        coordinator,
+        total_steps=spec.budget.steps,
+        interval=spec.strategy.pbt.perturbation_interval,
+        checkpoint_dir=checkpoint_dir(Path(job["runDir"])),
+        metric=spec.objective.metric,
+        reporter=(reporter := messages.TrialReporter()),
+    )
+    loop.start_from(start.step, start.checkpoint_path, start.config)
+    if start.checkpoint_path is not None:
+        reporter.on_event("start", f"member {member} resumes at step {start.step}", member=member)
+    messages.pump(lambda: run_member(loop), reporter)
+    reporter.on_event("finished", f"member {member} done at step {loop.step}", member=member)
+    reporter.flush()

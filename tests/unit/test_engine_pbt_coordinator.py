@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from schedsearch.trainers.strategies import base
-from schedsearch.trainers.strategies.config import PBTConfig
 
 from schedsearch.engine.pbt import PBTCoordinator, StartPoint
+from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.config import PBTConfig
 
 
 def _coordinator(**overrides: object) -> PBTCoordinator:
@@ -84,3 +84,25 @@ def test_outcome_names_the_best_member_and_its_lineage() -> None:
     assert outcome["bestMember"] == 3 and outcome["bestObjective"] == 1.0
     assert outcome["schedule"]["provenance"]["member"] == 3
     assert [row["member"] for row in outcome["members"]] == [0, 1, 2, 3]
+
+
+def test_a_lost_exploit_source_file_falls_back_to_the_source_latest_checkpoint() -> None:
+    coordinator = _coordinator()
+    _round(coordinator, 10, {0: 4.0, 1: 3.0, 2: 2.0, 3: 1.0})
+    decision = coordinator.report(0, 20, 9.0, "m0/step-20.pt")
+    assert isinstance(decision, base.Exploit)
+    # The source moved on and saved a newer checkpoint (its step-10 file is gone).
+    coordinator.report(decision.src, 30, 0.5, f"m{decision.src}/step-30.pt")
+    start = coordinator.restart_point(0)
+    assert start == StartPoint(decision.new_config, 30, f"m{decision.src}/step-30.pt")
+    lineage = coordinator.population.lineage.schedule(0, 40)
+    assert lineage.provenance["exploits"][-1] == {"step": 30, "from": decision.src}
+    assert lineage.lr_at(30) == decision.new_config["lr"]
+
+
+def test_a_member_with_no_source_to_turn_to_starts_over() -> None:
+    coordinator = _coordinator()
+    coordinator.report(1, 10, 1.0, "m1/step-10.pt")
+    start = coordinator.restart_point(1)
+    assert start.step == 0 and start.checkpoint_path is None
+    assert coordinator.start_point(1) == start
