@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+
 from schedsearch.trainers import schedules
 from schedsearch.trainers.strategies.config import HDETConfig
 from schedsearch.trainers.strategies.hdet import maths
@@ -238,6 +239,8 @@ def test_sync_out_of_turn_is_refused() -> None:
         ctrl.sync(150, [1.0] * 4)
     with pytest.raises(ValueError, match="losses"):
         ctrl.sync(100, [1.0] * 3)
+    with pytest.raises(ValueError, match="sync step"):
+        ctrl.sync(1100, [1.0] * 4)  # past the budget
 
 
 # -- the scheduler, two gloo processes --------------------------------------------------------
@@ -256,6 +259,7 @@ def _free_port() -> int:
 def _scheduler_replica(rank: int, world: int, port: int, out: str) -> None:
     import torch
     import torch.distributed as dist
+
     from schedsearch.trainers.strategies.hdet import scheduler as hdet_scheduler
 
     dist.init_process_group(

@@ -138,7 +138,9 @@ class HDETController:
 
     def is_sync(self, step: int) -> bool:
         """True when ``step`` optimiser steps are done and parameters are due to be averaged."""
-        return step == self.total_steps or (step > 0 and step % self.config.sync_interval == 0)
+        if not 0 < step <= self.total_steps:
+            return False
+        return step == self.total_steps or step % self.config.sync_interval == 0
 
     def base_lr(self, step: int) -> float:
         """The base LR for training step ``step`` (0-based), given the syncs processed so far."""

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
 from schedsearch.trainers import schedules
 from schedsearch.trainers.strategies.config import HDETConfig
 from schedsearch.trainers.strategies.hdet.controller import Converge, HDETController
@@ -190,6 +191,11 @@ class HDETScheduler:
 
         Returns the sync's decision when this step ended an interval, else None.
         """
+        if self.done:
+            raise ValueError(
+                f"step: already {self.step_count} steps, the total_steps this scheduler was "
+                "built for; like OneCycleLR it cannot step past the end"
+            )
         self._loss_sum += float(loss.detach() if isinstance(loss, torch.Tensor) else loss)
         self._loss_count += 1
         self.step_count += 1

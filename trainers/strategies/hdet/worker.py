@@ -27,6 +27,7 @@ from typing import Any, TextIO
 
 import torch
 import torch.distributed as dist
+
 from schedsearch.trainers import families, workloads
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.hdet import scheduler as hdet_scheduler
@@ -194,7 +195,7 @@ class Replica:
         path = self.job.checkpoint_path
         if not path.exists():
             return False
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = torch.load(path, map_location=self.device, weights_only=True)
         if state.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: not an HDET checkpoint (format {state.get('format')!r})")
         self.model.load_state_dict(state["model"])
