@@ -320,23 +320,45 @@ class ChartValues(Values):
     fullname_override: str = Field(
         default="", description="Replaces the release-and-chart full name."
     )
-    crds: Crds = Field(default_factory=Crds, description="CustomResourceDefinitions.")
-    image: Image = Field(default_factory=Image, description="Container image.")
+    crds: Crds = Field(
+        default_factory=Crds,
+        description="The ScheduleSearch and LRSchedule CustomResourceDefinitions.",
+    )
+    image: Image = Field(
+        default_factory=Image,
+        description="The one image that runs the controller and the trainer pods.",
+    )
     image_pull_secrets: list[LocalObjectReference] = Field(
         default_factory=list, description="Secrets used to pull the image, e.g. [{name: regcred}]."
     )
-    controller: Controller = Field(default_factory=Controller, description="The controller.")
+    controller: Controller = Field(
+        default_factory=Controller, description="The controller (the operator's Deployment)."
+    )
     service_account: ServiceAccount = Field(
         default_factory=ServiceAccount, description="The controller's ServiceAccount."
     )
-    rbac: Rbac = Field(default_factory=Rbac, description="RBAC.")
-    service: Service = Field(default_factory=Service, description="The controller's Service.")
-    metrics: Metrics = Field(default_factory=Metrics, description="Controller metrics.")
-    report_channel: ReportChannel = Field(
-        default_factory=ReportChannel, description="Trainer-to-controller report channel."
+    rbac: Rbac = Field(
+        default_factory=Rbac,
+        description="What the controller may do: everywhere, or only in the namespaces listed.",
     )
-    trainers: Trainers = Field(default_factory=Trainers, description="Trainer pods.")
-    dashboard: Dashboard = Field(default_factory=Dashboard, description="Grafana dashboard.")
+    service: Service = Field(
+        default_factory=Service,
+        description="The Service in front of the controller (metrics, report channel, health).",
+    )
+    metrics: Metrics = Field(
+        default_factory=Metrics, description="The controller's Prometheus metrics."
+    )
+    report_channel: ReportChannel = Field(
+        default_factory=ReportChannel,
+        description="The HTTP endpoint trainer pods report progress and events to.",
+    )
+    trainers: Trainers = Field(
+        default_factory=Trainers, description="The training pods the controller creates."
+    )
+    dashboard: Dashboard = Field(
+        default_factory=Dashboard,
+        description="A Grafana dashboard ConfigMap for Grafana's dashboard sidecar.",
+    )
 
 
 def json_schema() -> dict[str, Any]:
