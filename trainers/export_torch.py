@@ -16,6 +16,7 @@ import re
 from typing import Any
 
 import torch
+
 from schedsearch.trainers import schedules
 from schedsearch.trainers.schedules import RawPoint, ResolvedPoint, lr_at_resolved, resolve_points
 
