@@ -1,0 +1,163 @@
+"""What the reconciler sees, as plain data: the search and the objects it owns.
+
+``controller.kube`` reads the API and builds these views with the parsers below; ``plan`` reads
+only the views. The parsers are pure, so tests feed them hand-written API objects.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from schedsearch.api import loading
+from schedsearch.api.spec import ScheduleSearchSpec, ScheduleSearchStatus
+from schedsearch.controller import names
+from schedsearch.controller import state as state_mod
+
+JsonObj = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchView:
+    """A ScheduleSearch as read from the API: its spec parsed (or why it cannot be)."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    spec: ScheduleSearchSpec | None
+    problems: tuple[str, ...] = ()
+    status: ScheduleSearchStatus = field(default_factory=lambda: empty_status())
+    raw_spec: JsonObj = field(default_factory=dict)
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> SearchView:
+        meta = obj.get("metadata") or {}
+        raw_spec = dict(obj.get("spec") or {})
+        spec, problems = parse_spec(raw_spec)
+        return cls(
+            namespace=str(meta.get("namespace", "")),
+            name=str(meta["name"]),
+            uid=str(meta.get("uid", "")),
+            generation=int(meta.get("generation") or 0),
+            spec=spec,
+            problems=problems,
+            status=parse_status(obj.get("status")),
+            raw_spec=raw_spec,
+        )
+
+
+def parse_spec(raw: Mapping[str, Any]) -> tuple[ScheduleSearchSpec | None, tuple[str, ...]]:
+    """The spec, or the problems that make it unrunnable (``spec.field: message``)."""
+    try:
+        return ScheduleSearchSpec.model_validate(raw), ()
+    except ValidationError as err:
+        problems = loading.validation_problems(err, ScheduleSearchSpec)
+        return None, tuple(f"spec.{p}" if p.path else f"spec: {p.message}" for p in problems)
+
+
+def parse_status(raw: Any) -> ScheduleSearchStatus:
+    """The status the controller wrote last; unreadable (another version's) counts as empty."""
+    if not isinstance(raw, Mapping):
+        return empty_status()
+    known = {k: v for k, v in raw.items() if k in _STATUS_FIELDS}
+    try:
+        return ScheduleSearchStatus.model_validate(known)
+    except ValidationError:
+        return empty_status()
+
+
+def empty_status() -> ScheduleSearchStatus:
+    """The status of a search nobody has looked at yet (phase Pending)."""
+    return ScheduleSearchStatus.model_validate({})
+
+
+_STATUS_FIELDS = frozenset(
+    info.alias or name for name, info in ScheduleSearchStatus.model_fields.items()
+)
+
+
+@dataclass(frozen=True)
+class PodView:
+    """One member pod, reduced to what decisions depend on."""
+
+    name: str
+    uid: str
+    member: int
+    attempt: int
+    phase: str  # Pending | Running | Succeeded | Failed | Unknown
+    terminating: bool = False
+    waiting_reason: str | None = None
+    waiting_message: str | None = None
+    exit_code: int | None = None
+    terminated_reason: str | None = None
+    created: datetime.datetime | None = None
+
+
+def pod_view(pod: Mapping[str, Any]) -> PodView | None:
+    """The view of a member pod, or None when it is not one (no member label)."""
+    meta = pod.get("metadata") or {}
+    member = (meta.get("labels") or {}).get(names.LABEL_MEMBER)
+    if member is None or not str(member).isdigit():
+        return None
+    status = pod.get("status") or {}
+    waiting, terminated = _container_state(status)
+    attempt = (meta.get("annotations") or {}).get(names.ANNOTATION_ATTEMPT, "1")
+    return PodView(
+        name=str(meta["name"]),
+        uid=str(meta.get("uid", "")),
+        member=int(member),
+        attempt=int(attempt) if str(attempt).isdigit() else 1,
+        phase=str(status.get("phase") or "Pending"),
+        terminating=meta.get("deletionTimestamp") is not None,
+        waiting_reason=waiting.get("reason"),
+        waiting_message=waiting.get("message"),
+        exit_code=terminated.get("exitCode"),
+        terminated_reason=terminated.get("reason"),
+        created=_timestamp(meta.get("creationTimestamp")),
+    )
+
+
+def _container_state(status: Mapping[str, Any]) -> tuple[JsonObj, JsonObj]:
+    containers = status.get("containerStatuses") or []
+    if not containers:
+        return {}, {}
+    state = containers[0].get("state") or {}
+    return dict(state.get("waiting") or {}), dict(state.get("terminated") or {})
+
+
+def _timestamp(text: Any) -> datetime.datetime | None:
+    if not isinstance(text, str):
+        return None
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
+    """Whether ``obj`` belongs to the search with ``uid`` (not to an earlier one of that name)."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("uid") == uid for ref in refs)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything ``plan`` looks at besides the search itself."""
+
+    now: datetime.datetime
+    pods: tuple[PodView, ...] = ()
+    services: frozenset[str] = frozenset()
+    secret: bool = False
+    state: state_mod.SearchState | None = None
+    # The uid of the search the existing LRSchedule came from ("" if it exists without one);
+    # None when there is no LRSchedule of that name.
+    schedule_owner_uid: str | None = None
+    # Objects with our names that belong to an earlier search of the same name, not yet
+    # garbage-collected: creating ours must wait for them to go.
+    foreign: tuple[str, ...] = ()
+
+    def pod(self, member: int) -> PodView | None:
+        found = [p for p in self.pods if p.member == member]
+        return max(found, key=lambda p: p.attempt) if found else None

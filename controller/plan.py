@@ -1,0 +1,694 @@
+"""The reconciler's brain: ``plan(search, observed) -> Plan``, one pure function.
+
+Given the search as it is now and the objects it owns (pods, Services, Secret, state ConfigMap,
+stored schedule), ``plan`` returns the actions that move the world towards the spec, the status
+to write, and when to look again. No branch depends on which event woke the reconciler, and
+every action is safe to repeat: names are deterministic, so a create that already happened fails
+with 409, and a delete of a pod that is gone is a no-op. The thin layer that talks to the API is
+``controller.kube``.
+
+Member lifecycle: a member's pod is created (attempt 1); if it fails or disappears before the
+member's final report, it is deleted and recreated (attempt k+1, resuming from the member's last
+checkpoint) until ``failurePolicy.maxMemberRestarts`` restarts are used, and then the member has
+failed for good. HDET replicas restart as a group: a collective cannot continue with a rank
+missing. A spec that cannot run (unknown workload, unpullable image) fails the search with a
+message instead of being retried.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+from schedsearch.api.spec import (
+    BestResult,
+    MemberSummary,
+    ScheduleSearchSpec,
+    ScheduleSearchStatus,
+    best_schedule_name,
+    finite_or_none,
+)
+from schedsearch.controller import names, pods, results, settings, status
+from schedsearch.controller import state as state_mod
+from schedsearch.controller.observe import Observed, PodView, SearchView, parse_spec
+from schedsearch.trainers import channel
+
+JsonObj = dict[str, Any]
+TERMINAL = ("Succeeded", "Failed")
+IMAGE_PULL_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"})
+# Waiting reasons that no amount of waiting fixes.
+IMAGE_INVALID = frozenset({"InvalidImageName"})
+
+# -- actions (data; controller.kube carries them out) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreatePod:
+    member: int
+    attempt: int
+    manifest: JsonObj = field(compare=False)
+
+
+@dataclass(frozen=True)
+class DeletePod:
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class CreateService:
+    manifest: JsonObj = field(compare=False)
+
+
+@dataclass(frozen=True)
+class CreateSecret:
+    """The token Secret; the token itself is drawn when the action is applied (plan is pure)."""
+
+    ref: pods.SearchRef
+
+
+@dataclass(frozen=True)
+class CreateState:
+    manifest: JsonObj = field(compare=False)
+
+
+@dataclass(frozen=True)
+class RecordMembers:
+    """Merge into the state: attempts are raised to at least these, members marked given up."""
+
+    attempts: tuple[tuple[int, int], ...] = ()
+    gave_up: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class CreateSchedule:
+    """Create the LRSchedule, or replace one of that name that an earlier search left."""
+
+    manifest: JsonObj = field(compare=False)
+
+
+@dataclass(frozen=True)
+class RecordEvent:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+Action = (
+    CreatePod
+    | DeletePod
+    | CreateService
+    | CreateSecret
+    | CreateState
+    | RecordMembers
+    | CreateSchedule
+    | RecordEvent
+)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to do now, the status to write (None: unchanged), when to look again (None: only
+    when something changes)."""
+
+    actions: tuple[Action, ...] = ()
+    status: ScheduleSearchStatus | None = None
+    requeue_after: float | None = None
+
+
+# -- the planning function ---------------------------------------------------------------------
+
+
+def plan(
+    search: SearchView, observed: Observed, *, config: settings.Settings | None = None
+) -> Plan:
+    """Compare the search with what exists and decide; never raises for a bad spec."""
+    config = config or settings.Settings()
+    if search.status.phase in TERMINAL:
+        return _after_end(search, observed)
+    spec, problems = _effective_spec(search, observed)
+    if spec is None:
+        return _fail(search, observed, "InvalidSpec", "; ".join(problems) or "invalid spec")
+    ctx = _Context(search, spec, observed, config)
+    if observed.foreign:
+        return _waiting_for_foreign(ctx)
+    if pods.trainer_image(spec, config) is None:
+        message = (
+            "spec.workload.image: required, since the controller has no default trainer image "
+            "(--image)"
+        )
+        return _fail(search, observed, "NoTrainerImage", message)
+    setup = _setup(ctx)
+    if setup:
+        return _running(ctx, tuple(setup), requeue=config.requeue_soon_seconds)
+    assert observed.state is not None
+    outcomes, records, actions = _members(ctx, observed.state)
+    return _decide(ctx, observed.state, outcomes, records, actions)
+
+
+def _effective_spec(
+    search: SearchView, observed: Observed
+) -> tuple[ScheduleSearchSpec | None, tuple[str, ...]]:
+    # Once started, a search runs the spec it started with (kept in its state).
+    state = observed.state
+    if state is not None and state.search_uid == search.uid and state.spec:
+        return parse_spec(state.spec)
+    return search.spec, search.problems
+
+
+@dataclass(frozen=True)
+class _Context:
+    search: SearchView
+    spec: ScheduleSearchSpec
+    observed: Observed
+    config: settings.Settings
+
+    @property
+    def ref(self) -> pods.SearchRef:
+        return pods.SearchRef(self.search.namespace, self.search.name, self.search.uid)
+
+    @property
+    def role(self) -> str:
+        return pods.role_of(self.spec)
+
+    @property
+    def size(self) -> int:
+        return pods.member_count(self.spec)
+
+    @property
+    def max_restarts(self) -> int:
+        return self.spec.failure_policy.max_member_restarts
+
+    @property
+    def now(self) -> datetime.datetime:
+        return self.observed.now
+
+
+def _setup(ctx: _Context) -> list[Action]:
+    """The objects members need before they start: token Secret, state, HDET's Service."""
+    actions: list[Action] = []
+    if not ctx.observed.secret:
+        actions.append(CreateSecret(ctx.ref))
+    if ctx.observed.state is None:
+        actions.append(CreateState(pods.state_configmap(ctx.ref, _initial_state(ctx))))
+    service = names.hdet_service(ctx.search.name)
+    if ctx.role == "hdet" and service not in ctx.observed.services:
+        actions.append(CreateService(pods.hdet_service(ctx.ref)))
+    return actions
+
+
+def _initial_state(ctx: _Context) -> state_mod.SearchState:
+    spec = ctx.spec
+    return state_mod.initial(
+        search_uid=ctx.search.uid,
+        strategy=spec.strategy.name,
+        members=ctx.size,
+        spec=spec.to_wire(),
+        generation=ctx.search.generation,
+        pbt=spec.strategy.pbt,
+        lr_min=spec.lr_bounds.min,
+        lr_max=spec.lr_bounds.max,
+        total_steps=spec.budget.steps,
+        mode=spec.objective.mode,
+    )
+
+
+# -- members -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    """Where one member stands after this plan."""
+
+    phase: str
+    restarts: int
+    problem: tuple[str, str] | None = None  # (reason, message) that fails the whole search
+    gave_up: bool = False
+
+
+def _members(
+    ctx: _Context, state: state_mod.SearchState
+) -> tuple[dict[int, _Outcome], list[Action], list[Action]]:
+    """Each member's outcome, what to record in the state, and what to do to pods."""
+    if ctx.role == "hdet":
+        outcomes, actions = _gang(ctx, state)
+    else:
+        outcomes, actions = {}, []
+        for member in range(ctx.size):
+            outcomes[member], more = _member(ctx, state, member)
+            actions.extend(more)
+    return outcomes, _record_members(ctx, state, outcomes), actions
+
+
+def _record_members(
+    ctx: _Context, state: state_mod.SearchState, outcomes: dict[int, _Outcome]
+) -> list[Action]:
+    """Keep in the state what pods alone cannot tell after they are gone."""
+    attempts = []
+    for member, record in sorted(state.members.items()):
+        pod = ctx.observed.pod(member)
+        if pod is not None and pod.attempt > record.attempts:
+            attempts.append((member, pod.attempt))
+    gave_up = [m for m, o in sorted(outcomes.items()) if o.gave_up and not _given_up(state, m)]
+    if not attempts and not gave_up:
+        return []
+    events = [_gave_up_event(ctx, m) for m in gave_up]
+    return [RecordMembers(tuple(attempts), tuple(gave_up)), *events]
+
+
+def _given_up(state: state_mod.SearchState, member: int) -> bool:
+    return state.members[member].gave_up
+
+
+def _gave_up_event(ctx: _Context, member: int) -> RecordEvent:
+    message = (
+        f"member {member} failed after {ctx.max_restarts} restart(s) "
+        "(failurePolicy.maxMemberRestarts); it is not restarted again"
+    )
+    return RecordEvent("Warning", "MemberGaveUp", message)
+
+
+def _attempts(state: state_mod.SearchState, member: int, pod: PodView | None) -> int:
+    return max(state.members[member].attempts, pod.attempt if pod is not None else 0)
+
+
+def _member(
+    ctx: _Context, state: state_mod.SearchState, member: int
+) -> tuple[_Outcome, list[Action]]:
+    record = state.members[member]
+    pod = ctx.observed.pod(member)
+    attempts = _attempts(state, member, pod)
+    restarts = max(attempts - 1, 0)
+    if record.finished:
+        return _Outcome("Succeeded", restarts), []
+    if record.fatal is not None:
+        return _Outcome("Failed", restarts, ("Unrunnable", f"member {member}: {record.fatal}")), []
+    if record.gave_up:
+        return _Outcome("Failed", restarts, gave_up=True), []
+    if pod is None:
+        if attempts > ctx.max_restarts:
+            return _Outcome("Failed", restarts, gave_up=True), []
+        return _Outcome("Pending" if attempts == 0 else "Restarting", restarts), _start(
+            ctx, state, member, attempts + 1
+        )
+    if pod.terminating:
+        return _Outcome("Restarting", restarts), []
+    if pod.phase in TERMINAL:
+        return _ended(ctx, member, pod, attempts, restarts)
+    problem = _pull_problem(ctx, member, pod)
+    phase = pod.phase if pod.phase in ("Pending", "Running") else "Pending"
+    return _Outcome(phase, restarts, problem), []
+
+
+def _start(ctx: _Context, state: state_mod.SearchState, member: int, attempt: int) -> list[Action]:
+    config = state_mod.member_configs(state).get(member)
+    manifest = pods.member_pod(
+        ctx.ref, ctx.spec, member, attempt=attempt, config=ctx.config, member_config=config
+    )
+    name = manifest["metadata"]["name"]
+    if attempt == 1:
+        event = RecordEvent("Normal", "MemberStarted", f"member {member}: created pod {name}")
+    else:
+        message = (
+            f"member {member}: created pod {name} (restart {attempt - 1} of "
+            f"{ctx.max_restarts}), resuming from its last checkpoint"
+        )
+        event = RecordEvent("Normal", "MemberRestarted", message)
+    return [CreatePod(member, attempt, manifest), event]
+
+
+def _ended(
+    ctx: _Context, member: int, pod: PodView, attempts: int, restarts: int
+) -> tuple[_Outcome, list[Action]]:
+    """A member pod ended without the member's final report."""
+    how = _how_it_ended(pod)
+    if pod.exit_code == channel.EXIT_CONFIG:
+        message = f"member {member}: pod {pod.name} {how}: the trainer cannot run this spec"
+        return _Outcome("Failed", restarts, ("Unrunnable", message)), []
+    if attempts > ctx.max_restarts:
+        # Keep the last pod (and its logs) for whoever investigates.
+        return _Outcome("Failed", restarts, gave_up=True), []
+    message = f"member {member}: pod {pod.name} {how}; replacing it"
+    return _Outcome("Restarting", restarts), [
+        DeletePod(pod.name, pod.uid),
+        RecordEvent("Warning", "MemberFailed", message),
+    ]
+
+
+def _how_it_ended(pod: PodView) -> str:
+    if pod.phase == "Succeeded":
+        return "exited without its final report"
+    reason = f", {pod.terminated_reason}" if pod.terminated_reason else ""
+    return f"failed (exit code {pod.exit_code}{reason})"
+
+
+def _pull_problem(ctx: _Context, member: int, pod: PodView) -> tuple[str, str] | None:
+    reason = pod.waiting_reason
+    if reason not in IMAGE_PULL_ERRORS and reason not in IMAGE_INVALID:
+        return None
+    age = (ctx.now - pod.created).total_seconds() if pod.created is not None else 0.0
+    if reason in IMAGE_PULL_ERRORS and age < ctx.config.image_pull_grace_seconds:
+        return None
+    image = pods.trainer_image(ctx.spec, ctx.config)
+    detail = f": {pod.waiting_message}" if pod.waiting_message else ""
+    return "ImagePullFailed", f"member {member}: image {image} cannot be pulled ({reason}){detail}"
+
+
+def _gang(ctx: _Context, state: state_mod.SearchState) -> tuple[dict[int, _Outcome], list[Action]]:
+    """HDET replicas: all run, or all are replaced together."""
+    members = range(ctx.size)
+    found = {m: ctx.observed.pod(m) for m in members}
+    attempts = max(_attempts(state, m, found[m]) for m in members)
+    restarts = max(attempts - 1, 0)
+    if state.result is not None:
+        return {m: _Outcome("Succeeded", restarts) for m in members}, []
+    problem = _gang_problem(ctx, state, found)
+    live = [p for p in found.values() if p is not None and not p.terminating]
+    broken = [m for m in members if _replica_broken(state, found[m])]
+    exhausted = attempts > ctx.max_restarts or any(r.gave_up for r in state.members.values())
+    if problem is not None or (broken and exhausted):
+        outcomes = {
+            m: _Outcome("Failed", restarts, problem, gave_up=problem is None) for m in members
+        }
+        return outcomes, [DeletePod(p.name, p.uid) for p in live if p.phase not in TERMINAL]
+    if all(p is None for p in found.values()):
+        phase = "Pending" if attempts == 0 else "Restarting"
+        actions = [a for m in members for a in _start(ctx, state, m, attempts + 1)]
+        return {m: _Outcome(phase, restarts) for m in members}, actions
+    if broken:
+        if not live:  # the group is still going away
+            return {m: _Outcome("Restarting", restarts) for m in members}, []
+        message = (
+            f"replica(s) {', '.join(map(str, broken))} ended; restarting all {ctx.size} replicas "
+            "from the last checkpoint"
+        )
+        restart: list[Action] = [DeletePod(p.name, p.uid) for p in live]
+        restart.append(RecordEvent("Warning", "ReplicaFailed", message))
+        return {m: _Outcome("Restarting", restarts) for m in members}, restart
+    outcomes = {m: _replica_outcome(state, found[m], restarts) for m in members}
+    return outcomes, []
+
+
+def _replica_broken(state: state_mod.SearchState, pod: PodView | None) -> bool:
+    if pod is None:
+        return True
+    if pod.terminating:
+        return True
+    finished = state.members[pod.member].finished
+    return pod.phase == "Failed" or (pod.phase == "Succeeded" and not finished)
+
+
+def _replica_outcome(state: state_mod.SearchState, pod: PodView | None, restarts: int) -> _Outcome:
+    if pod is None:
+        return _Outcome("Pending", restarts)
+    if state.members[pod.member].finished:
+        return _Outcome("Succeeded", restarts)
+    return _Outcome(pod.phase if pod.phase in ("Pending", "Running") else "Pending", restarts)
+
+
+def _gang_problem(
+    ctx: _Context, state: state_mod.SearchState, found: dict[int, PodView | None]
+) -> tuple[str, str] | None:
+    for member, record in sorted(state.members.items()):
+        if record.fatal is not None:
+            return "Unrunnable", f"replica {member}: {record.fatal}"
+    for member, pod in sorted(found.items()):
+        if pod is None:
+            continue
+        if pod.exit_code == channel.EXIT_CONFIG:
+            return "Unrunnable", f"replica {member}: pod {pod.name} {_how_it_ended(pod)}"
+        problem = _pull_problem(ctx, member, pod)
+        if problem is not None:
+            return problem
+    return None
+
+
+# -- the verdict -------------------------------------------------------------------------------
+
+
+def _decide(
+    ctx: _Context,
+    state: state_mod.SearchState,
+    outcomes: dict[int, _Outcome],
+    records: list[Action],
+    pod_actions: list[Action],
+) -> Plan:
+
+    def fail(reason: str, message: str) -> Plan:
+        return _fail(
+            ctx.search,
+            ctx.observed,
+            reason,
+            message,
+            state=state,
+            outcomes=outcomes,
+            records=tuple(records),
+        )
+
+    problems = [o.problem for _, o in sorted(outcomes.items()) if o.problem is not None]
+    if problems:
+        return fail(*problems[0])
+    gave_up = sum(o.gave_up for o in outcomes.values())
+    if gave_up > _allowed_failures(ctx):
+        message = (
+            f"{gave_up} of {ctx.size} member(s) failed for good (allowed: "
+            f"{_allowed_failures(ctx)}, failurePolicy.maxFailedMembers)"
+        )
+        return fail("MembersFailed", message)
+    actions = [*records, *pod_actions]
+    if _all_done(ctx, state, outcomes):
+        return _conclude(ctx, state, outcomes, actions)
+    requeue = ctx.config.requeue_soon_seconds if actions else ctx.config.requeue_running_seconds
+    return _running(ctx, tuple(actions), requeue=requeue, state=state, outcomes=outcomes)
+
+
+def _allowed_failures(ctx: _Context) -> int:
+    if ctx.role != "pbt":
+        return 0
+    allowed = ctx.spec.failure_policy.max_failed_members
+    return ctx.size - 1 if allowed is None else allowed
+
+
+def _all_done(ctx: _Context, state: state_mod.SearchState, outcomes: dict[int, _Outcome]) -> bool:
+    if state.result is not None:
+        return True
+    if ctx.role != "pbt":
+        return False
+    return all(o.phase in TERMINAL for o in outcomes.values())
+
+
+def _conclude(
+    ctx: _Context,
+    state: state_mod.SearchState,
+    outcomes: dict[int, _Outcome],
+    actions: list[Action],
+) -> Plan:
+    found = results.compute(state, ctx.spec)
+    if found is None:
+        message = "no member finished with a finite objective (all diverged or failed)"
+        return _fail(ctx.search, ctx.observed, "NoResult", message, state=state, outcomes=outcomes)
+    if ctx.observed.schedule_owner_uid != ctx.search.uid:
+        manifest = results.schedule_object(
+            namespace=ctx.search.namespace,
+            search=ctx.search.name,
+            search_uid=ctx.search.uid,
+            spec=ctx.spec,
+            result=found,
+            created_at=ctx.now,
+        )
+        more = (*actions, CreateSchedule(manifest))
+        soon = ctx.config.requeue_soon_seconds
+        return _running(ctx, more, requeue=soon, state=state, outcomes=outcomes)
+    return _succeed(ctx, state, outcomes, found, tuple(actions))
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+def _summaries(state: state_mod.SearchState, outcomes: dict[int, _Outcome]) -> list[MemberSummary]:
+    out = []
+    for member, outcome in sorted(outcomes.items()):
+        record = state.members[member]
+        out.append(
+            MemberSummary(
+                id=member,
+                phase=outcome.phase,  # type: ignore[arg-type]
+                step=record.step,
+                lr=finite_or_none(record.lr),
+                objective=finite_or_none(record.objective),
+                restarts=outcome.restarts,
+            )
+        )
+    return out
+
+
+def _best_so_far(ctx: _Context, state: state_mod.SearchState | None) -> BestResult | None:
+    if state is None:
+        return None
+    member = results.best_member(state, ctx.spec.objective.mode, finished_only=False)
+    if member is None:
+        return None
+    record = state.members[member]
+    assert record.objective is not None
+    return BestResult(
+        objective=record.objective,
+        member=member,
+        step=record.step,
+        schedule=best_schedule_name(ctx.search.name),
+    )
+
+
+def _base_status(search: SearchView, now: datetime.datetime) -> ScheduleSearchStatus:
+    old = search.status
+    update = {
+        "strategy": search.spec.strategy.name if search.spec is not None else old.strategy,
+        "observed_generation": search.generation,
+        "start_time": old.start_time or now,
+    }
+    return old.model_copy(deep=True, update=update)
+
+
+def _with_conditions(
+    search: SearchView, new: ScheduleSearchStatus, wanted: list[status.Cond], now: datetime.datetime
+) -> ScheduleSearchStatus:
+    new.conditions = status.conditions(
+        wanted, search.status.conditions, now=now, generation=search.generation
+    )
+    return new
+
+
+def _if_changed(search: SearchView, new: ScheduleSearchStatus) -> ScheduleSearchStatus | None:
+    return None if status.same(search.status, new) else new
+
+
+def _degraded(outcomes: dict[int, _Outcome]) -> status.Cond:
+    restarts = sum(o.restarts for o in outcomes.values())
+    failed = sum(o.gave_up for o in outcomes.values())
+    if failed:
+        return status.Cond(
+            "Degraded", "True", "MembersFailed", f"{failed} member(s) failed for good"
+        )
+    if restarts:
+        return status.Cond("Degraded", "True", "MemberRestarts", f"{restarts} member restart(s)")
+    return status.Cond("Degraded", "False", "AllMembersHealthy")
+
+
+def _running(
+    ctx: _Context,
+    actions: tuple[Action, ...],
+    *,
+    requeue: float,
+    state: state_mod.SearchState | None = None,
+    outcomes: dict[int, _Outcome] | None = None,
+) -> Plan:
+    outcomes = outcomes or {}
+    summaries = _summaries(state, outcomes) if state is not None else []
+    new = _base_status(ctx.search, ctx.now)
+    started = any(s.phase in ("Running", "Succeeded") or s.step > 0 for s in summaries)
+    new.phase = "Running" if started else "Pending"
+    new.strategy = ctx.spec.strategy.name
+    if summaries:
+        new.members = status.capped_members(summaries, ctx.spec.objective.mode)
+    new.best = _best_so_far(ctx, state) or new.best
+    if state is not None:
+        new.member_steps = results.member_steps(state)
+    active = sum(s.phase == "Running" for s in summaries)
+    new.message = f"{active}/{ctx.size} member(s) running" if summaries else "setting up"
+    if state is not None and state.generation and state.generation != ctx.search.generation:
+        new.message += (
+            f"; spec edited after start: members keep running generation {state.generation}"
+        )
+    reason = "MembersRunning" if started else "MembersStarting"
+    wanted = [
+        status.Cond("Running", "True" if started else "False", reason, new.message),
+        _degraded(outcomes),
+    ]
+    new = _with_conditions(ctx.search, new, wanted, ctx.now)
+    return Plan(actions, _if_changed(ctx.search, new), requeue)
+
+
+def _succeed(
+    ctx: _Context,
+    state: state_mod.SearchState,
+    outcomes: dict[int, _Outcome],
+    found: results.Result,
+    actions: tuple[Action, ...],
+) -> Plan:
+    new = _base_status(ctx.search, ctx.now)
+    new.phase = "Succeeded"
+    new.members = status.capped_members(_summaries(state, outcomes), ctx.spec.objective.mode)
+    new.member_steps = found.member_steps
+    schedule = best_schedule_name(ctx.search.name)
+    objective = finite_or_none(found.objective)
+    new.best = None
+    if objective is not None:
+        new.best = BestResult(
+            objective=objective, member=found.member, step=found.step, schedule=schedule
+        )
+    new.completion_time = ctx.search.status.completion_time or ctx.now
+    message = f"best schedule stored as LRSchedule {schedule}"
+    new.message = message
+    wanted = [
+        status.Cond("Running", "False", "Succeeded", message),
+        _degraded(outcomes),
+        status.Cond("Succeeded", "True", "ScheduleStored", message),
+    ]
+    new = _with_conditions(ctx.search, new, wanted, ctx.now)
+    event = RecordEvent("Normal", "SearchSucceeded", message)
+    return Plan((*actions, event), _if_changed(ctx.search, new), None)
+
+
+def _fail(
+    search: SearchView,
+    observed: Observed,
+    reason: str,
+    message: str,
+    *,
+    state: state_mod.SearchState | None = None,
+    outcomes: dict[int, _Outcome] | None = None,
+    records: tuple[Action, ...] = (),
+) -> Plan:
+    """Fail the search; ``records`` (state updates, their events) still happen."""
+    now = observed.now
+    new = _base_status(search, now)
+    new.phase = "Failed"
+    new.completion_time = search.status.completion_time or now
+    new.message = message[:4096]
+    if state is not None and outcomes is not None:
+        mode = search.spec.objective.mode if search.spec is not None else "min"
+        new.members = status.capped_members(_summaries(state, outcomes), mode)
+        new.member_steps = results.member_steps(state)
+    wanted = [
+        status.Cond("Running", "False", reason, message),
+        status.Cond("Failed", "True", reason, message),
+    ]
+    new = _with_conditions(search, new, wanted, now)
+    live = [DeletePod(p.name, p.uid) for p in observed.pods if _alive(p)]
+    event = RecordEvent("Warning", "SearchFailed", message)
+    return Plan((*records, *live, event), new, None)
+
+
+def _alive(pod: PodView) -> bool:
+    return not pod.terminating and pod.phase not in TERMINAL
+
+
+def _after_end(search: SearchView, observed: Observed) -> Plan:
+    """A finished search stays finished; its leftover running pods are stopped after failure."""
+    actions: list[Action] = []
+    if search.status.phase == "Failed":
+        actions = [DeletePod(p.name, p.uid) for p in observed.pods if _alive(p)]
+    new = search.status.model_copy(update={"observed_generation": search.generation})
+    return Plan(tuple(actions), _if_changed(search, new), None)
+
+
+def _waiting_for_foreign(ctx: _Context) -> Plan:
+    message = (
+        f"waiting for {', '.join(ctx.observed.foreign)} of an earlier search named "
+        f"{ctx.search.name} to be deleted"
+    )
+    new = _base_status(ctx.search, ctx.now)
+    new.phase, new.message = "Pending", message
+    wanted = [status.Cond("Running", "False", "WaitingForCleanup", message)]
+    new = _with_conditions(ctx.search, new, wanted, ctx.now)
+    return Plan((), _if_changed(ctx.search, new), ctx.config.requeue_running_seconds)

@@ -1,0 +1,274 @@
+"""Manifests of what a search runs on: member pods, HDET's headless Service, the token Secret,
+the state ConfigMap. Pure functions from the spec (plus settings) to API objects.
+
+Every object carries an ownerReference to the search, so deleting the search lets Kubernetes'
+garbage collector remove them; the stored LRSchedule is built elsewhere and has none (it outlives
+the search). Member pods never restart in place (``restartPolicy: Never``): the controller
+replaces a failed pod, and the new one resumes from the member's last checkpoint on the volume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from schedsearch.api.spec import API_VERSION, SEARCH_KIND, ScheduleSearchSpec
+from schedsearch.controller import names, settings
+from schedsearch.controller import state as state_mod
+from schedsearch.trainers import channel
+from schedsearch.trainers import metrics as trainer_metrics
+
+JsonObj = dict[str, Any]
+CONTAINER = "trainer"
+CHECKPOINT_VOLUME = "checkpoints"
+TRAINER_COMMAND = ("python", "-m", "schedsearch.trainers", "pod")
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class SearchRef:
+    """The identity of a search: enough to name, label and own its objects."""
+
+    namespace: str
+    name: str
+    uid: str
+
+    def owner_reference(self) -> JsonObj:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": SEARCH_KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def metadata(self, name: str, **labels: str) -> JsonObj:
+        return {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": names.labels(self.name, **labels),
+            "ownerReferences": [self.owner_reference()],
+        }
+
+
+def role_of(spec: ScheduleSearchSpec) -> channel.Role:
+    return spec.strategy.name
+
+
+def member_count(spec: ScheduleSearchSpec) -> int:
+    """Pods the strategy runs: PBT members, HDET replicas, or the single AutoLRS trainer."""
+    strategy = spec.strategy
+    if strategy.pbt is not None:
+        return strategy.pbt.population
+    if strategy.hdet is not None:
+        return strategy.hdet.replicas
+    return 1
+
+
+def trainer_image(spec: ScheduleSearchSpec, config: settings.Settings) -> str | None:
+    """The workload's own image, else the controller's default trainer image."""
+    return spec.workload.image or config.image
+
+
+def checkpoint_dir(ref: SearchRef, config: settings.Settings) -> str:
+    # The uid keeps a re-created search of the same name from resuming its predecessor's files.
+    return f"{config.checkpoint_mount}/{ref.name}-{ref.uid[:8]}"
+
+
+def master_port(ref: SearchRef) -> int:
+    """HDET's rendezvous port, derived from the search's uid.
+
+    In a cluster every pod has its own IP and any fixed port would do; pods sharing one network
+    namespace (hostNetwork, or single-node test setups) would collide on a fixed one.
+    """
+    return 20000 + int(hashlib.sha256(ref.uid.encode()).hexdigest(), 16) % 10000
+
+
+def master_addr(ref: SearchRef) -> str:
+    """Rank 0's DNS name under the headless Service (``<host>.<service>.<namespace>.svc``)."""
+    return f"{names.hdet_hostname(ref.name, 0)}.{names.hdet_service(ref.name)}.{ref.namespace}.svc"
+
+
+def member_pod(
+    ref: SearchRef,
+    spec: ScheduleSearchSpec,
+    member: int,
+    *,
+    attempt: int,
+    config: settings.Settings,
+    member_config: dict[str, float] | None = None,
+) -> JsonObj:
+    """The pod of ``member`` (its ``attempt``-th, counting from 1)."""
+    role = role_of(spec)
+    image = trainer_image(spec, config)
+    if image is None:
+        raise ValueError(
+            "spec.workload.image: required when the controller has no default trainer image "
+            "(start it with --image)"
+        )
+    meta = ref.metadata(
+        names.member_pod(ref.name, role, member),
+        **{names.LABEL_ROLE: role, names.LABEL_MEMBER: str(member)},
+    )
+    meta["annotations"] = {names.ANNOTATION_ATTEMPT: str(attempt)}
+    pod_spec: JsonObj = {
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": config.termination_grace_seconds,
+        # Service links put every Service of the namespace into the environment: noise at best.
+        "enableServiceLinks": False,
+        "containers": [_container(ref, spec, member, attempt, image, config, member_config)],
+        "volumes": [_checkpoint_volume(spec)],
+    }
+    pod_spec.update(_scheduling(spec))
+    if role == "hdet":
+        pod_spec["hostname"] = names.hdet_hostname(ref.name, member)
+        pod_spec["subdomain"] = names.hdet_service(ref.name)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
+
+
+def _container(
+    ref: SearchRef,
+    spec: ScheduleSearchSpec,
+    member: int,
+    attempt: int,
+    image: str,
+    config: settings.Settings,
+    member_config: dict[str, float] | None,
+) -> JsonObj:
+    container: JsonObj = {
+        "name": CONTAINER,
+        "image": image,
+        "command": list(TRAINER_COMMAND),
+        "env": _env(ref, spec, member, attempt, config, member_config),
+        "resources": resources(spec),
+        "volumeMounts": [{"name": CHECKPOINT_VOLUME, "mountPath": config.checkpoint_mount}],
+    }
+    ports = []
+    if config.trainer_metrics_port is not None:
+        ports.append({"name": "metrics", "containerPort": config.trainer_metrics_port})
+    if role_of(spec) == "hdet" and member == 0:
+        ports.append({"name": "rendezvous", "containerPort": master_port(ref)})
+    if ports:
+        container["ports"] = ports
+    return container
+
+
+def _env(
+    ref: SearchRef,
+    spec: ScheduleSearchSpec,
+    member: int,
+    attempt: int,
+    config: settings.Settings,
+    member_config: dict[str, float] | None,
+) -> list[JsonObj]:
+    values: dict[str, str] = {
+        channel.ENV_SEARCH: ref.name,
+        channel.ENV_NAMESPACE: ref.namespace,
+        channel.ENV_SEARCH_UID: ref.uid,
+        channel.ENV_ROLE: role_of(spec),
+        channel.ENV_MEMBER: str(member),
+        channel.ENV_ATTEMPT: str(attempt),
+        channel.ENV_SPEC: json.dumps(spec.to_wire(), sort_keys=True, separators=(",", ":")),
+        channel.ENV_CHECKPOINT_DIR: checkpoint_dir(ref, config),
+        channel.ENV_REPORT_URL: config.report_url,
+        "PYTHONUNBUFFERED": "1",
+    }
+    if member_config is not None:
+        values[channel.ENV_MEMBER_CONFIG] = json.dumps(member_config, sort_keys=True)
+    if config.trainer_metrics_port is not None:
+        values[trainer_metrics.PORT_ENV] = str(config.trainer_metrics_port)
+    if role_of(spec) == "hdet":
+        values.update(_rendezvous_env(ref, spec, member))
+    env: list[JsonObj] = [{"name": k, "value": v} for k, v in values.items()]
+    token_ref = {"name": names.token_secret(ref.name), "key": channel.TOKEN_KEY}
+    env.append({"name": channel.ENV_REPORT_TOKEN, "valueFrom": {"secretKeyRef": token_ref}})
+    return env
+
+
+def _rendezvous_env(ref: SearchRef, spec: ScheduleSearchSpec, rank: int) -> dict[str, str]:
+    """torch.distributed's env:// rendezvous: rank 0 hosts it, reached by its stable DNS name."""
+    return {
+        "RANK": str(rank),
+        "WORLD_SIZE": str(member_count(spec)),
+        "MASTER_ADDR": master_addr(ref),
+        "MASTER_PORT": str(master_port(ref)),
+    }
+
+
+def resources(spec: ScheduleSearchSpec) -> JsonObj:
+    """Requests equal to limits (Guaranteed QoS: a training step should not be throttled into
+    a different speed than its neighbours'); GPUs are an extended resource set as a limit."""
+    wanted = {"cpu": spec.resources.cpu, "memory": spec.resources.memory}
+    limits: JsonObj = dict(wanted)
+    if spec.resources.gpu > 0:
+        limits[GPU_RESOURCE] = str(spec.resources.gpu)
+    return {"requests": dict(wanted), "limits": limits}
+
+
+def _checkpoint_volume(spec: ScheduleSearchSpec) -> JsonObj:
+    checkpoints = spec.checkpoints
+    if checkpoints.persistent_volume_claim is not None:
+        claim = {"claimName": checkpoints.persistent_volume_claim}
+        return {"name": CHECKPOINT_VOLUME, "persistentVolumeClaim": claim}
+    empty: JsonObj = {}
+    if checkpoints.empty_dir is not None and checkpoints.empty_dir.size_limit is not None:
+        empty["sizeLimit"] = checkpoints.empty_dir.size_limit
+    return {"name": CHECKPOINT_VOLUME, "emptyDir": empty}
+
+
+def _scheduling(spec: ScheduleSearchSpec) -> JsonObj:
+    out: JsonObj = {}
+    scheduling = spec.scheduling
+    if scheduling is None:
+        return out
+    if scheduling.node_selector:
+        out["nodeSelector"] = dict(scheduling.node_selector)
+    if scheduling.tolerations:
+        out["tolerations"] = [t.to_wire() for t in scheduling.tolerations]
+    if scheduling.service_account_name:
+        out["serviceAccountName"] = scheduling.service_account_name
+    return out
+
+
+def hdet_service(ref: SearchRef) -> JsonObj:
+    """Headless Service over the replicas: gives rank 0 a DNS name before it is Ready."""
+    name = names.hdet_service(ref.name)
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": ref.metadata(name, **{names.LABEL_ROLE: "hdet"}),
+        "spec": {
+            "clusterIP": "None",
+            # Replicas rendezvous while starting, before any readiness could be reported.
+            "publishNotReadyAddresses": True,
+            "selector": {names.LABEL_SEARCH: ref.name, names.LABEL_ROLE: "hdet"},
+            "ports": [{"name": "rendezvous", "port": master_port(ref)}],
+        },
+    }
+
+
+def token_secret(ref: SearchRef, token: str) -> JsonObj:
+    """The Secret whose token the search's pods present on the report channel."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": ref.metadata(names.token_secret(ref.name)),
+        "type": "Opaque",
+        "stringData": {channel.TOKEN_KEY: token},
+    }
+
+
+def state_configmap(ref: SearchRef, state: state_mod.SearchState) -> JsonObj:
+    data, binary = state.to_configmap()
+    obj: JsonObj = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": ref.metadata(names.state_configmap(ref.name)),
+        "data": data,
+    }
+    if binary:
+        obj["binaryData"] = binary
+    return obj

@@ -1,0 +1,188 @@
+"""Applying one trainer report to a search's durable state: the report channel's logic, pure.
+
+The HTTP layer (``controller.server``) authenticates a request, parses its body into a
+:class:`~schedsearch.trainers.channel.Report`, and calls :func:`apply` on a fresh copy of the
+stored state; it then writes the new state back with optimistic concurrency and answers with
+``Outcome.answer``. Applying is idempotent per member: a report whose key equals the member's
+last key gets the stored answer back and changes nothing, so a retried POST (the pod never saw
+the answer) is applied once. PBT members get the population's decision in the answer; the
+population lives in the state, so whichever controller process answers continues the same one.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from schedsearch.controller import state as state_mod
+from schedsearch.trainers import channel, schedules
+from schedsearch.trainers.strategies import base
+
+Answer = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something worth a Kubernetes Event on the search."""
+
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of applying one report."""
+
+    state: state_mod.SearchState
+    answer: Answer
+    changed: bool
+    notes: tuple[Note, ...] = field(default=())
+    exploits: int = 0
+
+
+def apply(current: state_mod.SearchState, report: channel.Report) -> Outcome:
+    """Apply ``report`` to a copy of ``current``; raises ``ReportError`` for a bad report."""
+    if report.member not in current.members:
+        raise channel.ReportError(
+            f"member: must be in 0..{len(current.members) - 1}, got {report.member}"
+        )
+    record = current.members[report.member]
+    last = record.last_answer
+    if record.last_key == report.key() and last is not None and not _is_wait(last):
+        return Outcome(current, {**last, "duplicate": True}, changed=False)
+    new = current.copy()
+    outcome = _HANDLERS[report.kind](new, report)
+    member = new.members[report.member]
+    member.last_key, member.last_answer = report.key(), outcome.answer
+    return Outcome(new, outcome.answer, True, outcome.notes, outcome.exploits)
+
+
+@dataclass(frozen=True)
+class _Applied:
+    answer: Answer
+    notes: tuple[Note, ...] = ()
+    exploits: int = 0
+
+
+def _answer(decision: object | None) -> Answer:
+    data = None if decision is None else base.decision_to_dict(decision)
+    return {"decision": data, "duplicate": False}
+
+
+def _is_wait(answer: Answer) -> bool:
+    # A Wait is a "not yet", never an answer to replay: the same poll must be asked again.
+    decision = answer.get("decision") or {}
+    return decision.get("kind") == "Wait"
+
+
+def _stopped_answer(state: state_mod.SearchState, member: int) -> Answer | None:
+    record = state.members[member]
+    if state.result is not None or record.finished:
+        return _answer(base.Stop("the search has its result" if state.result else "finished"))
+    if record.fatal is not None:
+        return _answer(base.Stop(record.fatal))
+    return None
+
+
+def _record_progress(record: state_mod.MemberRecord, report: channel.Report) -> None:
+    record.step = report.step
+    record.objective = None if report.diverged() else report.objective
+    if report.checkpoint_path is not None:
+        record.checkpoint = report.checkpoint_path
+    if report.config and "lr" in report.config:
+        record.lr = report.config["lr"]
+    if report.member_steps is not None:
+        record.member_steps = max(record.member_steps, report.member_steps)
+
+
+def _on_checkpoint(state: state_mod.SearchState, report: channel.Report) -> _Applied:
+    stopped = _stopped_answer(state, report.member)
+    if stopped is not None:
+        return _Applied(stopped)
+    record = state.members[report.member]
+    _record_progress(record, report)
+    if state.population is None:
+        return _Applied(_answer(base.Continue()))
+    population = state_mod.load_population(state.population)
+    objective = math.nan if report.diverged() else float(report.objective or 0.0)
+    decision = population.report(
+        report.member, report.step, objective, report.checkpoint_path, report.config
+    )
+    state.population = population.state_dict()
+    return _after_decision(state, report.member, decision)
+
+
+def _on_poll(state: state_mod.SearchState, report: channel.Report) -> _Applied:
+    stopped = _stopped_answer(state, report.member)
+    if stopped is not None:
+        return _Applied(stopped)
+    if state.population is None:
+        return _Applied(_answer(base.Continue()))
+    population = state_mod.load_population(state.population)
+    decision = population.poll(report.member)
+    state.population = population.state_dict()
+    return _after_decision(state, report.member, decision)
+
+
+def _after_decision(state: state_mod.SearchState, member: int, decision: object) -> _Applied:
+    record = state.members[member]
+    if isinstance(decision, base.Exploit):
+        record.lr = decision.new_config.get("lr", record.lr)
+        message = (
+            f"member {decision.dst} copies member {decision.src} (step {decision.src_step}), "
+            f"lr {decision.new_config.get('lr', math.nan):.4g}"
+        )
+        return _Applied(_answer(decision), (Note("Normal", "Exploit", message),), exploits=1)
+    if isinstance(decision, base.Stop):
+        note = Note("Warning", "MemberStopped", f"member {member} stopped: {decision.reason}")
+        return _Applied(_answer(decision), (note,))
+    return _Applied(_answer(decision))
+
+
+def _on_final(state: state_mod.SearchState, report: channel.Report) -> _Applied:
+    record = state.members[report.member]
+    if record.finished or state.result is not None:
+        return _Applied(_answer(base.Stop("finished")))
+    _record_progress(record, report)
+    record.finished = True
+    notes = [Note("Normal", "MemberFinished", f"member {report.member} trained its budget")]
+    if state.population is not None:
+        population = state_mod.load_population(state.population)
+        population.finish(report.member)
+        state.population = population.state_dict()
+    if report.result is not None:
+        state.result = checked_result(report.result)
+    return _Applied(_answer(None), tuple(notes))
+
+
+def _on_fatal(state: state_mod.SearchState, report: channel.Report) -> _Applied:
+    record = state.members[report.member]
+    reason = report.reason or "Unrunnable"
+    record.fatal = f"{reason}: {report.message or 'the member cannot run this spec'}"
+    note = Note("Warning", reason, f"member {report.member}: {record.fatal}")
+    return _Applied(_answer(base.Stop(record.fatal)), (note,))
+
+
+_HANDLERS = {
+    "checkpoint": _on_checkpoint,
+    "poll": _on_poll,
+    "final": _on_final,
+    "fatal": _on_fatal,
+}
+
+
+def checked_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A member's final result, checked (its schedule replays) and without its history, which
+    can be long and is not needed to store the schedule."""
+    if "bestSchedule" not in result:
+        raise channel.ReportError("result.bestSchedule: required")
+    try:
+        schedules.Schedule.from_dict(result["bestSchedule"])
+    except (TypeError, ValueError, KeyError) as err:
+        raise channel.ReportError(f"result.bestSchedule: {err}") from None
+    objective = result.get("bestObjective")
+    if objective is not None and not isinstance(objective, int | float):
+        raise channel.ReportError("result.bestObjective: must be a number or null")
+    return {k: v for k, v in result.items() if k != "history"}

@@ -1,0 +1,149 @@
+"""A search's result, read from its durable state, and the LRSchedule object that stores it.
+
+AutoLRS and HDET trainers send their result with their final report; PBT's result is the best
+finished member's lineage, which the population in the state holds. Either way the result is a
+function of the state, so computing it again (after a controller restart) gives the same object.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from schedsearch.api.spec import (
+    API_VERSION,
+    SCHEDULE_KIND,
+    LRScheduleSpec,
+    ObjectiveValue,
+    Provenance,
+    ScheduleSearchSpec,
+    best_schedule_name,
+)
+from schedsearch.controller import names
+from schedsearch.controller import state as state_mod
+from schedsearch.trainers import schedules
+
+JsonObj = dict[str, Any]
+ANNOTATION_SEARCH_UID = f"{names.GROUP}/search-uid"
+
+
+@dataclass(frozen=True)
+class Result:
+    """The found schedule, its objective, where it came from, and what the search cost."""
+
+    schedule: schedules.Schedule
+    objective: float | None
+    member: int
+    step: int
+    member_steps: int
+
+
+def better(a: float, b: float, mode: str) -> bool:
+    return a < b if mode == "min" else a > b
+
+
+def best_member(state: state_mod.SearchState, mode: str, *, finished_only: bool) -> int | None:
+    """The member with the best finite objective (lowest index on ties), if any."""
+    best: int | None = None
+    for index, record in sorted(state.members.items()):
+        if finished_only and not record.finished:
+            continue
+        value = record.objective
+        if value is None or not math.isfinite(value):
+            continue
+        current = None if best is None else state.members[best].objective
+        if current is None or better(value, current, mode):
+            best = index
+    return best
+
+
+def member_steps(state: state_mod.SearchState) -> int:
+    return sum(r.member_steps for r in state.members.values())
+
+
+def compute(state: state_mod.SearchState, spec: ScheduleSearchSpec) -> Result | None:
+    """The search's result, or None when it has none (yet, or because every member diverged)."""
+    if state.result is not None:
+        return _reported(state.result, state)
+    if state.population is None:
+        return None
+    member = best_member(state, spec.objective.mode, finished_only=True)
+    if member is None:
+        return None
+    population = state_mod.load_population(state.population)
+    record = state.members[member]
+    schedule = population.lineage.schedule(member, spec.budget.steps)
+    return Result(schedule, record.objective, member, record.step, member_steps(state))
+
+
+def _reported(result: JsonObj, state: state_mod.SearchState) -> Result:
+    objective = result.get("bestObjective")
+    return Result(
+        schedule=schedules.Schedule.from_dict(result["bestSchedule"]),
+        objective=float(objective) if isinstance(objective, int | float) else None,
+        member=int(result.get("bestMember") or 0),
+        step=int(result["bestSchedule"].get("totalSteps") or 0),
+        member_steps=int(result.get("memberSteps") or member_steps(state)),
+    )
+
+
+_LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def label_value(text: str) -> str:
+    """``text`` made a valid label value (an entrypoint's ``:`` becomes ``_``)."""
+    value = _LABEL_UNSAFE.sub("_", text)[:63]
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", value)
+
+
+def schedule_object(
+    *,
+    namespace: str,
+    search: str,
+    search_uid: str,
+    spec: ScheduleSearchSpec,
+    result: Result,
+    created_at: datetime.datetime,
+) -> JsonObj:
+    """The LRSchedule storing ``result``: labelled by workload and strategy, owned by no one."""
+    objective = None
+    if result.objective is not None and math.isfinite(result.objective):
+        objective = ObjectiveValue(metric=spec.objective.metric, value=result.objective)
+    provenance = Provenance(
+        search=search,
+        namespace=namespace,
+        strategy=spec.strategy.name,
+        workload=spec.workload.ref,
+        objective=objective,
+        member=result.member,
+        created_at=created_at,
+        searchUID=search_uid,  # type: ignore[call-arg]
+        memberSteps=result.member_steps,  # type: ignore[call-arg]
+    )
+    body = LRScheduleSpec.from_schedule(result.schedule, provenance)
+    labels = {
+        names.LABEL_SEARCH: search,
+        names.LABEL_WORKLOAD: label_value(spec.workload.ref),
+        names.LABEL_STRATEGY: spec.strategy.name,
+        **names.MANAGED_BY,
+    }
+    return {
+        "apiVersion": API_VERSION,
+        "kind": SCHEDULE_KIND,
+        "metadata": {
+            "name": best_schedule_name(search),
+            "namespace": namespace,
+            "labels": labels,
+            "annotations": {ANNOTATION_SEARCH_UID: search_uid},
+        },
+        "spec": body.to_wire(),
+    }
+
+
+def schedule_owner_uid(obj: JsonObj) -> str:
+    """The uid of the search an existing LRSchedule came from ("" when unknown)."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    return str(annotations.get(ANNOTATION_SEARCH_UID, ""))

@@ -1,0 +1,186 @@
+"""A search's durable state, kept in a ConfigMap the search owns: what the controller must not lose.
+
+It holds what the API cannot be asked again: each member's last report (step, objective,
+checkpoint, the answer it got, for idempotency), how many pods each member has had, the PBT
+population (its ``state_dict``), and the final result once a member sent it. The report channel
+and the reconciler both write it, always by read-modify-write on the ConfigMap's
+``resourceVersion`` (optimistic concurrency), so a restarted controller continues exactly where
+its predecessor stopped and two writers never lose each other's updates.
+
+Size stays bounded: one small record per member, the population's event history trimmed to its
+last :data:`HISTORY_KEEP` entries (Events carry the rest), and the population compressed.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import gzip
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from schedsearch.trainers.strategies.config import PBTConfig
+from schedsearch.trainers.strategies.pbt.population import Population
+
+STATE_KEY = "state.json"
+POPULATION_KEY = "population.json.gz"
+HISTORY_KEEP = 200
+FORMAT = 1
+
+
+@dataclass
+class MemberRecord:
+    """What the controller knows of one member beyond its pod."""
+
+    step: int = 0
+    objective: float | None = None
+    lr: float | None = None
+    checkpoint: str | None = None
+    member_steps: int = 0
+    attempts: int = 0
+    finished: bool = False
+    fatal: str | None = None
+    # Set by the reconciler when the member used up its restarts.
+    gave_up: bool = False
+    last_key: str | None = None
+    last_answer: dict[str, Any] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.finished or self.fatal is not None or self.gave_up
+
+
+@dataclass
+class SearchState:
+    """Everything in the state ConfigMap, as Python data."""
+
+    search_uid: str
+    strategy: str
+    members: dict[int, MemberRecord]
+    # The spec the search started with: members restarted later run the same spec even if the
+    # object was edited meanwhile (an edit cannot apply to members already half-way through).
+    spec: dict[str, Any] = field(default_factory=dict)
+    generation: int = 0
+    population: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    resource_version: str | None = field(default=None, compare=False)
+
+    def copy(self) -> SearchState:
+        """A copy safe to change: new member records; the population and result dicts are
+        shared, since changes replace them rather than edit them in place."""
+        members = {i: dataclasses.replace(r) for i, r in self.members.items()}
+        return dataclasses.replace(self, members=members)
+
+    def member(self, index: int) -> MemberRecord:
+        if index not in self.members:
+            raise KeyError(f"member: must be in 0..{len(self.members) - 1}, got {index}")
+        return self.members[index]
+
+    # -- ConfigMap encoding ----------------------------------------------------------------------
+
+    def to_configmap(self) -> tuple[dict[str, str], dict[str, str]]:
+        """(data, binaryData) of the ConfigMap."""
+        members = {str(i): _record_json(r) for i, r in sorted(self.members.items())}
+        doc = {
+            "format": FORMAT,
+            "searchUID": self.search_uid,
+            "strategy": self.strategy,
+            "spec": self.spec,
+            "generation": self.generation,
+            "members": members,
+            "result": self.result,
+        }
+        data = {STATE_KEY: json.dumps(doc, sort_keys=True, separators=(",", ":"))}
+        binary: dict[str, str] = {}
+        if self.population is not None:
+            raw = json.dumps(_trimmed(self.population), separators=(",", ":")).encode()
+            binary[POPULATION_KEY] = base64.b64encode(gzip.compress(raw, mtime=0)).decode()
+        return data, binary
+
+    @classmethod
+    def from_configmap(cls, obj: dict[str, Any]) -> SearchState:
+        """Parse a ConfigMap read from the API (raises ValueError when it is not ours)."""
+        data = obj.get("data") or {}
+        if STATE_KEY not in data:
+            raise ValueError(f"configmap has no {STATE_KEY}")
+        doc = json.loads(data[STATE_KEY])
+        population = None
+        blob = (obj.get("binaryData") or {}).get(POPULATION_KEY)
+        if blob is not None:
+            population = json.loads(gzip.decompress(base64.b64decode(blob)))
+        members = {int(i): MemberRecord(**r) for i, r in doc["members"].items()}
+        meta = obj.get("metadata") or {}
+        return cls(
+            search_uid=str(doc["searchUID"]),
+            strategy=str(doc["strategy"]),
+            members=members,
+            spec=dict(doc.get("spec") or {}),
+            generation=int(doc.get("generation") or 0),
+            population=population,
+            result=doc.get("result"),
+            resource_version=meta.get("resourceVersion"),
+        )
+
+
+def _record_json(record: MemberRecord) -> dict[str, Any]:
+    # Absent means default; `is` so that an objective of 0.0 is kept.
+    return {k: v for k, v in asdict(record).items() if v is not None and v is not False}
+
+
+def _trimmed(population: dict[str, Any]) -> dict[str, Any]:
+    history = population.get("history") or []
+    if len(history) <= HISTORY_KEEP:
+        return population
+    return {**population, "history": history[-HISTORY_KEEP:]}
+
+
+# -- the initial state of a search --------------------------------------------------------------
+
+
+def initial(
+    *,
+    search_uid: str,
+    strategy: str,
+    members: int,
+    spec: dict[str, Any],
+    generation: int,
+    pbt: PBTConfig | None = None,
+    lr_min: float = 0.0,
+    lr_max: float = 0.0,
+    total_steps: int = 0,
+    mode: str = "min",
+) -> SearchState:
+    """A fresh state; PBT searches get their population (seeded, so this is deterministic)."""
+    population = None
+    if pbt is not None:
+        population = Population(pbt, lr_min, lr_max, total_steps, mode=_mode(mode)).state_dict()
+    records = {i: MemberRecord() for i in range(members)}
+    return SearchState(search_uid, strategy, records, dict(spec), generation, population)
+
+
+def load_population(state: dict[str, Any]) -> Population:
+    """The live PBT population object of a stored ``state_dict``."""
+    config = PBTConfig.model_validate(state["config"])
+    population = Population(
+        config,
+        float(state["lrMin"]),
+        float(state["lrMax"]),
+        int(state["totalSteps"]),
+        mode=_mode(state["mode"]),
+    )
+    population.load_state_dict(state)
+    return population
+
+
+def member_configs(state: SearchState) -> dict[int, dict[str, float]]:
+    """Each PBT member's current config (its LR) as the population knows it."""
+    if state.population is None:
+        return {}
+    return {int(m): dict(s["config"]) for m, s in state.population["members"].items()}
+
+
+def _mode(mode: str) -> Any:
+    if mode not in ("min", "max"):
+        raise ValueError(f"objective.mode must be min or max, got {mode!r}")
+    return mode

@@ -1,0 +1,112 @@
+"""The report channel's logic: parsing, idempotency, PBT decisions, results recorded once."""
+
+from __future__ import annotations
+
+import pytest
+
+from schedsearch.controller import reports
+from schedsearch.controller import state as state_mod
+from schedsearch.trainers import channel
+from schedsearch.trainers.strategies import base
+
+from .controller_fixtures import _builtin_workloads, fresh_state, view  # noqa: F401
+
+SCHEDULE = {"totalSteps": 1000, "points": [{"step": 0, "lr": 0.05}]}
+
+
+def checkpoint(member: int, step: int, objective: float | None) -> channel.Report:
+    return channel.Report(
+        member=member,
+        kind="checkpoint",
+        step=step,
+        objective=objective,
+        checkpoint_path=f"/ckpt/{member}/{step}",
+        config={"lr": 0.01},
+        member_steps=step,
+    )
+
+
+def test_report_json_round_trip_and_field_errors() -> None:
+    report = checkpoint(2, 300, 0.5)
+    assert channel.Report.from_json(report.to_json()) == report
+    with pytest.raises(channel.ReportError, match=r"^kind: must be one of"):
+        channel.Report.from_json({"member": 0, "kind": "progress"})
+    with pytest.raises(channel.ReportError, match=r"^member: must be an integer"):
+        channel.Report.from_json({"member": -1, "kind": "final"})
+    with pytest.raises(channel.ReportError, match=r"^objectiv: unknown field"):
+        channel.Report.from_json({"member": 0, "kind": "final", "objectiv": 1})
+    with pytest.raises(channel.ReportError, match=r"^config\.lr: must be a number"):
+        channel.Report.from_json({"member": 0, "kind": "checkpoint", "config": {"lr": "x"}})
+
+
+def test_a_retried_report_is_applied_once() -> None:
+    state = fresh_state(view("pbt"))
+    first = reports.apply(state, checkpoint(0, 100, 0.5))
+    assert first.changed and first.answer["duplicate"] is False
+    again = reports.apply(first.state, checkpoint(0, 100, 0.5))
+    assert not again.changed and again.state is first.state
+    assert again.answer == {**first.answer, "duplicate": True}
+
+
+def test_pbt_bottom_member_exploits_a_top_member() -> None:
+    state = fresh_state(view("pbt"))  # population 4, interval 100: quantile of 1
+    for member, objective in enumerate([0.1, 0.5, 0.6, 0.9]):
+        outcome = reports.apply(state, checkpoint(member, 100, objective))
+        state = outcome.state
+    decision = base.decision_from_dict(outcome.answer["decision"])
+    assert isinstance(decision, base.Exploit)
+    assert (decision.src, decision.dst) == (0, 3)
+    assert decision.checkpoint_path == "/ckpt/0/100"
+    assert outcome.exploits == 1 and outcome.notes[0].reason == "Exploit"
+    # The population in the state remembers it: a fresh load continues the same population.
+    population = state_mod.load_population(state.population or {})
+    assert population.members[3].config == decision.new_config
+    # The member lost the answer and asks again: same exploit, not a second one.
+    retry = reports.apply(state, checkpoint(3, 100, 0.9))
+    assert retry.answer["decision"] == outcome.answer["decision"] and retry.exploits == 0
+
+
+def test_final_result_is_recorded_once() -> None:
+    state = fresh_state(view("autolrs"))
+    result = {"bestSchedule": SCHEDULE, "bestObjective": 0.2, "history": [{"x": 1}] * 50}
+    final = channel.Report(member=0, kind="final", step=1000, objective=0.2, result=result)
+    done = reports.apply(state, final)
+    assert done.state.result is not None and "history" not in done.state.result
+    assert done.state.members[0].finished
+    other = channel.Report(
+        member=0, kind="final", step=999, objective=0.1, result={**result, "bestObjective": 0.1}
+    )
+    late = reports.apply(done.state, other)
+    assert late.state.result == done.state.result
+    assert base.decision_from_dict(late.answer["decision"]) == base.Stop("finished")
+
+
+def test_final_result_must_replay() -> None:
+    state = fresh_state(view("autolrs"))
+    bad = channel.Report(member=0, kind="final", step=1, result={"bestSchedule": {"points": []}})
+    with pytest.raises(channel.ReportError, match=r"^result\.bestSchedule"):
+        reports.apply(state, bad)
+
+
+def test_unknown_member_is_refused_with_the_range() -> None:
+    state = fresh_state(view("pbt"))
+    with pytest.raises(channel.ReportError, match=r"member: must be in 0\.\.3, got 7"):
+        reports.apply(state, checkpoint(7, 100, 0.1))
+
+
+def test_diverged_member_is_rescued() -> None:
+    state = fresh_state(view("pbt"))
+    for member, objective in enumerate([0.1, 0.5, 0.6]):
+        state = reports.apply(state, checkpoint(member, 100, objective)).state
+    outcome = reports.apply(state, checkpoint(3, 100, None))
+    decision = base.decision_from_dict(outcome.answer["decision"])
+    assert isinstance(decision, base.Exploit) and decision.dst == 3
+    assert outcome.state.members[3].objective is None
+
+
+def test_configmap_round_trip() -> None:
+    state = fresh_state(view("pbt"))
+    state = reports.apply(state, checkpoint(1, 100, 0.25)).state
+    data, binary = state.to_configmap()
+    back = state_mod.SearchState.from_configmap({"data": data, "binaryData": binary})
+    assert back == state
