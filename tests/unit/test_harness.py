@@ -86,7 +86,9 @@ def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
     return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
 
 
-@pytest.mark.parametrize("name", ["noisy", "digits-cnn"])
+@pytest.mark.parametrize(
+    "name", ["noisy", "digits-cnn", pytest.param("charlm", marks=pytest.mark.slow)]
+)
 def test_restore_then_continue_is_bitwise_identical(name: str, tmp_path: Path) -> None:
     workload = (lambda: NoisyWorkload()) if name == "noisy" else (lambda: get_workload(name))
     straight = make(workload(), eval_every=5)
