@@ -12,6 +12,7 @@ from types import ModuleType
 
 import pytest
 import torch
+
 from schedsearch.trainers.config import BaseScheduleConfig
 from schedsearch.trainers.export_torch import ScheduleLR, render_torch_module
 from schedsearch.trainers.families import build_schedule

@@ -7,6 +7,7 @@ from typing import Any
 
 import pydantic
 import pytest
+
 from schedsearch.trainers.config import FAMILIES, BaseScheduleConfig, camel_alias
 from schedsearch.trainers.families import build_schedule
 from schedsearch.trainers.schedules import Schedule

@@ -7,6 +7,7 @@ import math
 import random
 
 import pytest
+
 from schedsearch.trainers.schedules import (
     INTERPS,
     ChangePoint,
