@@ -126,10 +126,10 @@ ENTRYPOINT_PATTERN = (
 
 
 def builtin_workload_names() -> list[str]:
-    """Names of the built-in workloads, from the trainers' registry."""
-    from schedsearch.trainers.workloads import BUILTIN_WORKLOADS
+    """Names of the built-in workloads (from the trainers' catalog, which does not import torch)."""
+    from schedsearch.trainers.catalog import BUILTIN_WORKLOAD_NAMES
 
-    return sorted(BUILTIN_WORKLOADS)
+    return sorted(BUILTIN_WORKLOAD_NAMES)
 
 
 def _builtin_enum(schema: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from schedsearch.trainers.catalog import BUILTIN_WORKLOAD_NAMES
 from schedsearch.trainers.workloads.base import Workload
 from schedsearch.trainers.workloads.charlm import CharLM
 from schedsearch.trainers.workloads.digits import DigitsCNN, DigitsMLP
@@ -26,6 +27,8 @@ _BUILTINS: dict[str, Callable[[], Workload]] = {
     "regression": Regression,
 }
 BUILTIN_WORKLOADS: list[str] = list(_BUILTINS)
+if tuple(BUILTIN_WORKLOADS) != BUILTIN_WORKLOAD_NAMES:  # one list of names, two import costs
+    raise ImportError(f"catalog names {BUILTIN_WORKLOAD_NAMES} differ from {BUILTIN_WORKLOADS}")
 _MEMBERS = ("build_model", "make_optimizer", "train_batches", "loss", "evaluate")
 
 
