@@ -50,7 +50,7 @@ class Image(Values):
     )
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent",
-        description="Image pull policy of the controller and of the trainer pods.",
+        description="Pull policy of the controller and helm-test pods.",
     )
 
 

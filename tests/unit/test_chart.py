@@ -17,10 +17,10 @@ import jsonschema
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry
-from schedsearch.controller.metrics import ControllerMetrics
-from schedsearch.trainers.metrics import PrometheusReporter
 
 from schedsearch import chart_crds, chart_values
+from schedsearch.controller.metrics import ControllerMetrics
+from schedsearch.trainers.metrics import PrometheusReporter
 from tests.cluster import binaries
 
 REPO = Path(__file__).resolve().parents[2]
@@ -271,6 +271,30 @@ def test_namespaced_mode(helm: Path) -> None:
     args = controller_container(manifests)["args"]
     assert "--namespace=ml" in args and "--namespace=research" in args
     assert "--all-namespaces" not in args
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [(), ("rbac.namespaces={ml,research}", "trainers.metrics.enabled=true", "metrics.port=9191")],
+)
+def test_the_controller_accepts_the_charts_flags(helm: Path, sets: tuple[str, ...]) -> None:
+    from schedsearch.controller import app  # kopf and the Kubernetes client: only when needed
+
+    manifests = render(helm, *sets)
+    options = app.parse_args(controller_container(manifests)["args"])
+    service = of_kind(manifests, "Service")[0]
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert options.report_port == ports["report"] and options.health_port == ports["health"]
+    assert options.metrics_port == ports["metrics"]
+    name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+    url = f"http://{name}.{namespace}.svc:{ports['report']}"
+    assert options.settings.report_url == url
+    assert options.settings.image == "schedsearch/schedsearch:0.1.0"
+    if sets:
+        assert options.namespaces == ("ml", "research") and not options.all_namespaces
+        assert options.settings.trainer_metrics_port == 9400
+    else:
+        assert options.all_namespaces and options.settings.trainer_metrics_port is None
 
 
 def controller_container(manifests: list[Manifest]) -> Manifest:

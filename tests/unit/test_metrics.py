@@ -8,6 +8,7 @@ import urllib.request
 import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
+
 from schedsearch.controller.metrics import ControllerMetrics
 from schedsearch.trainers import metrics as trainer_metrics
 from schedsearch.trainers.metrics import PrometheusReporter

@@ -1,5 +1,6 @@
 {{/*
-The controller's command-line flags, from the values. PROVISIONAL until the controller lands.
+The controller's command-line flags (python -m schedsearch.controller --help), from the values.
+Trainer pods reach the report channel through the chart's Service and run the chart's image.
 */}}
 {{- define "schedsearch.controllerArgs" -}}
 - --log-level={{ .Values.controller.logLevel }}
