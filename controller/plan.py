@@ -302,9 +302,13 @@ def _member(
 
 
 def _start(ctx: _Context, state: state_mod.SearchState, member: int, attempt: int) -> list[Action]:
-    config = state_mod.member_configs(state).get(member)
     manifest = pods.member_pod(
-        ctx.ref, ctx.spec, member, attempt=attempt, config=ctx.config, member_config=config
+        ctx.ref,
+        ctx.spec,
+        member,
+        attempt=attempt,
+        config=ctx.config,
+        member_start=state_mod.start_point(state, member),
     )
     name = manifest["metadata"]["name"]
     if attempt == 1:

@@ -99,7 +99,7 @@ def member_pod(
     *,
     attempt: int,
     config: settings.Settings,
-    member_config: dict[str, float] | None = None,
+    member_start: dict[str, Any] | None = None,
 ) -> JsonObj:
     """The pod of ``member`` (its ``attempt``-th, counting from 1)."""
     role = role_of(spec)
@@ -119,7 +119,7 @@ def member_pod(
         "terminationGracePeriodSeconds": config.termination_grace_seconds,
         # Service links put every Service of the namespace into the environment: noise at best.
         "enableServiceLinks": False,
-        "containers": [_container(ref, spec, member, attempt, image, config, member_config)],
+        "containers": [_container(ref, spec, member, attempt, image, config, member_start)],
         "volumes": [_checkpoint_volume(spec)],
     }
     pod_spec.update(_scheduling(spec))
@@ -136,13 +136,13 @@ def _container(
     attempt: int,
     image: str,
     config: settings.Settings,
-    member_config: dict[str, float] | None,
+    member_start: dict[str, Any] | None,
 ) -> JsonObj:
     container: JsonObj = {
         "name": CONTAINER,
         "image": image,
         "command": list(TRAINER_COMMAND),
-        "env": _env(ref, spec, member, attempt, config, member_config),
+        "env": _env(ref, spec, member, attempt, config, member_start),
         "resources": resources(spec),
         "volumeMounts": [{"name": CHECKPOINT_VOLUME, "mountPath": config.checkpoint_mount}],
     }
@@ -162,7 +162,7 @@ def _env(
     member: int,
     attempt: int,
     config: settings.Settings,
-    member_config: dict[str, float] | None,
+    member_start: dict[str, Any] | None,
 ) -> list[JsonObj]:
     values: dict[str, str] = {
         channel.ENV_SEARCH: ref.name,
@@ -176,8 +176,8 @@ def _env(
         channel.ENV_REPORT_URL: config.report_url,
         "PYTHONUNBUFFERED": "1",
     }
-    if member_config is not None:
-        values[channel.ENV_MEMBER_CONFIG] = json.dumps(member_config, sort_keys=True)
+    if member_start is not None:
+        values[channel.ENV_MEMBER_START] = json.dumps(member_start, sort_keys=True)
     if config.trainer_metrics_port is not None:
         values[trainer_metrics.PORT_ENV] = str(config.trainer_metrics_port)
     if role_of(spec) == "hdet":

@@ -88,11 +88,20 @@ def _stopped_answer(state: state_mod.SearchState, member: int) -> Answer | None:
 
 def _record_progress(record: state_mod.MemberRecord, report: channel.Report) -> None:
     record.step = report.step
-    record.objective = None if report.diverged() else report.objective
-    if report.checkpoint_path is not None:
-        record.checkpoint = report.checkpoint_path
+    if report.kind == "checkpoint":
+        record.objective = None if report.diverged() else report.objective
+    elif report.objective is not None:  # a final report may repeat the last objective or not
+        record.objective = report.objective
     if report.config and "lr" in report.config:
         record.lr = report.config["lr"]
+    if report.checkpoint_path is not None:
+        record.checkpoint = report.checkpoint_path
+        config = report.config or ({"lr": record.lr} if record.lr is not None else {})
+        record.start = {
+            "config": dict(config),
+            "step": report.step,
+            "checkpoint": record.checkpoint,
+        }
     if report.member_steps is not None:
         record.member_steps = max(record.member_steps, report.member_steps)
 
@@ -130,12 +139,20 @@ def _after_decision(state: state_mod.SearchState, member: int, decision: object)
     record = state.members[member]
     if isinstance(decision, base.Exploit):
         record.lr = decision.new_config.get("lr", record.lr)
+        # A pod that dies now restarts from what it was told to load, not its own file.
+        record.start = {
+            "config": dict(decision.new_config),
+            "step": decision.src_step,
+            "checkpoint": decision.checkpoint_path,
+        }
         message = (
             f"member {decision.dst} copies member {decision.src} (step {decision.src_step}), "
             f"lr {decision.new_config.get('lr', math.nan):.4g}"
         )
         return _Applied(_answer(decision), (Note("Normal", "Exploit", message),), exploits=1)
     if isinstance(decision, base.Stop):
+        # A stopped member is done: its pod exits and must not be restarted.
+        record.finished = True
         note = Note("Warning", "MemberStopped", f"member {member} stopped: {decision.reason}")
         return _Applied(_answer(decision), (note,))
     return _Applied(_answer(decision))

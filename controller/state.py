@@ -38,6 +38,8 @@ class MemberRecord:
     lr: float | None = None
     checkpoint: str | None = None
     member_steps: int = 0
+    # Where a restarted pod of this member resumes: config, step and checkpoint path.
+    start: dict[str, Any] | None = None
     attempts: int = 0
     finished: bool = False
     fatal: str | None = None
@@ -173,11 +175,16 @@ def load_population(state: dict[str, Any]) -> Population:
     return population
 
 
-def member_configs(state: SearchState) -> dict[int, dict[str, float]]:
-    """Each PBT member's current config (its LR) as the population knows it."""
+def start_point(state: SearchState, member: int) -> dict[str, Any] | None:
+    """Where a (re)started PBT member resumes: its last checkpoint, or the checkpoint it was
+    last told to exploit, with its config; its initial config if it has none yet."""
     if state.population is None:
-        return {}
-    return {int(m): dict(s["config"]) for m, s in state.population["members"].items()}
+        return None
+    record = state.members[member]
+    if record.start is not None:
+        return {**record.start, "memberSteps": record.member_steps}
+    config = dict(state.population["members"][str(member)]["config"])
+    return {"config": config, "step": 0, "checkpoint": None, "memberSteps": record.member_steps}
 
 
 def _mode(mode: str) -> Any:

@@ -90,11 +90,13 @@ def test_members_start_once_setup_exists() -> None:
     created = of_type(p, plan.CreatePod)
     assert [(c.member, c.attempt) for c in created] == [(0, 1), (1, 1), (2, 1), (3, 1)]
     assert events(p) == [("Normal", "MemberStarted")] * 4
-    # Each PBT member starts with the LR the population drew for it.
-    lrs = state_mod.member_configs(state)
+    # Each PBT member starts from scratch with the LR the population drew for it.
+    population = state_mod.load_population(state.population or {})
     for c in created:
         env = {e["name"]: e.get("value") for e in c.manifest["spec"]["containers"][0]["env"]}
-        assert json.loads(env[channel.ENV_MEMBER_CONFIG]) == lrs[c.member]
+        start = json.loads(env[channel.ENV_MEMBER_START])
+        assert start["config"] == population.members[c.member].config
+        assert (start["step"], start["checkpoint"]) == (0, None)
 
 
 def test_running_members_need_nothing_and_status_is_stable() -> None:
@@ -117,6 +119,16 @@ def test_running_members_need_nothing_and_status_is_stable() -> None:
 def test_failed_pod_is_replaced_and_resumes() -> None:
     search = view("pbt")
     state = fresh_state(search)
+    saved = channel.Report(
+        member=0,
+        kind="checkpoint",
+        step=100,
+        objective=0.4,
+        checkpoint_path="/c/0/100",
+        config={"lr": 0.02},
+        member_steps=100,
+    )
+    state = reports.apply(state, saved).state
     failed = plan.plan(search, observed(search, pod(0, "Failed", exit_code=137), state=state))
     assert of_type(failed, plan.DeletePod) == [plan.DeletePod("s1-x-0", "uid-0-1")]
     assert ("Warning", "MemberFailed") in events(failed)
@@ -126,6 +138,15 @@ def test_failed_pod_is_replaced_and_resumes() -> None:
     created = [c for c in of_type(gone, plan.CreatePod) if c.member == 0]
     assert [(c.member, c.attempt) for c in created] == [(0, 2)]
     assert ("Normal", "MemberRestarted") in events(gone)
+    # The replacement resumes from the member's last checkpoint, with its LR and its cost so far.
+    env = {e["name"]: e.get("value") for e in created[0].manifest["spec"]["containers"][0]["env"]}
+    start = json.loads(env[channel.ENV_MEMBER_START])
+    assert start == {
+        "config": {"lr": 0.02},
+        "step": 100,
+        "checkpoint": "/c/0/100",
+        "memberSteps": 100,
+    }
 
 
 def test_deleted_pod_is_recreated_with_the_next_attempt() -> None:

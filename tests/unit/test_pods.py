@@ -73,14 +73,15 @@ def test_resources_requests_limits_and_gpu(
 
 def test_env_carries_identity_spec_and_token_reference() -> None:
     spec = parsed("pbt")
-    pod = pods.member_pod(REF, spec, 2, attempt=1, config=CONFIG, member_config={"lr": 0.01})
+    start = {"config": {"lr": 0.01}, "step": 0, "checkpoint": None, "memberSteps": 0}
+    pod = pods.member_pod(REF, spec, 2, attempt=1, config=CONFIG, member_start=start)
     env = env_of(pod)
     assert env[channel.ENV_SEARCH] == "s1"
     assert env[channel.ENV_NAMESPACE] == "ml"
     assert env[channel.ENV_MEMBER] == "2"
     assert env[channel.ENV_ROLE] == "pbt"
     assert env[channel.ENV_REPORT_URL] == "http://ctl:8081"
-    assert json.loads(env[channel.ENV_MEMBER_CONFIG]) == {"lr": 0.01}
+    assert json.loads(env[channel.ENV_MEMBER_START]) == start
     assert api.ScheduleSearchSpec.model_validate(json.loads(env[channel.ENV_SPEC])) == spec
     token = {"secretKeyRef": {"name": "s1-report-token", "key": channel.TOKEN_KEY}}
     assert env[channel.ENV_REPORT_TOKEN] == token

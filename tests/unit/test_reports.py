@@ -61,6 +61,11 @@ def test_pbt_bottom_member_exploits_a_top_member() -> None:
     # The population in the state remembers it: a fresh load continues the same population.
     population = state_mod.load_population(state.population or {})
     assert population.members[3].config == decision.new_config
+    # Were its pod to die now, member 3 would restart from what it was told to load.
+    start = state_mod.start_point(state, 3)
+    assert start is not None
+    assert (start["checkpoint"], start["step"]) == ("/ckpt/0/100", 100)
+    assert start["config"] == decision.new_config
     # The member lost the answer and asks again: same exploit, not a second one.
     retry = reports.apply(state, checkpoint(3, 100, 0.9))
     assert retry.answer["decision"] == outcome.answer["decision"] and retry.exploits == 0

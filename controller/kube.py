@@ -1,0 +1,356 @@
+"""The thin layer between the controller and the API server: read what a search owns, carry out
+a plan's actions, write status, keep the state ConfigMap with optimistic concurrency.
+
+It speaks raw JSON over the official client's authenticated connection (objects stay the API's
+own camelCase dicts, exactly what ``controller.observe`` parses). Every action is idempotent: a
+create that finds its object already there (409) and a delete that finds it gone (404) succeed.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import logging
+import secrets
+import threading
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from kubernetes import client as k8s
+
+from schedsearch.api.spec import API_GROUP, API_VERSION_NAME, best_schedule_name
+from schedsearch.controller import names, plan, pods, results, status
+from schedsearch.controller import state as state_mod
+from schedsearch.controller.observe import Observed, SearchView, owned_by, pod_view
+
+JsonObj = dict[str, Any]
+log = logging.getLogger(__name__)
+
+SEARCHES = "schedulesearches"
+SCHEDULES = "lrschedules"
+COMPONENT = "schedsearch-controller"
+MERGE_PATCH = "application/merge-patch+json"
+STATE_RETRIES = 10
+TIMEOUT = (5.0, 30.0)  # connect, read
+
+
+class ApiError(Exception):
+    """A non-2xx answer of the API server."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class NotReady(Exception):
+    """The search's state does not exist yet (the reconciler creates it first)."""
+
+
+class Rest:
+    """JSON requests on the official client's configured (authenticated, TLS) connection."""
+
+    def __init__(self, api_client: k8s.ApiClient) -> None:
+        self.client = api_client
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> JsonObj:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        _, url, headers, body, _ = self.client.param_serialize(
+            method,
+            path,
+            query_params=query,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.client.call_api(
+            method, url, header_params=headers, body=body, _request_timeout=TIMEOUT
+        )
+        response.read()
+        data = response.data or b""
+        if response.status >= 400:
+            raise ApiError(response.status, _message(data))
+        return json.loads(data) if data else {}
+
+    def get(self, path: str, **query: str) -> JsonObj:
+        return self.request("GET", path, query=list(query.items()) or None)
+
+    def get_or_none(self, path: str) -> JsonObj | None:
+        try:
+            return self.get(path)
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def create(self, path: str, body: JsonObj) -> bool:
+        """POST ``body``; False when an object of that name already exists."""
+        try:
+            self.request("POST", path, body=body)
+        except ApiError as err:
+            if err.status == 409:
+                return False
+            raise
+        return True
+
+
+def _message(data: bytes) -> str:
+    try:
+        return str(json.loads(data).get("message", data[:500]))
+    except (ValueError, AttributeError):
+        return data[:500].decode(errors="replace")
+
+
+def _ns(namespace: str) -> str:
+    return f"/api/v1/namespaces/{quote(namespace, safe='')}"
+
+
+def _custom(namespace: str, plural: str, name: str | None = None) -> str:
+    base = f"/apis/{API_GROUP}/{API_VERSION_NAME}/namespaces/{quote(namespace, safe='')}/{plural}"
+    return base if name is None else f"{base}/{quote(name, safe='')}"
+
+
+class Kube:
+    """What the reconciler and the report channel ask of the API server."""
+
+    def __init__(self, rest: Rest, *, on_restart: Callable[[str, str], None] | None = None) -> None:
+        self.rest = rest
+        self._on_restart = on_restart
+        self._tokens: dict[tuple[str, str], str] = {}
+        self._tokens_lock = threading.Lock()
+
+    # -- reading ---------------------------------------------------------------------------------
+
+    def get_search(self, namespace: str, name: str) -> JsonObj | None:
+        return self.rest.get_or_none(_custom(namespace, SEARCHES, name))
+
+    def observe(self, search: SearchView, now: datetime.datetime) -> Observed:
+        """Everything the search owns. Pods are read before the state: a pod that ended after
+        its final report is then always seen together with that report."""
+        ns, selector = search.namespace, names.selector(search.name)
+        pod_list = self.rest.get(f"{_ns(ns)}/pods", labelSelector=selector)["items"]
+        state_obj = self.rest.get_or_none(
+            f"{_ns(ns)}/configmaps/{names.state_configmap(search.name)}"
+        )
+        secret = self.rest.get_or_none(f"{_ns(ns)}/secrets/{names.token_secret(search.name)}")
+        service_list = self.rest.get(f"{_ns(ns)}/services", labelSelector=selector)["items"]
+        schedule = self.rest.get_or_none(_custom(ns, SCHEDULES, best_schedule_name(search.name)))
+        foreign: list[str] = []
+        views = []
+        for obj in pod_list:
+            if owned_by(obj, search.uid):
+                view = pod_view(obj)
+                if view is not None:
+                    views.append(view)
+            else:
+                foreign.append(f"pod {obj['metadata']['name']}")
+        services = {s["metadata"]["name"] for s in service_list if owned_by(s, search.uid)}
+        foreign += [
+            f"service {s['metadata']['name']}" for s in service_list if not owned_by(s, search.uid)
+        ]
+        if secret is not None and not owned_by(secret, search.uid):
+            foreign.append(f"secret {names.token_secret(search.name)}")
+            secret = None
+        state = None
+        if state_obj is not None:
+            if owned_by(state_obj, search.uid):
+                state = state_mod.SearchState.from_configmap(state_obj)
+            else:
+                foreign.append(f"configmap {names.state_configmap(search.name)}")
+        return Observed(
+            now=now,
+            pods=tuple(views),
+            services=frozenset(services),
+            secret=secret is not None,
+            state=state,
+            schedule_owner_uid=None if schedule is None else results.schedule_owner_uid(schedule),
+            foreign=tuple(foreign),
+        )
+
+    # -- acting ----------------------------------------------------------------------------------
+
+    def apply(self, search: SearchView, decided: plan.Plan) -> None:
+        """Carry out the plan's actions in order, then write its status."""
+        for action in decided.actions:
+            self._act(search, action)
+        if decided.status is not None:
+            self.write_status(search, decided.status)
+
+    def _act(self, search: SearchView, action: plan.Action) -> None:
+        ns = search.namespace
+        match action:
+            case plan.CreatePod(attempt=attempt, manifest=manifest):
+                created = self.rest.create(f"{_ns(ns)}/pods", manifest)
+                if created and attempt > 1 and self._on_restart is not None:
+                    self._on_restart(ns, search.name)
+            case plan.DeletePod(name=name, uid=uid):
+                self._delete_pod(ns, name, uid)
+            case plan.CreateService(manifest=manifest):
+                self.rest.create(f"{_ns(ns)}/services", manifest)
+            case plan.CreateSecret(ref=ref):
+                self.rest.create(f"{_ns(ns)}/secrets", pods.token_secret(ref, new_token()))
+            case plan.CreateState(manifest=manifest):
+                self.rest.create(f"{_ns(ns)}/configmaps", manifest)
+            case plan.RecordMembers():
+                self.update_state(ns, search.name, lambda s: _merge_members(s, action))
+            case plan.CreateSchedule(manifest=manifest):
+                self._store_schedule(ns, search.uid, manifest)
+            case plan.RecordEvent(type=kind, reason=reason, message=message):
+                ref = pods.SearchRef(ns, search.name, search.uid)
+                self.record_event(ref, kind, reason, message)
+
+    def _delete_pod(self, namespace: str, name: str, uid: str) -> None:
+        # The uid precondition: never delete a newer pod that took the name meanwhile.
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        try:
+            self.rest.request("DELETE", f"{_ns(namespace)}/pods/{name}", body=body)
+        except ApiError as err:
+            if err.status not in (404, 409):
+                raise
+
+    def _store_schedule(self, namespace: str, uid: str, manifest: JsonObj) -> None:
+        path = _custom(namespace, SCHEDULES)
+        if self.rest.create(path, manifest):
+            return
+        existing = self.rest.get(f"{path}/{manifest['metadata']['name']}")
+        if results.schedule_owner_uid(existing) == uid:
+            return  # ours, stored by an earlier attempt
+        replacement = dict(manifest)
+        replacement["metadata"] = {
+            **manifest["metadata"],
+            "resourceVersion": existing["metadata"]["resourceVersion"],
+        }
+        self.rest.request("PUT", f"{path}/{manifest['metadata']['name']}", body=replacement)
+
+    def write_status(self, search: SearchView, new: Any) -> None:
+        body = {"status": status.wire(new)}
+        path = _custom(search.namespace, SEARCHES, search.name) + "/status"
+        try:
+            self.rest.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+        except ApiError as err:
+            if err.status != 404:  # deleted meanwhile: nothing to report to
+                raise
+
+    def record_event(self, search: pods.SearchRef, kind: str, reason: str, message: str) -> None:
+        """A core/v1 Event on the search; best effort (an event lost is not worth a retry)."""
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{search.name}.{secrets.token_hex(8)}",
+                "namespace": search.namespace,
+            },
+            "involvedObject": {
+                "apiVersion": f"{API_GROUP}/{API_VERSION_NAME}",
+                "kind": "ScheduleSearch",
+                "name": search.name,
+                "namespace": search.namespace,
+                "uid": search.uid,
+            },
+            "type": kind,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": COMPONENT},
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.rest.create(f"{_ns(search.namespace)}/events", event)
+        except Exception as err:
+            log.warning("could not record event %s on %s: %s", reason, search.name, err)
+
+    # -- the state ConfigMap ---------------------------------------------------------------------
+
+    def read_state(self, namespace: str, search: str) -> state_mod.SearchState | None:
+        obj = self.rest.get_or_none(f"{_ns(namespace)}/configmaps/{names.state_configmap(search)}")
+        return None if obj is None else state_mod.SearchState.from_configmap(obj)
+
+    def write_state(self, namespace: str, search: str, new: state_mod.SearchState) -> str:
+        """Replace the ConfigMap's data if nobody wrote since ``new.resource_version`` was read
+        (409 otherwise); returns the new resourceVersion."""
+        if new.resource_version is None:
+            raise ValueError("write_state needs the resourceVersion the state was read at")
+        path = f"{_ns(namespace)}/configmaps/{names.state_configmap(search)}"
+        data, binary = new.to_configmap()
+        # A resourceVersion in a patch is a precondition: the API answers 409 if it moved on.
+        patch = {
+            "metadata": {"resourceVersion": new.resource_version},
+            "data": data,
+            "binaryData": binary or None,
+        }
+        answer = self.rest.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+        return str(answer["metadata"]["resourceVersion"])
+
+    def update_state(
+        self,
+        namespace: str,
+        search: str,
+        change: Callable[[state_mod.SearchState], state_mod.SearchState | None],
+    ) -> state_mod.SearchState:
+        """Read-modify-write with optimistic concurrency; ``change`` returns None for no change."""
+        for _ in range(STATE_RETRIES):
+            current = self.read_state(namespace, search)
+            if current is None:
+                raise NotReady(f"search {namespace}/{search} has no state yet")
+            new = change(current)
+            if new is None:
+                return current
+            try:
+                new.resource_version = self.write_state(namespace, search, new)
+                return new
+            except ApiError as err:
+                if err.status != 409:
+                    raise
+        raise ApiError(409, f"state of {namespace}/{search}: too many concurrent writers")
+
+    # -- the report channel's token --------------------------------------------------------------
+
+    def token(self, namespace: str, search: str, *, fresh: bool = False) -> str | None:
+        """The search's report token (cached; ``fresh`` reads the Secret again)."""
+        key = (namespace, search)
+        with self._tokens_lock:
+            if not fresh and key in self._tokens:
+                return self._tokens[key]
+        secret = self.rest.get_or_none(f"{_ns(namespace)}/secrets/{names.token_secret(search)}")
+        if secret is None:
+            return None
+        raw = (secret.get("data") or {}).get("token")
+        value = base64.b64decode(raw).decode() if raw else None
+        with self._tokens_lock:
+            if value is not None:
+                self._tokens[key] = value
+        return value
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _merge_members(
+    current: state_mod.SearchState, action: plan.RecordMembers
+) -> state_mod.SearchState | None:
+    """Attempts only grow and given-up stays given up, so merging twice changes nothing."""
+    new = current.copy()
+    changed = False
+    for member, attempts in action.attempts:
+        record = new.members[member]
+        if attempts > record.attempts:
+            record.attempts, changed = attempts, True
+    for member in action.gave_up:
+        if not new.members[member].gave_up:
+            new.members[member].gave_up, changed = True, True
+    return new if changed else None

@@ -1,0 +1,396 @@
+"""``python -m schedsearch.trainers pod``: what a member pod runs.
+
+The controller starts each pod with the search's spec and the member's identity in the
+environment (names in ``trainers.channel``). The pod runs its role:
+
+* ``autolrs``: the whole AutoLRS search in this pod, resuming from the last completed stage
+  found in the checkpoint directory; its result goes to the controller with the final report.
+* ``pbt``: member ``i`` of the population; the controller hosts the population and answers each
+  checkpoint report with the member's decision. The member starts where the controller says
+  (``SCHEDSEARCH_MEMBER_START``: its last checkpoint, or the one it was last told to exploit).
+* ``hdet``: replica ``RANK`` of ``WORLD_SIZE``, meeting the others at ``MASTER_ADDR``; every
+  replica resumes from the group's last sync checkpoint; rank 0 sends the result.
+
+Exit codes: 0 done, ``channel.EXIT_CONFIG`` when this spec cannot run here (unknown workload,
+bad entrypoint; the controller fails the search instead of retrying), anything else a crash the
+controller answers with a new pod.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from schedsearch.trainers import channel, harness, report_client
+from schedsearch.trainers import metrics as trainer_metrics
+from schedsearch.trainers.config import BaseScheduleConfig
+from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.config import StrategyConfig
+from schedsearch.trainers.workloads import Workload, WorkloadError, get_workload
+
+log = logging.getLogger("schedsearch.trainers.pod")
+# Progress reports (not decisions, not results) give up after this long: training goes on.
+PROGRESS_REPORT_SECONDS = 20.0
+_STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
+
+
+class PodConfigError(ValueError):
+    """The pod's environment or spec cannot run; the message names the variable or field."""
+
+
+# -- what the pod was given -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PodEnv:
+    """The environment the controller set, checked."""
+
+    search: str
+    namespace: str
+    role: str
+    member: int
+    attempt: int
+    spec: dict[str, Any]
+    checkpoint_dir: Path
+    report_url: str
+    token: str
+    start: dict[str, Any] | None = None
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] = os.environ) -> PodEnv:
+        def need(name: str) -> str:
+            value = environ.get(name, "")
+            if not value:
+                raise PodConfigError(f"{name}: required (set by the controller)")
+            return value
+
+        role = need(channel.ENV_ROLE)
+        if role not in channel.ROLES:
+            raise PodConfigError(
+                f"{channel.ENV_ROLE}: must be one of {channel.ROLES}, got {role!r}"
+            )
+        return cls(
+            search=need(channel.ENV_SEARCH),
+            namespace=need(channel.ENV_NAMESPACE),
+            role=role,
+            member=_int_var(environ, channel.ENV_MEMBER, need(channel.ENV_MEMBER)),
+            attempt=_int_var(environ, channel.ENV_ATTEMPT, environ.get(channel.ENV_ATTEMPT, "1")),
+            spec=_json_var(channel.ENV_SPEC, need(channel.ENV_SPEC)),
+            checkpoint_dir=Path(need(channel.ENV_CHECKPOINT_DIR)),
+            report_url=need(channel.ENV_REPORT_URL),
+            token=need(channel.ENV_REPORT_TOKEN),
+            start=_json_var(
+                channel.ENV_MEMBER_START, environ.get(channel.ENV_MEMBER_START) or "null"
+            ),
+        )
+
+
+def _int_var(environ: Mapping[str, str], name: str, raw: str) -> int:
+    if not raw.isdigit():
+        raise PodConfigError(f"{name}: must be an integer >= 0, got {raw!r}")
+    return int(raw)
+
+
+def _json_var(name: str, raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise PodConfigError(f"{name}: not JSON ({err})") from None
+
+
+class _SpecPart(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="ignore")
+
+
+class _Workload(_SpecPart):
+    builtin: str | None = None
+    entrypoint: str | None = None
+
+
+class _Objective(_SpecPart):
+    metric: str = "val_loss"
+    mode: str = "min"
+
+
+class _Budget(_SpecPart):
+    steps: int = pydantic.Field(gt=0)
+
+
+class _Bounds(_SpecPart):
+    min: float = pydantic.Field(gt=0)
+    max: float = pydantic.Field(gt=0)
+
+
+class PodSpec(_SpecPart):
+    """The part of a ScheduleSearch spec a trainer pod reads (the rest is the controller's)."""
+
+    workload: _Workload
+    objective: _Objective = pydantic.Field(default_factory=_Objective)
+    budget: _Budget
+    lr_bounds: _Bounds = pydantic.Field(alias="lrBounds")
+    base_schedule: BaseScheduleConfig | None = pydantic.Field(None, alias="baseSchedule")
+    strategy: StrategyConfig
+    seed: int = 0
+
+    @classmethod
+    def parse(cls, data: Any) -> PodSpec:
+        try:
+            return cls.model_validate(data)
+        except pydantic.ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in ("spec", *first["loc"]))
+            raise PodConfigError(f"{where}: {first['msg']}") from None
+
+    @property
+    def workload_ref(self) -> str:
+        ref = self.workload.builtin or self.workload.entrypoint
+        if not ref:
+            raise PodConfigError("spec.workload: set builtin or entrypoint")
+        return ref
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return (self.lr_bounds.min, self.lr_bounds.max)
+
+
+# -- reporting ------------------------------------------------------------------------------------
+
+
+class Tee:
+    """A Reporter that forwards to several."""
+
+    def __init__(self, *reporters: base.Reporter | None) -> None:
+        self.reporters = [r for r in reporters if r is not None]
+
+    def on_progress(
+        self, member: int, step: int, loss: float, lr: float, val_loss: float | None = None
+    ) -> None:
+        for reporter in self.reporters:
+            reporter.on_progress(member, step, loss, lr, val_loss)
+
+    def on_event(self, kind: str, message: str, **data: Any) -> None:
+        for reporter in self.reporters:
+            reporter.on_event(kind, message, **data)
+
+
+class ChannelReporter:
+    """Sends progress to the controller at the moments that matter: each evaluation (HDET's
+    syncs) and each AutoLRS stage. Best effort: a controller that is down delays nothing."""
+
+    def __init__(self, client: report_client.ReportClient, member: int) -> None:
+        self.client = client
+        self.member = member
+        self.step = 0
+        self.lr: float | None = None
+
+    def on_progress(
+        self, member: int, step: int, loss: float, lr: float, val_loss: float | None = None
+    ) -> None:
+        self.step, self.lr = step, lr
+        if val_loss is not None:
+            self._send(val_loss)
+
+    def on_event(self, kind: str, message: str, **data: Any) -> None:
+        if kind == "stage" and "decision" not in data:  # AutoLRS stage boundaries
+            self._send(None)
+
+    def _send(self, objective: float | None) -> None:
+        config = {"lr": self.lr} if self.lr is not None and math.isfinite(self.lr) else None
+        report = channel.Report(
+            member=self.member,
+            kind="checkpoint",
+            step=self.step,
+            objective=objective,
+            config=config,
+        )
+        try:
+            self.client.send(report, max_elapsed=PROGRESS_REPORT_SECONDS)
+        except (report_client.ChannelUnavailable, report_client.ReportRejected) as err:
+            log.warning("progress report skipped: %s", err)
+
+
+# -- the roles ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Pod:
+    env: PodEnv
+    spec: PodSpec
+    workload: Workload
+    client: report_client.ReportClient
+    reporter: base.Reporter
+
+    def final(self, step: int, result: base.SearchResult | None, member_steps: int) -> None:
+        objective = None if result is None else result.best_objective
+        report = channel.Report(
+            member=self.env.member,
+            kind="final",
+            step=step,
+            objective=objective,
+            member_steps=member_steps,
+            result=None if result is None else result.to_dict(),
+        )
+        self.client.send(report)
+
+
+def run_autolrs(pod: Pod) -> None:
+    from schedsearch.trainers.strategies.autolrs.runner import run_autolrs as run
+
+    config = pod.spec.strategy.autolrs
+    assert config is not None
+    result = run(
+        config,
+        pod.workload,
+        total_steps=pod.spec.budget.steps,
+        lr_bounds=pod.spec.bounds,
+        seed=pod.spec.seed,
+        out_dir=pod.env.checkpoint_dir / "autolrs",
+        reporter=pod.reporter,
+    )
+    pod.final(pod.spec.budget.steps, result, result.member_steps)
+
+
+def run_pbt(pod: Pod) -> None:
+    from schedsearch.trainers.strategies.pbt.runner import MemberLoop, run_member
+
+    config, env = pod.spec.strategy.pbt, pod.env
+    assert config is not None
+    if env.start is None:
+        raise PodConfigError(f"{channel.ENV_MEMBER_START}: required for a PBT member")
+    start = env.start
+    earlier_steps = int(start.get("memberSteps") or 0)
+    loop: MemberLoop | None = None
+    coordinator = report_client.HTTPCoordinator(
+        pod.client,
+        trained_steps=lambda: earlier_steps + (loop.trained_steps if loop is not None else 0),
+        attempt=env.attempt,
+    )
+    trainer = harness.Trainer(pod.workload, seed=pod.spec.seed + env.member)
+    loop = MemberLoop(
+        env.member,
+        trainer,
+        {k: float(v) for k, v in start["config"].items()},
+        coordinator,
+        total_steps=pod.spec.budget.steps,
+        interval=config.perturbation_interval,
+        checkpoint_dir=env.checkpoint_dir,
+        metric=pod.spec.objective.metric,
+        reporter=pod.reporter,
+    )
+    step, checkpoint = resume_point(start)
+    if checkpoint is not None:
+        pod.reporter.on_event(
+            "start", f"member {env.member} resumes at step {step} from {checkpoint}"
+        )
+    loop.start_from(step, checkpoint, loop.config)
+    run_member(loop)
+
+
+def resume_point(start: Mapping[str, Any]) -> tuple[int, str | None]:
+    """The step and file a PBT member restarts from.
+
+    Members keep only their newest checkpoints, so the file a member was told to exploit may be
+    gone by the time a replacement pod starts; it then takes the newest file of that member.
+    """
+    step, path = int(start.get("step") or 0), start.get("checkpoint")
+    if path is None or Path(path).exists():
+        return step, path
+    newest = newest_checkpoint(Path(path).parent)
+    if newest is None:
+        log.warning("checkpoint %s is gone and its folder holds none: starting over", path)
+        return 0, None
+    log.warning("checkpoint %s is gone: taking %s instead", path, newest[1])
+    return newest[0], str(newest[1])
+
+
+def newest_checkpoint(folder: Path) -> tuple[int, Path] | None:
+    """The highest ``step-<n>.pt`` in ``folder``."""
+    found = []
+    for path in folder.glob("step-*.pt"):
+        match = _STEP_FILE.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return max(found) if found else None
+
+
+def run_hdet(pod: Pod) -> None:
+    from schedsearch.trainers.strategies.hdet.job import ReplicaJob
+    from schedsearch.trainers.strategies.hdet.worker import run_replica
+
+    config = pod.spec.strategy.hdet
+    assert config is not None
+    job = ReplicaJob(
+        config=config,
+        workload=pod.spec.workload_ref,
+        total_steps=pod.spec.budget.steps,
+        lr_bounds=pod.spec.bounds,
+        out_dir=str(pod.env.checkpoint_dir),
+        base=pod.spec.base_schedule,
+        seed=pod.spec.seed,
+    )
+    lead = pod.env.member == 0
+    result = run_replica(job, pod.reporter if lead else base.NullReporter())
+    steps = result.member_steps if result is not None else 0
+    pod.final(pod.spec.budget.steps, result if lead else None, steps)
+
+
+ROLES = {"autolrs": run_autolrs, "pbt": run_pbt, "hdet": run_hdet}
+
+
+# -- entry point ----------------------------------------------------------------------------------
+
+
+def main(environ: Mapping[str, str] = os.environ) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        env = PodEnv.from_environ(environ)
+    except PodConfigError as err:
+        log.error("cannot start: %s", err)
+        return channel.EXIT_CONFIG
+    client = report_client.ReportClient(env.report_url, env.namespace, env.search, env.token)
+    try:
+        spec = PodSpec.parse(env.spec)
+        workload = get_workload(spec.workload_ref)
+    except (PodConfigError, WorkloadError) as err:
+        reason = "UnknownWorkload" if isinstance(err, WorkloadError) else "InvalidSpec"
+        return _unrunnable(client, env, reason, str(err))
+    reporter = Tee(
+        base.TextReporter(sys.stderr),
+        trainer_metrics.reporter_from_env(search=env.search, namespace=env.namespace),
+        ChannelReporter(client, env.member),
+    )
+    pod = Pod(env, spec, workload, client, reporter)
+    log.info(
+        "%s/%s: %s member %d (attempt %d)",
+        env.namespace,
+        env.search,
+        env.role,
+        env.member,
+        env.attempt,
+    )
+    try:
+        ROLES[env.role](pod)
+    except PodConfigError as err:
+        return _unrunnable(client, env, "InvalidSpec", str(err))
+    return 0
+
+
+def _unrunnable(client: report_client.ReportClient, env: PodEnv, reason: str, message: str) -> int:
+    """Tell the controller this spec cannot run (so it fails the search), then exit."""
+    log.error("cannot run: %s", message)
+    report = channel.Report(member=env.member, kind="fatal", reason=reason, message=message)
+    try:
+        client.send(report, max_elapsed=120.0)
+    except (report_client.ChannelUnavailable, report_client.ReportRejected) as err:
+        log.error("could not tell the controller: %s", err)
+    return channel.EXIT_CONFIG
