@@ -37,6 +37,10 @@ class Job(Protocol):
         """Create what the trials talk to (inside the Ray session)."""
         ...
 
+    def stop(self) -> None:
+        """Take a last look at what :meth:`start` created, then let it go (before Ray ends)."""
+        ...
+
     def trainable(self) -> Trainable: ...
 
     def trial_configs(self) -> list[dict[str, Any]]:
@@ -113,6 +117,15 @@ class PBTJob:
             state=self._local.state_dict(),
         )
 
+    def stop(self) -> None:
+        self._sync()
+        if self._actor is not None:
+            import ray
+
+            # On a Ray that outlives this run (--ray-address), the actor would linger.
+            ray.kill(self._actor)
+            self._actor = None
+
     def trainable(self) -> Trainable:
         return trials.pbt_member
 
@@ -182,6 +195,9 @@ class SingleTrialJob:
         self._rows: dict[int, dict[str, Any]] = {}
 
     def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
         pass
 
     def trainable(self) -> Trainable:

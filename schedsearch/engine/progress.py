@@ -213,15 +213,31 @@ def summary_table(
     return table
 
 
-def schedule_table(schedule: schedules.Schedule) -> Table:
-    """The found schedule as its change points: from each step, the LR and how it moves on."""
+def schedule_table(schedule: schedules.Schedule, *, max_rows: int = 24) -> Table:
+    """The found schedule as its change points: from each step, the LR and how it moves on.
+
+    A long schedule (HDET moves its LR at every sync) shows its first and last points; the
+    whole schedule is in the store (``schedsearch best``, ``export``).
+    """
     table = Table(title=f"best schedule ({schedule.total_steps} steps)", title_justify="left")
     for name in ("from step", "lr", "then"):
         table.add_column(name, justify="right")
-    for point in schedule.points:
-        then = point.interp if point.end_lr is None else f"{point.interp} to {point.end_lr:.4g}"
-        table.add_row(str(point.step), f"{point.lr:.4g}", then)
+    points = list(schedule.points)
+    head, tail = points, []
+    if len(points) > max_rows:
+        head, tail = points[: max_rows // 2], points[-(max_rows // 2 - 1) :]
+    for point in head:
+        table.add_row(*_point_cells(point))
+    if tail:
+        table.add_row("...", f"{len(points) - len(head) - len(tail)} more", "")
+        for point in tail:
+            table.add_row(*_point_cells(point))
     return table
+
+
+def _point_cells(point: schedules.ChangePoint) -> tuple[str, str, str]:
+    then = point.interp if point.end_lr is None else f"{point.interp} to {point.end_lr:.4g}"
+    return str(point.step), f"{point.lr:.4g}", then
 
 
 def _fmt(value: float | None, spec: str = ".4f") -> str:

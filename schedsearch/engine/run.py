@@ -136,24 +136,31 @@ def _run_job(
         with session.ray_session(ray_address) as ray_info:
             console.print(_ray_line(ray_info), markup=False, highlight=False)
             job.start()
-            interrupt = _train(search, job, store, ray_info, run_dir, saver, console)
+            try:
+                interrupt = _train(search, job, store, ray_info, run_dir, saver, console)
+            finally:
+                job.stop()
             saver.save()
+        if interrupt.requested:
+            store.set_phase(search.name, INTERRUPTED, message="interrupted; resume with --resume")
+            console.print(
+                f"Interrupted: state saved. Continue with: schedsearch run SPEC --resume "
+                f"(search {search.name!r})",
+                markup=False,
+            )
+            raise SearchInterrupted()
+        return _finish(search, job, store)
+    except SearchInterrupted:
+        raise
     except KeyboardInterrupt:
         # A second Ctrl-C: no clean stop, but the state saved last still matches the disk.
         store.set_phase(search.name, INTERRUPTED, message="interrupted (forced)")
         raise SearchInterrupted() from None
+    except SearchFailed:
+        raise
     except Exception as err:
         store.set_phase(search.name, "Failed", message=f"engine error: {err}")
         raise
-    if interrupt.requested:
-        store.set_phase(search.name, INTERRUPTED, message="interrupted; resume with --resume")
-        console.print(
-            f"Interrupted: state saved. Continue with: schedsearch run SPEC --resume "
-            f"(search {search.name!r})",
-            markup=False,
-        )
-        raise SearchInterrupted()
-    return _finish(search, job, store)
 
 
 def _train(

@@ -37,6 +37,10 @@ STEPS = 300
 
 def _spec(tmp_path: Path, name: str, strategy: str, *, steps: int = STEPS) -> Path:
     path = tmp_path / f"{name}.yaml"
+    # The cluster needs a shared claim for PBT; the local engine keeps checkpoints on disk.
+    checkpoints = (
+        "{persistentVolumeClaim: ckpt}" if strategy.startswith("pbt") else "{emptyDir: {}}"
+    )
     path.write_text(
         textwrap.dedent(
             f"""\
@@ -52,7 +56,7 @@ def _spec(tmp_path: Path, name: str, strategy: str, *, steps: int = STEPS) -> Pa
               strategy:
                 {strategy}
               resources: {{cpu: "1", memory: 1Gi}}
-              checkpoints: {{emptyDir: {{}}}}
+              checkpoints: {checkpoints}
             """
         )
     )

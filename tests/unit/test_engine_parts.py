@@ -168,3 +168,17 @@ def test_interrupt_outside_the_main_thread_installs_nothing() -> None:
     thread.start()
     thread.join()
     assert seen == [False]
+
+
+def test_a_long_schedule_table_shows_its_ends() -> None:
+    from schedsearch.trainers.schedules import ScheduleBuilder
+
+    builder = ScheduleBuilder()
+    for index in range(40):
+        builder.set_lr(index * 10, 0.1 / (index + 1))
+    table = progress.schedule_table(builder.build(400), max_rows=10)
+    buffer = io.StringIO()
+    Console(file=buffer, width=80).print(table)
+    text = buffer.getvalue()
+    assert "31 more" in text and " 390 " in text and " 0 " in text
+    assert table.row_count == 10
