@@ -1,0 +1,238 @@
+"""The controller as a subprocess against the test cluster, and helpers to read what it did.
+
+Integration and end-to-end tests share this: ``install_crds`` once per session, then one
+:class:`ControllerProcess` per test (it can be killed and started again, as a crash would), and
+specs on the built-in digits workloads with budgets small enough for a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.cluster import harness, processes, rest
+
+ROOT = Path(__file__).resolve().parents[2]
+GROUP_PATH = "/apis/schedsearch.io/v1alpha1"
+TEST_IMAGE = "registry.example/schedsearch:test"
+JsonObj = dict[str, Any]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def install_crds(cluster: harness.Cluster) -> None:
+    """Apply operator/crds and wait until the API serves both kinds."""
+    cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "operator" / "crds"))
+    for crd in ("schedulesearches.schedsearch.io", "lrschedules.schedsearch.io"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+
+
+class ControllerProcess:
+    """``python -m schedsearch.controller`` watching one namespace, restartable."""
+
+    def __init__(self, cluster: harness.Cluster, namespace: str, log_dir: Path) -> None:
+        self.cluster = cluster
+        self.namespace = namespace
+        self.log_path = log_dir / f"controller-{namespace}.log"
+        self.report_port = free_port()
+        self.health_port = free_port()
+        self.proc: processes.ManagedProcess | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        argv = [
+            sys.executable, "-m", "schedsearch.controller",
+            "--namespace", self.namespace,
+            "--report-port", str(self.report_port),
+            "--report-url", f"http://127.0.0.1:{self.report_port}",
+            "--health-port", str(self.health_port),
+            "--image", TEST_IMAGE,
+            "--resync", "1",
+            "--image-pull-grace", "5",
+        ]  # fmt: skip
+        self.proc = processes.spawn(
+            "controller", argv, log_path=self.log_path, env=self.cluster.env(), cwd=ROOT
+        )
+        self.starts += 1
+        if not processes.wait_until(self._healthy, timeout=60, interval=0.2):
+            raise AssertionError(f"the controller did not become healthy:\n{self.log_tail()}")
+
+    def _healthy(self) -> bool:
+        if self.proc is None or not self.proc.alive():
+            raise AssertionError(f"the controller exited:\n{self.log_tail()}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.health_port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, not a shutdown (nothing is flushed, nothing cleaned up)."""
+        if self.proc is not None and self.proc.alive():
+            self.proc.signal_group(signal.SIGKILL)
+            self.proc.popen.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop(grace=10.0)
+
+    def log_tail(self, lines: int = 60) -> str:
+        return processes.log_tail(self.log_path, lines)
+
+
+@pytest.fixture(scope="session")
+def crds(k8s_cluster: harness.Cluster) -> None:
+    install_crds(k8s_cluster)
+
+
+@pytest.fixture
+def controller(
+    k8s_cluster: harness.Cluster, kubelet: Any, namespace: str, crds: None, tmp_path: Path
+) -> Iterator[ControllerProcess]:
+    process = ControllerProcess(k8s_cluster, namespace, tmp_path)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+# -- specs ---------------------------------------------------------------------------------------
+
+BASE: JsonObj = {
+    "apiVersion": "schedsearch.io/v1alpha1",
+    "kind": "ScheduleSearch",
+    "spec": {
+        "workload": {"builtin": "digits-mlp"},
+        "objective": {"metric": "val_loss", "mode": "min"},
+        "budget": {"steps": 120},
+        "lrBounds": {"min": 1e-3, "max": 1.0},
+        "baseSchedule": {"family": "cosine", "peakLR": 0.1, "warmupSteps": 10},
+        "resources": {"cpu": "1", "memory": "1Gi"},
+        "checkpoints": {"persistentVolumeClaim": "ckpt"},
+    },
+}
+STRATEGIES: dict[str, JsonObj] = {
+    "autolrs": {"autolrs": {"tau": 40, "tauPrime": 10, "tauMax": 80, "candidates": 2}},
+    "pbt": {"pbt": {"population": 2, "perturbationInterval": 30}},
+    "hdet": {"hdet": {"replicas": 2, "syncInterval": 30, "backend": "gloo"}},
+}
+
+
+def search_manifest(name: str, strategy: str, **spec_changes: Any) -> JsonObj:
+    manifest = copy.deepcopy(BASE)
+    manifest["metadata"] = {"name": name}
+    manifest["spec"]["strategy"] = copy.deepcopy(STRATEGIES[strategy])
+    manifest["spec"].update(copy.deepcopy(spec_changes))
+    return manifest
+
+
+def apply(cluster: harness.Cluster, namespace: str, manifest: JsonObj) -> None:
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def search_path(namespace: str, name: str) -> str:
+    return f"{GROUP_PATH}/namespaces/{namespace}/schedulesearches/{name}"
+
+
+def get_search(api: rest.RestClient, namespace: str, name: str) -> JsonObj:
+    return api.get(search_path(namespace, name))
+
+
+def get_or_none(api: rest.RestClient, path: str) -> JsonObj | None:
+    try:
+        return api.get(path)
+    except rest.ApiError as err:
+        if err.status == 404:
+            return None
+        raise
+
+
+def pods_of(api: rest.RestClient, namespace: str, name: str) -> list[JsonObj]:
+    found = api.get(
+        f"/api/v1/namespaces/{namespace}/pods", labelSelector=f"schedsearch.io/search={name}"
+    )
+    return sorted(found["items"], key=lambda p: p["metadata"]["name"])
+
+
+def phase(api: rest.RestClient, namespace: str, name: str) -> str:
+    return str((get_search(api, namespace, name).get("status") or {}).get("phase", ""))
+
+
+def condition(obj: JsonObj, kind: str) -> JsonObj | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond["type"] == kind:
+            return dict(cond)
+    return None
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], Any],
+    *,
+    timeout: float,
+    explain: Callable[[], str] = lambda: "",
+) -> Any:
+    """Poll ``check`` until it returns something true; fail with ``explain()`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{explain()}")
+        time.sleep(0.5)
+
+
+def wait_phase(
+    api: rest.RestClient,
+    namespace: str,
+    name: str,
+    wanted: str,
+    *,
+    timeout: float,
+    controller: ControllerProcess | None = None,
+) -> JsonObj:
+    def explain() -> str:
+        obj = get_search(api, namespace, name)
+        status = json.dumps(obj.get("status"), indent=1)[:3000]
+        tail = controller.log_tail() if controller is not None else ""
+        return f"status: {status}\ncontroller log:\n{tail}"
+
+    def reached() -> JsonObj | None:
+        obj = get_search(api, namespace, name)
+        current = (obj.get("status") or {}).get("phase")
+        if current in ("Succeeded", "Failed") and current != wanted:
+            raise AssertionError(f"{name} ended {current}, not {wanted}\n{explain()}")
+        return obj if current == wanted else None
+
+    return wait_for(f"{name} to be {wanted}", reached, timeout=timeout, explain=explain)
+
+
+def events_of(api: rest.RestClient, namespace: str, name: str) -> list[JsonObj]:
+    found = api.get(
+        f"/api/v1/namespaces/{namespace}/events",
+        fieldSelector=f"involvedObject.name={name}",
+    )
+    return list(found["items"])
+
+
+def state_of(api: rest.RestClient, namespace: str, name: str) -> JsonObj:
+    configmap = api.get(f"/api/v1/namespaces/{namespace}/configmaps/{name}-state")
+    return dict(json.loads(configmap["data"]["state.json"]))

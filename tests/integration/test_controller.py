@@ -1,0 +1,278 @@
+"""The controller against a real API server: admission, pods, crashes, deletions, bad specs.
+
+The controller runs as a subprocess (so a test can SIGKILL it) watching the test's namespace;
+the test kubelet runs the member pods as local processes on the built-in digits workloads, with
+budgets of a hundred-odd steps so each search takes seconds of training.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tests.cluster import harness, rest
+from tests.integration.controller_harness import (
+    GROUP_PATH,
+    TEST_IMAGE,
+    ControllerProcess,
+    apply,
+    condition,
+    events_of,
+    get_or_none,
+    get_search,
+    pods_of,
+    search_manifest,
+    state_of,
+    wait_for,
+    wait_phase,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
+RUN_TIMEOUT = 240.0
+
+
+def attempts(pods: list[dict[str, Any]]) -> dict[str, str]:
+    return {
+        p["metadata"]["name"]: p["metadata"]["annotations"]["schedsearch.io/attempt"] for p in pods
+    }
+
+
+def env_of(pod: dict[str, Any]) -> dict[str, Any]:
+    container = pod["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+# -- admission ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"strategy": {"pbt": {"population": 1}}}, "spec.strategy.pbt.population"),
+        ({"lrBounds": {"min": 0.5, "max": 0.1}}, "lrBounds.max"),
+        ({"checkpoints": {"emptyDir": {}}}, "checkpoints.persistentVolumeClaim"),
+        ({"workload": {"builtin": "no-such-workload"}}, "spec.workload.builtin"),
+    ],
+)
+def test_admission_refuses_bad_specs_naming_the_field(
+    k8s_cluster: harness.Cluster, namespace: str, crds: None, change: dict[str, Any], field: str
+) -> None:
+    manifest = search_manifest("bad", "pbt", **change)
+    result = k8s_cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=json.dumps(manifest), check=False
+    )
+    assert result.returncode != 0
+    assert field in result.stderr, result.stderr
+
+
+# -- what a search runs on ------------------------------------------------------------------------
+
+
+def test_search_pods_are_owned_sized_and_wired(
+    k8s_cluster: harness.Cluster, namespace: str, controller: ControllerProcess
+) -> None:
+    api = k8s_cluster.rest
+    gpu = search_manifest("gpu", "pbt", resources={"cpu": "500m", "memory": "1Gi", "gpu": 1})
+    apply(k8s_cluster, namespace, gpu)
+    hdet = search_manifest("ring", "hdet")
+    apply(k8s_cluster, namespace, hdet)
+    uid = get_search(api, namespace, "gpu")["metadata"]["uid"]
+
+    started = time.monotonic()
+    pods = wait_for(
+        "2 PBT member pods",
+        lambda: len(pods_of(api, namespace, "gpu")) == 2 and pods_of(api, namespace, "gpu"),
+        timeout=60,
+    )
+    print(f"kubectl apply -> 2 member pods created: {time.monotonic() - started:.1f}s")
+    for index, pod in enumerate(pods):
+        assert pod["metadata"]["name"] == f"gpu-pbt-{index}"
+        (owner,) = pod["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"], owner["controller"]) == ("ScheduleSearch", uid, True)
+        container = pod["spec"]["containers"][0]
+        assert container["image"] == TEST_IMAGE
+        assert container["resources"]["limits"] == {
+            "cpu": "500m",
+            "memory": "1Gi",
+            "nvidia.com/gpu": "1",
+        }
+        assert container["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
+        assert pod["spec"]["restartPolicy"] == "Never"
+        assert pod["spec"]["volumes"][0]["persistentVolumeClaim"] == {"claimName": "ckpt"}
+        env = env_of(pod)
+        assert env["SCHEDSEARCH_MEMBER"] == str(index)
+        assert env["SCHEDSEARCH_REPORT_TOKEN"] == {
+            "secretKeyRef": {"name": "gpu-report-token", "key": "token"}
+        }
+    reasons = {e["reason"] for e in events_of(api, namespace, "gpu")}
+    assert "MemberStarted" in reasons
+
+    ring = wait_for(
+        "2 HDET replica pods",
+        lambda: len(pods_of(api, namespace, "ring")) == 2 and pods_of(api, namespace, "ring"),
+        timeout=60,
+    )
+    service = api.get(f"/api/v1/namespaces/{namespace}/services/ring-hdet")
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["metadata"]["ownerReferences"][0]["name"] == "ring"
+    envs = [env_of(p) for p in ring]
+    assert [e["RANK"] for e in envs] == ["0", "1"]
+    assert {e["MASTER_ADDR"] for e in envs} == {f"ring-hdet-0.ring-hdet.{namespace}.svc"}
+    assert {e["WORLD_SIZE"] for e in envs} == {"2"}
+    assert [p["spec"]["hostname"] for p in ring] == ["ring-hdet-0", "ring-hdet-1"]
+
+
+# -- crashes and deletions ------------------------------------------------------------------------
+
+
+def test_controller_killed_mid_search_continues_without_restarting_members(
+    k8s_cluster: harness.Cluster, namespace: str, controller: ControllerProcess
+) -> None:
+    api = k8s_cluster.rest
+    apply(k8s_cluster, namespace, search_manifest("crash", "pbt", budget={"steps": 150}))
+
+    def reported() -> bool:
+        try:
+            members = state_of(api, namespace, "crash")["members"].values()
+        except rest.ApiError:
+            return False
+        return any(m.get("step", 0) >= 30 for m in members)
+
+    wait_for("a first report", reported, timeout=RUN_TIMEOUT, explain=controller.log_tail)
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods_of(api, namespace, "crash")}
+    controller.kill()
+    time.sleep(4)  # members keep training; their reports wait for the controller
+    controller.start()
+    done = wait_phase(
+        api, namespace, "crash", "Succeeded", timeout=RUN_TIMEOUT, controller=controller
+    )
+
+    pods = pods_of(api, namespace, "crash")
+    after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in pods}
+    assert after == before, "no member pod was replaced"
+    assert set(attempts(pods).values()) == {"1"}
+    status = done["status"]
+    assert all(m["restarts"] == 0 for m in status["members"])
+    assert status["best"]["schedule"] == "crash-best"
+    schedule = api.get(f"{GROUP_PATH}/namespaces/{namespace}/lrschedules/crash-best")
+    assert schedule["metadata"]["generation"] == 1, "the result was stored once"
+    assert schedule["metadata"]["labels"]["schedsearch.io/strategy"] == "pbt"
+    assert schedule["spec"]["provenance"]["search"] == "crash"
+    state = state_of(api, namespace, "crash")
+    assert all(m.get("finished") for m in state["members"].values())
+    # Members trained 150 steps each, with no repeated work (none restarted).
+    assert status["memberSteps"] >= 2 * 150
+    succeeded = [e for e in events_of(api, namespace, "crash") if e["reason"] == "SearchSucceeded"]
+    assert len(succeeded) == 1
+
+
+def test_deleted_member_pod_is_recreated_and_resumes_from_its_checkpoint(
+    k8s_cluster: harness.Cluster,
+    namespace: str,
+    controller: ControllerProcess,
+    kubelet: Any,
+) -> None:
+    api = k8s_cluster.rest
+    apply(k8s_cluster, namespace, search_manifest("phoenix", "pbt", budget={"steps": 180}))
+
+    def member_zero_step() -> int:
+        try:
+            return int(state_of(api, namespace, "phoenix")["members"]["0"].get("step", 0))
+        except rest.ApiError:
+            return 0
+
+    wait_for("member 0 at step 60", lambda: member_zero_step() >= 60, timeout=RUN_TIMEOUT)
+    old = next(
+        p for p in pods_of(api, namespace, "phoenix") if p["metadata"]["name"] == "phoenix-pbt-0"
+    )
+    k8s_cluster.kubectl("delete", "pod", "-n", namespace, "phoenix-pbt-0", "--wait=false")
+
+    def replaced() -> dict[str, Any] | None:
+        for pod in pods_of(api, namespace, "phoenix"):
+            meta = pod["metadata"]
+            if meta["name"] == "phoenix-pbt-0" and meta["uid"] != old["metadata"]["uid"]:
+                return pod
+        return None
+
+    new = wait_for("a replacement pod", replaced, timeout=60, explain=controller.log_tail)
+    assert new["metadata"]["annotations"]["schedsearch.io/attempt"] == "2"
+    start = json.loads(env_of(new)["SCHEDSEARCH_MEMBER_START"])
+    assert start["step"] >= 60 and start["checkpoint"], start
+    done = wait_phase(
+        api, namespace, "phoenix", "Succeeded", timeout=RUN_TIMEOUT, controller=controller
+    )
+    assert "resumes at step" in kubelet.pod_log(namespace, "phoenix-pbt-0")
+    member = next(m for m in done["status"]["members"] if m["id"] == 0)
+    assert member["restarts"] == 1
+    degraded = condition(done, "Degraded")
+    assert degraded is not None and degraded["status"] == "True"
+    reasons = [e["reason"] for e in events_of(api, namespace, "phoenix")]
+    assert "MemberRestarted" in reasons
+
+
+def test_member_restarts_are_bounded_then_the_search_fails(
+    k8s_cluster: harness.Cluster, namespace: str, controller: ControllerProcess
+) -> None:
+    api = k8s_cluster.rest
+    manifest = search_manifest(
+        "fragile", "autolrs", budget={"steps": 5000}, failurePolicy={"maxMemberRestarts": 1}
+    )
+    apply(k8s_cluster, namespace, manifest)
+    for attempt in ("1", "2"):
+
+        def current(attempt: str = attempt) -> bool:
+            found = pods_of(api, namespace, "fragile")
+            return bool(found) and attempts(found).get("fragile-autolrs-0") == attempt
+
+        wait_for(f"attempt {attempt}", current, timeout=60, explain=controller.log_tail)
+        k8s_cluster.kubectl("delete", "pod", "-n", namespace, "fragile-autolrs-0", "--wait=false")
+    failed = wait_phase(api, namespace, "fragile", "Failed", timeout=60, controller=controller)
+    reason = condition(failed, "Failed")
+    assert reason is not None and reason["reason"] == "MembersFailed"
+    time.sleep(3)
+    assert all(a != "3" for a in attempts(pods_of(api, namespace, "fragile")).values())
+    reasons = [e["reason"] for e in events_of(api, namespace, "fragile")]
+    assert "MemberGaveUp" in reasons and "SearchFailed" in reasons
+
+
+def test_deleting_a_search_collects_its_objects_but_keeps_the_schedule(
+    k8s_cluster: harness.Cluster, namespace: str, controller: ControllerProcess
+) -> None:
+    api = k8s_cluster.rest
+    apply(k8s_cluster, namespace, search_manifest("short", "autolrs"))
+    wait_phase(api, namespace, "short", "Succeeded", timeout=RUN_TIMEOUT, controller=controller)
+    schedule_path = f"{GROUP_PATH}/namespaces/{namespace}/lrschedules/short-best"
+    schedule = api.get(schedule_path)
+    assert "ownerReferences" not in schedule["metadata"]
+    assert schedule["metadata"]["labels"]["schedsearch.io/workload"] == "digits-mlp"
+
+    k8s_cluster.kubectl("delete", "schedulesearch", "-n", namespace, "short", "--timeout=60s")
+    ns = f"/api/v1/namespaces/{namespace}"
+
+    def collected() -> bool:
+        leftovers = [
+            pods_of(api, namespace, "short"),
+            get_or_none(api, f"{ns}/secrets/short-report-token"),
+            get_or_none(api, f"{ns}/configmaps/short-state"),
+        ]
+        return not any(leftovers)
+
+    wait_for("garbage collection", collected, timeout=60)
+    assert api.get(schedule_path)["metadata"]["uid"] == schedule["metadata"]["uid"]
+
+
+def test_unknown_entrypoint_becomes_a_failed_condition(
+    k8s_cluster: harness.Cluster, namespace: str, controller: ControllerProcess
+) -> None:
+    api = k8s_cluster.rest
+    workload = {"entrypoint": "no_such_pkg.train:make", "image": "registry.example/me:1"}
+    apply(k8s_cluster, namespace, search_manifest("lost", "autolrs", workload=workload))
+    failed = wait_phase(api, namespace, "lost", "Failed", timeout=120, controller=controller)
+    reason = condition(failed, "Failed")
+    assert reason is not None and reason["reason"] == "Unrunnable"
+    assert "no_such_pkg" in reason["message"]
+    assert reason["observedGeneration"] == failed["metadata"]["generation"]
+    assert set(attempts(pods_of(api, namespace, "lost")).values()) == {"1"}, "not retried"
