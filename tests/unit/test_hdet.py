@@ -189,6 +189,23 @@ def test_warmup_and_base_schedule_drive_the_lr_until_takeover() -> None:
     assert found.lr_at(999) == pytest.approx(0.2 * cfg.lr_floor_fraction)
 
 
+def test_warmup_is_replayed_exactly_when_the_first_update_lands_on_the_takeover() -> None:
+    family = schedules.Schedule(
+        (
+            schedules.ChangePoint(0, 0.0, "linear"),
+            schedules.ChangePoint(100, 0.05, "cosine"),
+            schedules.ChangePoint(1000, 0.0),
+        ),
+        1000,
+    )
+    cfg = HDETConfig(replicas=2, sync_interval=100)
+    ctrl = HDETController(cfg, total_steps=1000, base_schedule=family, lr_bounds=BOUNDS)
+    assert ctrl.sync(100, [1.0, 1.0]).auto_lr == UPDATED  # the start (0.05) is never trained
+    found = ctrl.schedule()
+    assert found.lrs(100) == family.lrs(100)
+    assert found.lr_at(100) == ctrl.base_lr(100) < 0.05
+
+
 def test_without_auto_lr_the_base_schedule_is_the_schedule_and_syncs_still_average() -> None:
     ctrl = controller(auto_lr=False)
     decisions = [ctrl.sync(s, [1.0, 0.5, 2.0, 1.0]) for s in ctrl.sync_steps()]
@@ -256,7 +273,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _scheduler_replica(rank: int, world: int, port: int, out: str) -> None:
+def _scheduler_replica(rank: int, world: int, port: int, out: str, ddp: bool) -> None:
     import torch
     import torch.distributed as dist
 
@@ -267,7 +284,10 @@ def _scheduler_replica(rank: int, world: int, port: int, out: str) -> None:
     )
     try:
         torch.manual_seed(0)
-        model = torch.nn.Linear(4, 1)
+        model: torch.nn.Module = torch.nn.Linear(4, 1)
+        if ddp:
+            # DDP broadcasts rank 0's parameters when built: spread after wrapping.
+            model = torch.nn.parallel.DistributedDataParallel(model)
         hdet_scheduler.spread_parameters(model, 0.01, seed=0, rank=rank)
         optimizer = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9)
         cfg = HDETConfig(replicas=world, alpha=SCHED_ALPHA, sync_interval=SCHED_SYNC)
@@ -281,7 +301,8 @@ def _scheduler_replica(rank: int, world: int, port: int, out: str) -> None:
             loss = ((model(x) - x.sum(1, keepdim=True)) ** 2).mean()
             optimizer.zero_grad()
             loss.backward()
-            hdet_scheduler.average_gradients(model)
+            if not ddp:
+                hdet_scheduler.average_gradients(model)
             record["lr"].append(optimizer.param_groups[0]["lr"])
             record["base"].append(sched.controller.base_lr(step))
             optimizer.step()
@@ -298,9 +319,12 @@ def _scheduler_replica(rank: int, world: int, port: int, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_gloo_replicas_fan_out_between_syncs_and_agree_after(tmp_path: object) -> None:
+@pytest.mark.parametrize("ddp", [False, True], ids=["average_gradients", "ddp"])
+def test_two_gloo_replicas_fan_out_between_syncs_and_agree_after(
+    tmp_path: object, ddp: bool
+) -> None:
     mp = pytest.importorskip("torch.multiprocessing")
-    mp.spawn(_scheduler_replica, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_scheduler_replica, args=(2, _free_port(), str(tmp_path), ddp), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]  # type: ignore[operator]
 
     # Between syncs the replicas differ (noisy init, then their own LRs); after a sync

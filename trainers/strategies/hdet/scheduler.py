@@ -118,7 +118,8 @@ def spread_parameters(model: torch.nn.Module, noise_scale: float, *, seed: int, 
 
     Per tensor rather than over the whole vector, so that every layer is perturbed by the same
     relative amount whatever its size; a zero tensor (a fresh bias) stays zero. Each rank draws
-    from its own generator, seeded by (seed, rank).
+    from its own generator, seeded by (seed, rank). With DDP, call it after wrapping the model:
+    DDP broadcasts rank 0's parameters when it is built, which would undo the spread.
     """
     if noise_scale == 0:
         return
