@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from schedsearch.trainers.strategies.autolrs import forecast
 
 STEPS = np.arange(1, 101, dtype=float)
@@ -77,3 +78,13 @@ def test_rising_loss_forecasts_higher() -> None:
 def test_mismatched_lengths_are_refused() -> None:
     with pytest.raises(ValueError, match="differ in length"):
         forecast.forecast([1, 2, 3], [1.0, 2.0], 10)
+
+
+def test_noise_without_trend_forecasts_the_level_not_an_extrapolation() -> None:
+    rng = np.random.default_rng(4)
+    steps = np.arange(1, 11, dtype=float)
+    for _ in range(20):
+        noise = 2.3 + rng.normal(0.0, 0.05, 10)
+        assert forecast.forecast(steps, noise, 100) == pytest.approx(np.mean(noise), abs=0.04)
+    trending = 2.3 * np.exp(-0.2 * steps) + 1.0 + rng.normal(0.0, 0.01, 10)
+    assert forecast.forecast(steps, trending, 100) < trending[-1] - 0.05

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import interpolate, optimize
+from scipy import interpolate, optimize, stats
 
 # -b in window units (x scaled so the observed window spans 1): by default from a curve that has
 # barely started to decay (time constant 10 windows, the forecast distance of AutoLRS, where
@@ -35,6 +35,7 @@ class ExpFit:
     b: float
     c: float
     kept: tuple[bool, ...]
+    significant: bool = True
 
     def predict(self, x: float | np.ndarray) -> float | np.ndarray:
         return self.a * np.exp(self.b * np.asarray(x, dtype=float)) + self.c
@@ -49,7 +50,8 @@ def forecast(
 ) -> float:
     """The loss the series would reach at ``at_step``, or NaN if no finite point was observed.
 
-    Short series degrade gracefully: one point forecasts itself, two or three a flat mean.
+    A fit whose trend is not significant (F-test against a constant, 5%) forecasts the series'
+    level. Short series degrade gracefully: one point forecasts itself, two or three their mean.
     """
     x, y = _finite(steps, losses)
     if len(y) == 0:
@@ -60,8 +62,13 @@ def forecast(
     # still-linear probe would be extrapolated as a line.
     windows_ahead = (at_step - x[0]) / max(float(np.ptp(x)), 1.0)
     fit = fit_exponential(x, y, z=z, min_decay=1.0 / max(windows_ahead, 1.0))
+    kept = y[np.asarray(fit.kept)]
+    if not fit.significant:
+        # Noise with no real trend: extrapolating it ten windows ahead would rank candidates
+        # by chance. Their level is the honest forecast.
+        return float(np.mean(kept))
     value = float(fit.predict(at_step))
-    return value if math.isfinite(value) else float(np.mean(y[-3:]))
+    return value if math.isfinite(value) else float(np.mean(kept[-3:]))
 
 
 def fit_exponential(
@@ -84,7 +91,26 @@ def fit_exponential(
     a, b_unit, c = _fit_scaled(u, y[keep], min(min_decay, _B_MAX / 2))
     # Undo the rescaling: a*exp(b_unit*(x-x0)/scale) = (a*exp(-b*x0)) * exp(b*x).
     b = b_unit / scale
-    return ExpFit(a=a * math.exp(-b * x0), b=b, c=c, kept=tuple(bool(k) for k in keep))
+    return ExpFit(
+        a=a * math.exp(-b * x0),
+        b=b,
+        c=c,
+        kept=tuple(bool(k) for k in keep),
+        significant=_trend_is_significant(u, y[keep], a, b_unit, c),
+    )
+
+
+def _trend_is_significant(u: np.ndarray, y: np.ndarray, a: float, b: float, c: float) -> bool:
+    """F-test of the exponential (3 parameters) against a constant (1), at the 5% level."""
+    n = len(y)
+    if n <= 3:
+        return True
+    sse_fit = float(np.sum((y - (a * np.exp(b * u) + c)) ** 2))
+    sse_flat = float(np.sum((y - y.mean()) ** 2))
+    if sse_fit <= 1e-300:
+        return sse_flat > 0.0
+    f_value = ((sse_flat - sse_fit) / 2.0) / (sse_fit / (n - 3))
+    return f_value > float(stats.f.ppf(0.95, 2, n - 3))
 
 
 def trim_outliers(x: np.ndarray, y: np.ndarray, *, z: float = 3.0) -> np.ndarray:

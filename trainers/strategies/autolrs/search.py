@@ -27,6 +27,8 @@ from schedsearch.trainers.strategies.config import AutoLRSConfig
 # Fewer probe steps than this cannot support a 3-parameter fit: such a short final stage keeps
 # the previous stage's LR instead of searching.
 MIN_PROBE_STEPS = 4
+# A stage whose commit diverges is retried with a safer LR this many times, then accepted.
+MAX_COMMIT_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class AutoLRSSearch:
         self.search_steps = 0
         self._tau, self._tau_prime = config.tau, config.tau_prime
         self._tried: list[dict[str, Any]] = []
+        self._failed: list[float] = []  # LRs whose commit diverged in this stage
         self._bo = self._fresh_bo()
         self._pending: base.AutoLRSDecision | None = None
         self._segments: list[tuple[int, float]] = []
@@ -102,12 +105,16 @@ class AutoLRSSearch:
         return base.Commit(plan.index, self._chosen_lr(plan), plan.tau)
 
     def _chosen_lr(self, plan: StagePlan) -> float:
+        """The best tried LR; failing that (all diverged), the smallest one tried, and after a
+        commit itself diverged, ten times smaller than the smallest that failed."""
+        viable = [t for t in self._tried if not t["diverged"] and t["lr"] not in self._failed]
+        if viable:
+            return float(min(viable, key=lambda t: t["forecast"])["lr"])
+        known = [float(t["lr"]) for t in self._tried] + self._failed
         if not plan.search:
-            return self._segments[-1][1]
-        if all(t["diverged"] for t in self._tried):
-            # Every probe blew up: the smallest LR tried is the least likely to do so again.
-            return min(float(t["lr"]) for t in self._tried)
-        return self._bo.best()[0]
+            known.append(self._segments[-1][1])
+        lowest = min(known)
+        return lowest if lowest not in self._failed else max(self.lr_min, lowest / 10.0)
 
     # -- tell -----------------------------------------------------------------------------------
 
@@ -147,11 +154,21 @@ class AutoLRSSearch:
         value = forecast.forecast(steps, losses, horizon)
         return cap if not math.isfinite(value) else min(value, cap)
 
-    def report_commit(self) -> None:
-        """The pending commit's steps were trained: close the stage and grow the next one."""
+    def report_commit(self, *, diverged: bool = False, trained: int | None = None) -> None:
+        """The pending commit's steps were trained: close the stage and grow the next one.
+
+        ``diverged``: training blew up after ``trained`` steps. The runner restores the stage
+        start and the next decision commits a safer LR; those lost steps count as search cost.
+        After ``MAX_COMMIT_RETRIES`` failures in one stage the divergence is accepted.
+        """
         decision = self._pending
         if not isinstance(decision, base.Commit):
             raise RuntimeError(f"no commit is pending (pending: {decision!r})")
+        if diverged and len(self._failed) < MAX_COMMIT_RETRIES:
+            self._failed.append(decision.lr)
+            self.search_steps += decision.steps if trained is None else trained
+            self._pending = None
+            return
         self._segments.append((self.trained_steps, decision.lr))
         self.history.append(
             {
@@ -161,13 +178,14 @@ class AutoLRSSearch:
                 "tauPrime": self.plan().tau_prime,
                 "lr": decision.lr,
                 "candidates": self._tried,
+                "failedCommits": list(self._failed),
             }
         )
         self.trained_steps += decision.steps
         self.stage += 1
         if self._tau_prime < self.config.tau_max / 10:
             self._tau, self._tau_prime = 2 * self._tau, 2 * self._tau_prime
-        self._tried = []
+        self._tried, self._failed = [], []
         self._bo = self._fresh_bo()
         self._pending = None
 
@@ -207,6 +225,7 @@ class AutoLRSSearch:
             "tau": self._tau,
             "tauPrime": self._tau_prime,
             "tried": [dict(t) for t in self._tried],
+            "failedCommits": list(self._failed),
             "bo": self._bo.state_dict(),
             "pending": None if self._pending is None else base.decision_to_dict(self._pending),
             "segments": [[s, lr] for s, lr in self._segments],
@@ -223,6 +242,7 @@ class AutoLRSSearch:
         self.search_steps = int(state["searchSteps"])
         self._tau, self._tau_prime = int(state["tau"]), int(state["tauPrime"])
         self._tried = [dict(t) for t in state["tried"]]
+        self._failed = [float(lr) for lr in state["failedCommits"]]
         self._bo = self._fresh_bo()
         self._bo.load_state_dict(state["bo"])
         pending = state["pending"]

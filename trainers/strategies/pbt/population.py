@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
 from schedsearch.trainers import schedules
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.config import PBTConfig
@@ -148,9 +149,12 @@ class Population:
             return base.Stop("finished" if state.finished else "stopped")
         return base.Continue()
 
-    def finish(self, member: int) -> None:
-        """``member`` trained its whole budget: it leaves the quantiles and holds no round."""
+    def finish(self, member: int, step: int | None = None) -> None:
+        """``member`` trained its whole budget (``step``, when given, is its last step): it leaves
+        the quantiles and holds no round."""
         state = self._member(member)
+        if step is not None:
+            state.step = step
         state.finished, state.waiting = True, False
         if self.config.synch:
             self._maybe_close_round()

@@ -1,0 +1,193 @@
+"""Runs AutoLRS on one trainer: the search decides, this module trains.
+
+Per stage: snapshot the trainer (model, optimizer, data position); for each candidate restore the
+snapshot and train tau' steps at its LR; then restore once more and train tau steps at the chosen
+LR. The harness takes the LR with every ``step(lr)``, so the chosen LR is in force from the very
+first step after the restore (the reference implementation applied it one step late).
+
+Cost accounting: the budget (``steps``) is the number of training steps of the final schedule;
+probe steps are extra, and ``member_steps`` in the result counts both.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from schedsearch.trainers import harness
+from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.autolrs.search import AutoLRSSearch
+from schedsearch.trainers.strategies.config import AutoLRSConfig
+from schedsearch.trainers.workloads import Workload, get_workload
+
+STATE_FILE = "autolrs-state.json"
+TRAINER_FILE = "autolrs-trainer.pt"
+
+
+def run_autolrs(
+    config: AutoLRSConfig,
+    workload: Workload | str,
+    *,
+    total_steps: int,
+    lr_bounds: tuple[float, float],
+    seed: int = 0,
+    out_dir: Path | str | None = None,
+    reporter: base.Reporter | None = None,
+    device: str = "auto",
+) -> base.SearchResult:
+    """Search a schedule of ``total_steps`` training steps with AutoLRS, training in this process.
+
+    With ``out_dir``, the search state and the trainer are saved at every stage boundary, and a
+    later call with the same directory resumes from the last completed stage.
+    """
+    started = time.monotonic()
+    work = get_workload(workload) if isinstance(workload, str) else workload
+    reporter = reporter or base.NullReporter()
+    search = AutoLRSSearch(
+        config,
+        total_steps=total_steps,
+        lr_min=lr_bounds[0],
+        lr_max=lr_bounds[1],
+        seed=seed,
+    )
+    trainer = harness.Trainer(work, seed=seed, device=device)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and _resume(out, search, trainer):
+        reporter.on_event("start", f"resumed at stage {search.stage}", stage=search.stage)
+    driver = _StageDriver(search, trainer, reporter)
+    driver.run(out)
+    final = trainer.evaluate()
+    objective = float(final.get("val_loss", math.nan))
+    found = search.schedule().with_provenance(workload=work.name, seed=seed)
+    reporter.on_event(
+        "finished",
+        f"autolrs done: val_loss={objective:.4f}, {search.trained_steps} training steps "
+        f"+ {search.search_steps} probe steps",
+        val_loss=objective,
+    )
+    return base.SearchResult(
+        strategy="autolrs",
+        workload=work.name,
+        best_schedule=found,
+        best_objective=objective,
+        best_member=0,
+        member_steps=search.trained_steps + search.search_steps,
+        history=[*search.history, {"final": final}],
+        wall_seconds=time.monotonic() - started,
+    )
+
+
+class _StageDriver:
+    """Carries out the search's decisions on the trainer."""
+
+    def __init__(
+        self, search: AutoLRSSearch, trainer: harness.Trainer, reporter: base.Reporter
+    ) -> None:
+        self.search = search
+        self.trainer = trainer
+        self.reporter = reporter
+        self.snapshot: dict[str, Any] | None = None
+        self.snapshot_stage = -1
+
+    def run(self, out: Path | None) -> None:
+        while not isinstance(decision := self.search.next_decision(), base.Finished):
+            self._restore_stage_start(decision.stage)
+            if isinstance(decision, base.TryCandidate):
+                self._probe(decision)
+            else:
+                self._commit(decision)
+                if out is not None:
+                    _save(out, self.search, self.trainer)
+
+    def _restore_stage_start(self, stage: int) -> None:
+        if stage != self.snapshot_stage:
+            # state_dict() is a deep copy: training on does not change the snapshot.
+            self.snapshot = self.trainer.state_dict()
+            self.snapshot_stage = stage
+            plan = self.search.plan()
+            self.reporter.on_event(
+                "stage",
+                f"stage {stage}: {plan.tau} steps from step {plan.start_step}, "
+                f"probes of {plan.tau_prime} steps"
+                + (f", validation every {plan.val_every}" if plan.val_every else ""),
+                stage=stage,
+                tau=plan.tau,
+                tau_prime=plan.tau_prime,
+            )
+        else:
+            assert self.snapshot is not None
+            self.trainer.load_state_dict(self.snapshot)
+
+    def _probe(self, decision: base.TryCandidate) -> None:
+        steps: list[int] = []
+        values: list[float] = []
+        diverged, trained = False, 0
+        for offset in range(1, decision.steps + 1):
+            result = self.trainer.step(decision.lr)
+            trained = offset
+            if result.diverged or not math.isfinite(result.loss):
+                diverged = True
+                break
+            if decision.val_every is None:
+                steps.append(offset)
+                values.append(result.loss)
+            elif offset % decision.val_every == 0:
+                steps.append(offset)
+                values.append(float(self.trainer.evaluate()["val_loss"]))
+        value = self.search.report_candidate(steps, values, diverged=diverged, trained=trained)
+        kind = "diverged" if diverged else "candidate"
+        self.reporter.on_event(
+            kind,
+            f"stage {decision.stage} candidate {decision.index}: lr={decision.lr:.3g} "
+            f"forecast={value:.4g}" + (" (diverged)" if diverged else ""),
+            lr=decision.lr,
+            forecast=value,
+        )
+
+    def _commit(self, decision: base.Commit) -> None:
+        start = self.search.trained_steps
+        self.reporter.on_event(
+            "commit", f"stage {decision.stage}: lr={decision.lr:.3g} for {decision.steps} steps"
+        )
+        for offset in range(1, decision.steps + 1):
+            result = self.trainer.step(decision.lr)
+            self.reporter.on_progress(0, start + offset, result.loss, decision.lr)
+            if result.diverged:
+                self.reporter.on_event(
+                    "diverged",
+                    f"stage {decision.stage}: lr={decision.lr:.3g} diverged at step "
+                    f"{start + offset}; retrying the stage with a smaller LR",
+                    lr=decision.lr,
+                )
+                self.search.report_commit(diverged=True, trained=offset)
+                return
+        self.search.report_commit()
+
+
+def _save(out: Path, search: AutoLRSSearch, trainer: harness.Trainer) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.save(out / TRAINER_FILE)
+    # Written after the trainer, atomically: a state file always has its trainer file.
+    tmp = out / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(search.state_dict(), allow_nan=False))
+    tmp.replace(out / STATE_FILE)
+
+
+def _resume(out: Path, search: AutoLRSSearch, trainer: harness.Trainer) -> bool:
+    state_path = out / STATE_FILE
+    if not state_path.exists():
+        return False
+    state = json.loads(state_path.read_text())
+    wanted = search.state_dict()
+    for key in ("config", "totalSteps", "lrMin", "lrMax", "seed"):
+        if state[key] != wanted[key]:
+            raise ValueError(
+                f"out: {out} holds an AutoLRS search with {key}={state[key]!r}, not "
+                f"{wanted[key]!r}; use another directory to start a new search"
+            )
+    search.load_state_dict(state)
+    trainer.load(out / TRAINER_FILE)
+    return True

@@ -1,0 +1,255 @@
+"""Runs PBT members: each trains, checkpoints, reports to a Coordinator and does what it says.
+
+The member loop only knows the :class:`Coordinator` protocol, so the same loop runs against the
+in-process :class:`~schedsearch.trainers.strategies.pbt.population.Population` (which satisfies
+it), the local engine's coordinator actor, or the cluster's report endpoint. A member saves its
+checkpoint to ``<dir>/member-<i>/step-<n>.pt`` *before* reporting it, so a decision never names a
+file that is not there; on :class:`Exploit` it loads the source's file and continues with the new
+config from the source's step.
+
+:func:`run_pbt` trains the whole population round-robin in this process: the trainer-side
+command, with no Ray and no cluster.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+from schedsearch.trainers import harness
+from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.config import PBTConfig
+from schedsearch.trainers.strategies.pbt.population import Mode, Population
+from schedsearch.trainers.workloads import Workload, get_workload
+
+# A member keeps its last two checkpoints: the newest is what a decision may name, the one
+# before it covers a decision handed out (synchronous poll) just before the newest was saved.
+KEEP_CHECKPOINTS = 2
+
+
+class Coordinator(Protocol):
+    """Where members report; implemented in process, by the engine and by the controller."""
+
+    def report(
+        self,
+        member: int,
+        step: int,
+        objective: float,
+        checkpoint_path: str | None,
+        config: dict[str, float] | None = None,
+    ) -> base.PBTDecision:
+        """``member`` reached ``step`` with ``objective`` and saved ``checkpoint_path``."""
+        ...
+
+    def poll(self, member: int) -> base.PBTDecision:
+        """The decision of a member that was told to :class:`~base.Wait`."""
+        ...
+
+    def finish(self, member: int, step: int) -> None:
+        """``member`` trained its whole budget."""
+        ...
+
+
+class MemberLoop:
+    """One member's life: train an interval, checkpoint, evaluate, report, apply the decision."""
+
+    def __init__(
+        self,
+        member: int,
+        trainer: harness.Trainer,
+        config: dict[str, float],
+        coordinator: Coordinator,
+        *,
+        total_steps: int,
+        interval: int,
+        checkpoint_dir: Path,
+        metric: str = "val_loss",
+        reporter: base.Reporter | None = None,
+    ) -> None:
+        self.member = member
+        self.trainer = trainer
+        self.config = dict(config)
+        self.coordinator = coordinator
+        self.total_steps = total_steps
+        self.interval = interval
+        self.directory = checkpoint_dir / f"member-{member}"
+        self.metric = metric
+        self.reporter = reporter or base.NullReporter()
+        self.step = 0
+        self.trained_steps = 0
+        self.objective = math.nan
+        self.waiting = False
+        self.done = False
+        self._saved: list[Path] = []
+
+    def start_from(self, step: int, checkpoint_path: str | None, config: dict[str, float]) -> None:
+        """Resume at ``step`` from a checkpoint (own or exploited) with ``config``."""
+        if checkpoint_path is not None:
+            self.trainer.load(Path(checkpoint_path))
+        self.step = step
+        self.config = dict(config)
+
+    def advance(self) -> bool:
+        """One interval (or one poll while waiting); False once the member is done."""
+        if self.done:
+            return False
+        if self.waiting:
+            self._apply(self.coordinator.poll(self.member))
+        else:
+            self._apply(self._train_and_report())
+        return not self.done
+
+    def _train_and_report(self) -> base.PBTDecision:
+        lr = self.config["lr"]
+        diverged = False
+        for _ in range(min(self.interval, self.total_steps - self.step)):
+            result = self.trainer.step(lr)
+            self.step += 1
+            self.trained_steps += 1
+            self.reporter.on_progress(self.member, self.step, result.loss, lr)
+            if result.diverged or not math.isfinite(result.loss):
+                diverged = True
+                break
+        if diverged:
+            # A diverged model is not worth a checkpoint: nobody should ever copy it.
+            self.objective = math.nan
+            self.reporter.on_event(
+                "diverged", f"member {self.member} diverged at step {self.step}", lr=lr
+            )
+            return self.coordinator.report(self.member, self.step, math.nan, None, self.config)
+        path = self._save()
+        self.objective = float(self.trainer.evaluate()[self.metric])
+        self.reporter.on_progress(self.member, self.step, math.nan, lr, val_loss=self.objective)
+        return self.coordinator.report(
+            self.member, self.step, self.objective, str(path), self.config
+        )
+
+    def _apply(self, decision: base.PBTDecision) -> None:
+        self.waiting = isinstance(decision, base.Wait)
+        if isinstance(decision, base.Exploit):
+            self.trainer.load(Path(decision.checkpoint_path))
+            self.step = decision.src_step
+            self.config = dict(decision.new_config)
+            self.reporter.on_event(
+                "exploit",
+                f"member {decision.dst} <- member {decision.src} at step {decision.src_step}, "
+                f"lr={decision.new_config['lr']:.3g}",
+                src=decision.src,
+                dst=decision.dst,
+                step=decision.src_step,
+                lr=decision.new_config["lr"],
+            )
+        elif isinstance(decision, base.Stop):
+            self.done = True
+            self.reporter.on_event("stopped", f"member {self.member} stopped: {decision.reason}")
+            return
+        if not self.waiting and self.step >= self.total_steps:
+            self.done = True
+            self.coordinator.finish(self.member, self.step)
+
+    def _save(self) -> Path:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"step-{self.step}.pt"
+        self.trainer.save(path)
+        self._saved.append(path)
+        while len(self._saved) > KEEP_CHECKPOINTS:
+            self._saved.pop(0).unlink(missing_ok=True)
+        return path
+
+
+def run_member(
+    loop: MemberLoop, *, poll_seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Drive one member to its end, as a pod or a Tune trial does: sleep between polls."""
+    while loop.advance():
+        if loop.waiting:
+            sleep(poll_seconds)
+
+
+def run_pbt(
+    config: PBTConfig,
+    workload: Workload | str,
+    *,
+    total_steps: int,
+    lr_bounds: tuple[float, float],
+    seed: int = 0,
+    out_dir: Path | str | None = None,
+    reporter: base.Reporter | None = None,
+    device: str = "auto",
+    metric: str = "val_loss",
+    mode: Mode = "min",
+) -> base.SearchResult:
+    """Search a schedule of ``total_steps`` steps with PBT, all members round-robin in this process.
+
+    Member ``i`` initialises its model with seed ``seed + i``; the population's draws use
+    ``config.seed``. Checkpoints go under ``out_dir`` (a temporary directory if not given).
+    """
+    started = time.monotonic()
+    work = get_workload(workload) if isinstance(workload, str) else workload
+    reporter = reporter or base.NullReporter()
+    population = Population(config, lr_bounds[0], lr_bounds[1], total_steps, mode)
+    scratch = None if out_dir is not None else Path(tempfile.mkdtemp(prefix="schedsearch-pbt-"))
+    directory = Path(out_dir) if out_dir is not None else scratch
+    assert directory is not None
+    try:
+        loops = [
+            MemberLoop(
+                member,
+                harness.Trainer(work, seed=seed + member, device=device),
+                state.config,
+                population,
+                total_steps=total_steps,
+                interval=config.perturbation_interval,
+                checkpoint_dir=directory,
+                metric=metric,
+                reporter=reporter,
+            )
+            for member, state in population.members.items()
+        ]
+        reporter.on_event(
+            "start",
+            f"pbt: {len(loops)} members, initial lrs "
+            + ", ".join(f"{loop.config['lr']:.3g}" for loop in loops),
+        )
+        _round_robin(loops)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    best = population.best_member()
+    objective = population.members[best].objective
+    result = base.SearchResult(
+        strategy="pbt",
+        workload=work.name,
+        best_schedule=population.schedule().with_provenance(workload=work.name, seed=seed),
+        best_objective=objective if objective is not None else math.nan,
+        best_member=best,
+        member_steps=sum(loop.trained_steps for loop in loops),
+        history=list(population.history),
+        wall_seconds=time.monotonic() - started,
+    )
+    reporter.on_event(
+        "finished",
+        f"pbt done: best member {best}, {metric}={result.best_objective:.4f}, "
+        f"{result.member_steps} member-steps",
+    )
+    return result
+
+
+def _round_robin(loops: list[MemberLoop]) -> None:
+    """Advance every live member by one interval in turn until all are done."""
+    while True:
+        live = [loop for loop in loops if not loop.done]
+        if not live:
+            return
+        progressed = False
+        for loop in live:
+            was_waiting, step = loop.waiting, loop.step
+            loop.advance()
+            progressed |= loop.done or loop.step != step or was_waiting != loop.waiting
+        if not progressed:
+            raise RuntimeError("pbt: every live member is waiting and no round can close")
