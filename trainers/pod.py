@@ -364,10 +364,12 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
     except (PodConfigError, WorkloadError) as err:
         reason = "UnknownWorkload" if isinstance(err, WorkloadError) else "InvalidSpec"
         return _unrunnable(client, env, reason, str(err))
+    # A PBT member's reports are its coordinator's; the others report progress on the side.
+    progress = ChannelReporter(client, env.member) if env.role != "pbt" else None
     reporter = Tee(
         base.TextReporter(sys.stderr),
         trainer_metrics.reporter_from_env(search=env.search, namespace=env.namespace),
-        ChannelReporter(client, env.member),
+        progress,
     )
     pod = Pod(env, spec, workload, client, reporter)
     log.info(

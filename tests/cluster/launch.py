@@ -5,6 +5,10 @@ that stands in for it.
 Volume folders: emptyDir and other pod-scoped volumes under ``<root>/pods/<uid>/volumes/<name>``;
 a persistentVolumeClaim under ``<root>/pvc/<namespace>/<claim>`` so it outlives the pod; secret,
 configMap, downwardAPI and projected volumes are written as files from the API objects.
+
+Cluster DNS: every pod runs on this machine, so a Service or pod DNS name in an environment
+value (``<name>.<namespace>.svc``, ``<host>.<service>.<namespace>.svc.cluster.local``, alone or
+inside a URL) is rewritten to ``POD_IP``, as a cluster's DNS would resolve it to a pod here.
 """
 
 from __future__ import annotations
@@ -191,7 +195,7 @@ class Resolver:
         namespace = pod["metadata"]["namespace"]
         source = item.get("valueFrom")
         if not source:
-            return expand(rewrite(item.get("value", "")), env)
+            return cluster_dns(expand(rewrite(item.get("value", "")), env))
         if "secretKeyRef" in source:
             return self.source_key("secrets", namespace, source["secretKeyRef"])
         if "configMapKeyRef" in source:
@@ -253,6 +257,18 @@ def field_value(pod: JsonObj, field_path: str) -> str:
     if match:
         return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
     raise ConfigError(f"fieldRef {field_path!r} is not supported by the test kubelet")
+
+
+_CLUSTER_NAME = re.compile(
+    # Not inside a word or a file path: after a '/' only when it is a URL's '//'.
+    r"(?<![A-Za-z0-9._-])(?<![^/]/)(?<!^/)"
+    r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?\.svc(\.cluster\.local)?(?![A-Za-z0-9.-])"
+)
+
+
+def cluster_dns(text: str) -> str:
+    """``text`` with cluster DNS names (``*.svc``, ``*.svc.cluster.local``) resolved to POD_IP."""
+    return _CLUSTER_NAME.sub(POD_IP, text)
 
 
 _REFERENCE = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")

@@ -1,0 +1,87 @@
+"""End to end on the test cluster: ``kubectl apply`` one search per strategy on the digits CNN,
+the controller runs them as pods, each succeeds, and its best schedule is an LRSchedule that
+replays.
+
+The three searches run at once (seven trainer processes on this machine), with budgets of a
+couple of hundred steps: PBT with 4 members perturbing every 25 steps (so exploits happen), HDET
+with 2 replicas meeting at rank 0's DNS name, AutoLRS with two probes per stage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+
+from schedsearch.api.spec import LRSchedule
+from tests.cluster import harness
+from tests.integration.controller_harness import (
+    GROUP_PATH,
+    ControllerProcess,
+    apply,
+    events_of,
+    pods_of,
+    search_manifest,
+    state_of,
+    wait_phase,
+)
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
+TIMEOUT = 600.0
+
+SEARCHES: dict[str, dict[str, Any]] = {
+    "e2e-pbt": {
+        "strategy": {"pbt": {"population": 4, "perturbationInterval": 25}},
+        "budget": {"steps": 200},
+    },
+    "e2e-hdet": {
+        "strategy": {"hdet": {"replicas": 2, "syncInterval": 40, "backend": "gloo"}},
+        "budget": {"steps": 160},
+    },
+    "e2e-autolrs": {
+        "strategy": {"autolrs": {"tau": 40, "tauPrime": 10, "tauMax": 80, "candidates": 2}},
+        "budget": {"steps": 160},
+    },
+}
+
+
+def test_one_search_per_strategy_ends_with_a_stored_schedule(
+    k8s_cluster: harness.Cluster, namespace: str, controller: ControllerProcess
+) -> None:
+    api = k8s_cluster.rest
+    started = time.monotonic()
+    for name, spec in SEARCHES.items():
+        strategy = next(iter(spec["strategy"]))
+        manifest = search_manifest(name, strategy, workload={"builtin": "digits-cnn"}, **spec)
+        apply(k8s_cluster, namespace, manifest)
+    finished: dict[str, float] = {}
+    for name in SEARCHES:
+        wait_phase(api, namespace, name, "Succeeded", timeout=TIMEOUT, controller=controller)
+        finished[name] = time.monotonic() - started
+    print("kubectl apply -> Succeeded:", {k: f"{v:.0f}s" for k, v in finished.items()})
+
+    listed = k8s_cluster.kubectl("get", "schedulesearches", "-n", namespace).stdout
+    assert listed.count("Succeeded") == 3, listed
+    for name, spec in SEARCHES.items():
+        search = api.get(f"{GROUP_PATH}/namespaces/{namespace}/schedulesearches/{name}")
+        status = search["status"]
+        assert status["best"]["schedule"] == f"{name}-best"
+        stored = api.get(f"{GROUP_PATH}/namespaces/{namespace}/lrschedules/{name}-best")
+        schedule = LRSchedule.from_object(stored).spec.to_schedule()
+        assert schedule.total_steps == spec["budget"]["steps"]
+        assert all(lr > 0 for lr in schedule.lrs())
+        assert stored["spec"]["provenance"]["strategy"] == next(iter(spec["strategy"]))
+        assert status["memberSteps"] >= spec["budget"]["steps"]
+
+    # PBT: members copied each other, and the stored schedule is a lineage through exploits.
+    exploits = [e for e in events_of(api, namespace, "e2e-pbt") if e["reason"] == "Exploit"]
+    assert exploits, "no exploit happened"
+    assert len(pods_of(api, namespace, "e2e-pbt")) == 4
+    assert all(m.get("finished") for m in state_of(api, namespace, "e2e-pbt")["members"].values())
+    # HDET: both replicas met (rank 0 reports the syncs' base LRs) and finished.
+    hdet = state_of(api, namespace, "e2e-hdet")
+    assert all(m.get("finished") for m in hdet["members"].values())
+    assert hdet["result"]["strategy"] == "hdet"
+    print(json.dumps({n: f"{t:.0f}s" for n, t in finished.items()}))
