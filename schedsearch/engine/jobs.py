@@ -51,6 +51,10 @@ class Job(Protocol):
         """Every raw Tune result, on the driver."""
         ...
 
+    def on_trial_error(self, index: int, error: str) -> None:
+        """Trial ``index`` of :meth:`trial_configs` failed for good."""
+        ...
+
     def engine_state(self) -> dict[str, Any]:
         """The strategy's state for ``--resume`` (plain JSON)."""
         ...
@@ -101,6 +105,7 @@ class PBTJob:
             state=state,
         )
         self._actor: Any = None
+        self._configs: list[dict[str, Any]] = []
 
     def start(self) -> None:
         import ray
@@ -131,14 +136,21 @@ class PBTJob:
 
     def trial_configs(self) -> list[dict[str, Any]]:
         common = _common_config(self.search, self.run_dir)
-        return [
+        self._configs = [
             {**common, "member": m, "coordinator": self.actor_name}
             for m in range(self.members)
             if not self._local.is_finished(m)
         ]
+        return self._configs
 
     def on_result(self, result: dict[str, Any]) -> None:
         pass
+
+    def on_trial_error(self, index: int, error: str) -> None:
+        if self._actor is not None:
+            import ray
+
+            ray.get(self._actor.fail.remote(int(self._configs[index]["member"])))
 
     def engine_state(self) -> dict[str, Any]:
         self._sync()
@@ -207,6 +219,9 @@ class SingleTrialJob:
         if self._state.get("finished"):
             return []
         return [_common_config(self.search, self.run_dir)]
+
+    def on_trial_error(self, index: int, error: str) -> None:
+        pass
 
     def on_result(self, result: dict[str, Any]) -> None:
         for member, step, _loss, lr, val_loss in result.get("progress", ()):

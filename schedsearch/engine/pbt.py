@@ -116,6 +116,15 @@ class PBTCoordinator:
         self._advance(member, step)
         self.population.finish(member)
 
+    def fail(self, member: int) -> None:
+        """``member``'s trial failed for good: it leaves the population, and since it never
+        reached the end of the budget its last objective cannot make it the best member."""
+        # finish() is what releases a synchronous round the member was holding.
+        self.population.finish(member)
+        state = self.population.members[member]
+        state.finished, state.stopped, state.objective = False, True, None
+        self.population.history.append({"event": "failed", "member": member, "step": state.step})
+
     # -- engine bookkeeping ---------------------------------------------------------------------
 
     def start_point(self, member: int) -> StartPoint:
@@ -177,8 +186,11 @@ class PBTCoordinator:
             if event.get("event") == "exploit":
                 exploited[event["dst"]] = exploited.get(event["dst"], 0) + 1
         rows = []
+        failed = {e["member"] for e in self.population.history if e.get("event") == "failed"}
         for member, state in sorted(self.population.members.items()):
             status = "finished" if state.finished else "stopped" if state.stopped else "running"
+            if member in failed:
+                status = "failed"
             rows.append(
                 {
                     "member": member,

@@ -205,6 +205,7 @@ def _train(
                 interrupt=interrupt,
                 max_failures=search.spec.failure_policy.max_member_restarts,
                 after_result=after_result,
+                after_error=job.on_trial_error,
             )
             _check_failures(search, job, outcome)
     history.flush()

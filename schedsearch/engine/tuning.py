@@ -62,10 +62,12 @@ class _ResultsCallback(_DriverOnly, tune.Callback):
         reporter: Reporter,
         outcome: TrialOutcome,
         after_result: Callable[[dict[str, Any]], None],
+        after_error: Callable[[int, str], None],
     ) -> None:
         self._reporter = reporter
         self._outcome = outcome
         self._after_result = after_result
+        self._after_error = after_error
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
@@ -77,7 +79,9 @@ class _ResultsCallback(_DriverOnly, tune.Callback):
         self._outcome.completed.add(trial_index(trial.config))
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
-        self._outcome.errors[trial_index(trial.config)] = _error_text(trial)
+        index, text = trial_index(trial.config), _error_text(trial)
+        self._outcome.errors[index] = text
+        self._after_error(index, text)
 
 
 def run_trials(
@@ -91,10 +95,12 @@ def run_trials(
     interrupt: Interrupt,
     max_failures: int,
     after_result: Callable[[dict[str, Any]], None] = lambda result: None,
+    after_error: Callable[[int, str], None] = lambda index, text: None,
 ) -> TrialOutcome:
     """Run one trial per config (each gets ``trial`` = its index) until all end or Ctrl-C.
 
-    ``after_result`` sees every raw result once the reporter has, on the driver's thread.
+    ``after_result`` sees every raw result once the reporter has, on the driver's thread;
+    ``after_error`` hears of each trial that failed for good (its retries spent).
     """
     # Tune warns that it found no per-trial result files: the engine turned them off on purpose.
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
@@ -114,7 +120,7 @@ def run_trials(
             name=name,
             storage_path=str(storage),
             stop=_InterruptStopper(interrupt),
-            callbacks=[_ResultsCallback(reporter, outcome, after_result)],
+            callbacks=[_ResultsCallback(reporter, outcome, after_result, after_error)],
             failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=0,
             log_to_file=False,

@@ -150,7 +150,7 @@ def _wait_for_checkpoints(store: SQLiteStore, name: str, proc: subprocess.Popen[
 def test_ctrl_c_leaves_the_store_consistent_and_resume_finishes(
     ray_address: str, tmp_path: Path
 ) -> None:
-    name, steps = "pbt-interrupted", 600
+    name, steps = "pbt-interrupted", STEPS
     spec = _spec(tmp_path, name, PBT, steps=steps)
     store_path = tmp_path / "results.db"
     store = SQLiteStore(store_path)

@@ -106,3 +106,22 @@ def test_a_member_with_no_source_to_turn_to_starts_over() -> None:
     start = coordinator.restart_point(1)
     assert start.step == 0 and start.checkpoint_path is None
     assert coordinator.start_point(1) == start
+
+
+def test_a_failed_member_leaves_the_population_and_cannot_be_best() -> None:
+    coordinator = _coordinator()
+    _round(coordinator, 10, {0: 4.0, 1: 3.0, 2: 2.0, 3: 1.0})
+    coordinator.fail(3)
+    assert coordinator.is_finished(3)
+    assert coordinator.outcome()["bestMember"] == 2
+    assert coordinator.member_rows()[3]["status"] == "failed"
+    assert 3 not in coordinator.population.quantiles()[1]
+
+
+def test_a_failed_member_releases_a_synchronous_round() -> None:
+    coordinator = _coordinator(synch=True)
+    for member, objective in ((0, 4.0), (1, 3.0), (2, 2.0)):
+        assert coordinator.report(member, 10, objective, f"m{member}") == base.Wait()
+    coordinator.fail(3)
+    decisions = [coordinator.poll(m) for m in (0, 1, 2)]
+    assert base.Wait() not in decisions
