@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 import pydantic
 
+from schedsearch.trainers import harness
 from schedsearch.trainers.config import BaseScheduleConfig
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.config import (
@@ -133,7 +134,8 @@ class SearchRequest:
             )
         try:
             get_workload(args.workload)
-        except WorkloadError as error:
+            harness.select_device(args.device)
+        except (WorkloadError, harness.DeviceError) as error:
             raise UsageError(str(error)) from error
         params = parse_pairs(args.params, "set")
         if args.strategy == "pbt":

@@ -1,0 +1,180 @@
+"""The AutoLRS and PBT runners on the real harness, with the small ``regression`` workload."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from schedsearch.trainers import harness
+from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.autolrs import runner as autolrs_runner
+from schedsearch.trainers.strategies.config import AutoLRSConfig, PBTConfig
+from schedsearch.trainers.strategies.pbt import runner as pbt_runner
+from schedsearch.trainers.workloads import get_workload
+
+SMALL_AUTOLRS = AutoLRSConfig(tau=20, tau_prime=4, tau_max=80, candidates=3)
+
+
+class RecordingTrainer(harness.Trainer):
+    """Logs (step index, LR on the optimizer when the step ran) of every step of every trainer."""
+
+    log: list[tuple[int, float]] = []
+
+    def step(self, lr: float) -> harness.StepResult:
+        index = self.global_step
+        result = super().step(lr)
+        RecordingTrainer.log.append((index, float(self.optimizer.param_groups[0]["lr"])))
+        return result
+
+
+@pytest.fixture
+def recording(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, float]]:
+    RecordingTrainer.log = []
+    monkeypatch.setattr(harness, "Trainer", RecordingTrainer)
+    return RecordingTrainer.log
+
+
+def run_small_autolrs(out: Path | None = None, **overrides: Any) -> base.SearchResult:
+    return autolrs_runner.run_autolrs(
+        overrides.pop("config", SMALL_AUTOLRS),
+        "regression",
+        total_steps=overrides.pop("total_steps", 60),
+        lr_bounds=overrides.pop("lr_bounds", (1e-3, 0.5)),
+        seed=3,
+        out_dir=out,
+        device="cpu",
+        **overrides,
+    )
+
+
+def test_autolrs_trains_each_stage_at_the_committed_lr_from_its_first_step(
+    recording: list[tuple[int, float]],
+) -> None:
+    result = run_small_autolrs()
+    found = result.best_schedule
+    assert len(recording) == result.member_steps == 60 + (3 * 4 + 3 * 8)
+    # Probes rewind to the stage start; the commit runs last, so the last LR logged for each step
+    # is what the final model was trained with.
+    final_lr = dict(recording)
+    assert sorted(final_lr) == list(range(60))
+    assert [final_lr[s] for s in range(60)] == found.lrs()
+    restarts = [i for i in range(1, len(recording)) if recording[i][0] <= recording[i - 1][0]]
+    assert {recording[i][0] for i in restarts} == {0, 20}  # every restore lands on a stage start
+    assert math.isfinite(result.best_objective)
+
+
+def test_autolrs_resumes_from_its_directory_and_refuses_another_search(
+    tmp_path: Path, recording: list[tuple[int, float]]
+) -> None:
+    first = run_small_autolrs(tmp_path, total_steps=20)
+    recording.clear()
+    again = run_small_autolrs(tmp_path, total_steps=20)
+    assert recording == []  # the saved search was complete: nothing to train
+    assert again.best_schedule.points == first.best_schedule.points
+    assert again.best_objective == pytest.approx(first.best_objective)
+    with pytest.raises(ValueError, match=r"out: .* totalSteps=20"):
+        run_small_autolrs(tmp_path, total_steps=40)
+
+
+def test_autolrs_survives_diverging_probes() -> None:
+    result = run_small_autolrs(lr_bounds=(1e-3, 1e4), total_steps=20)
+    candidates = [c for stage in result.history[:-1] for c in stage["candidates"]]
+    assert any(c["diverged"] for c in candidates), "the test needs a diverging probe"
+    assert all(lr <= 1e4 and math.isfinite(lr) for lr in result.best_schedule.lrs())
+    assert math.isfinite(result.best_objective)
+
+
+class ScriptedCoordinator:
+    def __init__(self, decisions: list[base.PBTDecision]) -> None:
+        self.decisions = decisions
+        self.reports: list[tuple[int, float, str | None]] = []
+        self.finished: list[tuple[int, int]] = []
+
+    def report(
+        self,
+        member: int,
+        step: int,
+        objective: float,
+        checkpoint_path: str | None,
+        config: dict[str, float] | None = None,
+    ) -> base.PBTDecision:
+        assert checkpoint_path is None or Path(checkpoint_path).exists()  # saved before reporting
+        self.reports.append((step, objective, checkpoint_path))
+        return self.decisions.pop(0)
+
+    def poll(self, member: int) -> base.PBTDecision:
+        return self.decisions.pop(0)
+
+    def finish(self, member: int, step: int) -> None:
+        self.finished.append((member, step))
+
+
+def test_member_loop_checkpoints_reports_and_follows_an_exploit(
+    tmp_path: Path, recording: list[tuple[int, float]]
+) -> None:
+    workload = get_workload("regression")
+    source = harness.Trainer(workload, seed=9, device="cpu")
+    source.train(15, lambda _: 0.01)
+    source_path = source.save(tmp_path / "source.pt")
+    recording.clear()
+    coordinator = ScriptedCoordinator(
+        [
+            base.Exploit(1, 0, {"lr": 0.005}, 15, str(source_path)),
+            base.Wait(),
+            base.Continue(),
+            base.Continue(),
+        ]
+    )
+    trainer = harness.Trainer(workload, seed=0, device="cpu")
+    loop = pbt_runner.MemberLoop(
+        0,
+        trainer,
+        {"lr": 0.02},
+        coordinator,
+        total_steps=30,
+        interval=10,
+        checkpoint_dir=tmp_path,
+    )
+    assert loop.advance()  # 10 steps at 0.02, then the exploit
+    assert trainer.global_step == 15 and loop.step == 15 and loop.config == {"lr": 0.005}
+    for name, tensor in source.model.state_dict().items():
+        assert torch.equal(tensor, trainer.model.state_dict()[name])
+    assert loop.advance() and loop.waiting  # 10 steps at 0.005, then told to wait
+    assert loop.advance() and not loop.waiting  # the poll says continue
+    assert not loop.advance()  # the last 5 steps, the final report, done
+    assert [step for step, _, _ in coordinator.reports] == [10, 25, 30]
+    assert coordinator.finished == [(0, 30)]
+    assert [lr for _, lr in recording] == [0.02] * 10 + [0.005] * 15
+    assert [index for index, _ in recording] == [*range(10), *range(15, 30)]
+    saved = sorted(p.name for p in (tmp_path / "member-0").iterdir())
+    assert saved == ["step-25.pt", "step-30.pt"]  # the oldest was removed
+
+
+def test_member_loop_reports_divergence_without_a_checkpoint(tmp_path: Path) -> None:
+    coordinator = ScriptedCoordinator([base.Stop("diverged and no member with a checkpoint")])
+    trainer = harness.Trainer(get_workload("regression"), seed=0, device="cpu")
+    loop = pbt_runner.MemberLoop(
+        2, trainer, {"lr": 1e6}, coordinator, total_steps=50, interval=25, checkpoint_dir=tmp_path
+    )
+    assert not loop.advance()
+    ((step, objective, path),) = coordinator.reports
+    assert step < 25 and math.isnan(objective) and path is None
+    assert loop.done and coordinator.finished == []
+
+
+def test_run_pbt_returns_the_best_members_lineage(recording: list[tuple[int, float]]) -> None:
+    config = PBTConfig(population=3, perturbation_interval=10, quantile_fraction=0.34, seed=4)
+    result = pbt_runner.run_pbt(
+        config, "regression", total_steps=30, lr_bounds=(1e-3, 0.1), seed=0, device="cpu"
+    )
+    assert result.strategy == "pbt" and result.workload == "regression"
+    assert result.member_steps == len(recording) >= 3 * 30
+    assert result.best_schedule.total_steps == 30
+    assert result.best_schedule.provenance["member"] == result.best_member
+    exploits = [e for e in result.history if e["event"] == "exploit"]
+    assert exploits, "three members over three intervals should exploit at least once"
+    assert math.isfinite(result.best_objective)
