@@ -1,0 +1,345 @@
+"""The report: ``report.json`` (all the data) and ``report.md`` (the same, for people), rendered
+from one report dictionary so the two never disagree. Rendering is pure (see ``render``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from schedsearch.bench.cache import clean_floats
+
+PAPER_LOW, PAPER_HIGH = 1.22, 1.5
+
+
+def fmt_loss(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "diverged"
+    return f"{value:.4g}"
+
+
+def fmt_mean_std(mean: float | None, std: float | None) -> str:
+    if mean is None or not math.isfinite(mean):
+        return "diverged"
+    return f"{mean:.4g} ± {std:.2g}" if std is not None and math.isfinite(std) else f"{mean:.4g}"
+
+
+def fmt_speedup(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.2f}x"
+
+
+def fmt_step(value: int | None) -> str:
+    return "not reached" if value is None else str(value)
+
+
+def standing(speedup: float | None) -> str:
+    """Where one speedup stands against the paper's 1.22x-1.5x."""
+    if speedup is None:
+        return "target not reached: below the paper's range"
+    if speedup < PAPER_LOW:
+        return "below the paper's range"
+    if speedup <= PAPER_HIGH:
+        return "within the paper's range"
+    return "above the paper's range"
+
+
+def _table(header: list[str], rows: Iterable[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+# --- sections ------------------------------------------------------------------------------------
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    machine = report.get("machine", {})
+    return [
+        f"# schedsearch benchmark: profile `{report['profile']}`",
+        "",
+        f"{report.get('description', '')}. Generated {report.get('createdAt', '?')} "
+        f"from commit `{report.get('commit') or 'unknown'}`.",
+        "",
+        f"Command: `{report.get('command', '')}`",
+        "",
+        f"Machine: {machine.get('cpus', '?')} CPU(s), {machine.get('jobs', '?')} parallel "
+        f"job(s) x {machine.get('threadsPerJob', '?')} torch thread(s), torch "
+        f"{machine.get('torch', '?')}, device {machine.get('device', '?')}; load average "
+        f"{machine.get('loadStart', '?')} at the start, {machine.get('loadEnd', '?')} at the end.",
+        "",
+        "## How to read this",
+        "",
+        "- **Target**: the tuned baseline's final validation loss, the mean over the evaluation "
+        "seeds of the best (family, peak LR) cell of the grid.",
+        "- **Steps to target**: the first evaluation step (every E steps) at which the seed-mean "
+        "validation loss of the replayed schedule is <= the target; per-seed steps are listed too. "
+        "**Speedup** = S / steps to target. *not reached* is a result: the schedule never got "
+        "there within S steps.",
+        "- **Search cost**: member-steps the search trained (AutoLRS: its commits plus every "
+        "candidate probe; PBT: all members; HDET: all replicas), in units of S. The grid itself "
+        "costs cells x seeds x S.",
+        "- Found schedules are **replayed from scratch** on a plain Trainer with the evaluation "
+        "seeds, which no search used.",
+        "",
+        "## Settings",
+        "",
+        *[f"- {note}" for note in report.get("settings", [])],
+        "",
+    ]
+
+
+def _strategy_rows(section: dict[str, Any]) -> list[list[str]]:
+    base = section["baseline"]
+    rows = [
+        [
+            f"tuned baseline ({base['family']} x{base['peakFactor']:g}, peak {base['peakLR']:.3g})",
+            fmt_mean_std(base["finalMean"], base["finalStd"]),
+            fmt_step(base["stepsToTarget"]),
+            fmt_speedup(base["speedup"]),
+            _per_seed(base),
+            f"grid: {len(section['grid'])} cells",
+            "",
+        ]
+    ]
+    for name, row in section.get("strategies", {}).items():
+        if "error" in row or "missing" in row:
+            problem = row.get("error") or row.get("missing")
+            rows.append([name, f"failed: {problem}", "", "", "", "", ""])
+            continue
+        rows.append(
+            [
+                name,
+                fmt_mean_std(row.get("finalMean"), row.get("finalStd")),
+                fmt_step(row.get("stepsToTarget")),
+                fmt_speedup(row.get("speedup")),
+                _per_seed(row),
+                f"{row['costInS']:.2f} S ({row['memberSteps']} steps)",
+                f"{row.get('searchWallSeconds') or 0:.0f}s",
+            ]
+        )
+    return rows
+
+
+def _per_seed(row: dict[str, Any]) -> str:
+    steps = row.get("perSeedStepsToTarget") or {}
+    return ", ".join(f"seed {seed}: {fmt_step(step)}" for seed, step in steps.items())
+
+
+def _grid_table(section: dict[str, Any]) -> list[str]:
+    factors = sorted({cell["peakFactor"] for cell in section["grid"]})
+    families = list(dict.fromkeys(cell["family"] for cell in section["grid"]))
+    cells = {(c["family"], c["peakFactor"]): c for c in section["grid"]}
+    rows = [
+        [family]
+        + [
+            fmt_mean_std(cells[(family, f)]["finalMean"], cells[(family, f)]["finalStd"])
+            if (family, f) in cells
+            else "-"
+            for f in factors
+        ]
+        for family in families
+    ]
+    return _table(["family \\ peak = default x", *[f"{f:g}" for f in factors]], rows)
+
+
+def _quality_section(section: dict[str, Any]) -> list[str]:
+    lines = [
+        f"### {section['workload']} (S = {section['steps']} steps, E = {section['evalEvery']}, "
+        f"default LR {section['defaultLR']:g}, search LR bounds "
+        f"[{section['lrBounds'][0]:.3g}, {section['lrBounds'][1]:.3g}])",
+        "",
+    ]
+    if "baseline" not in section:
+        return [*lines, f"No result: {section.get('missing', 'missing')}.", ""]
+    base, oracle = section["baseline"], section["oracle"]
+    lines.append(
+        f"Target (tuned baseline's final validation loss): **{fmt_loss(section['target'])}**."
+    )
+    if base.get("atGridEdge"):
+        lines.append(
+            "The tuned peak LR is at the edge of the grid: a wider grid might tune the baseline "
+            "further (the target would only get harder)."
+        )
+    lines += [
+        "",
+        f"Oracle among families (best single grid run): {oracle['family']} "
+        f"x{oracle['peakFactor']:g} (peak {oracle['peakLR']:.3g}), seed {oracle['seed']}: "
+        f"{fmt_loss(oracle['final'])}.",
+        "",
+        *_table(
+            [
+                "schedule",
+                "final val loss (mean ± std)",
+                "steps to target",
+                "speedup",
+                "per seed: steps to target",
+                "search cost",
+                "search wall",
+            ],
+            _strategy_rows(section),
+        ),
+        "",
+        "Grid (final validation loss, mean ± std over seeds):",
+        "",
+        *_grid_table(section),
+        "",
+    ]
+    for name in section.get("plots", []):
+        lines.append(f"![{name}]({name})")
+    return [*lines, ""]
+
+
+def _autolrs_section(report: dict[str, Any]) -> list[str]:
+    data = report.get("autolrsVersusPaper")
+    if not data:
+        return []
+    paper = data["paper"]
+    lines = [
+        "## AutoLRS against its paper",
+        "",
+        f"The AutoLRS paper reported {paper['range'][0]}x-{paper['range'][1]}x speedups "
+        f"({paper['note']}). Here:",
+        "",
+    ]
+    for workload, row in data["ours"].items():
+        lines.append(
+            f"- {workload}: {fmt_speedup(row['speedup'])} (final {fmt_loss(row['finalMean'])} vs "
+            f"target {fmt_loss(row['target'])}; search cost "
+            f"{_cost(row['costInS'])}): {standing(row['speedup'])}."
+        )
+    lines += ["", "Why the comparison looks like this:", ""]
+    lines += [f"- {reason}" for reason in report.get("autolrsReasons", [])]
+    return [*lines, ""]
+
+
+def _cost(value: float | None) -> str:
+    return "?" if value is None else f"{value:.2f} S"
+
+
+def _overhead_section(report: dict[str, Any]) -> list[str]:
+    data = report.get("overhead", {})
+    lines = ["## System overhead (trainer side)", ""]
+    loops = data.get("trainerVsPlainLoop", [])
+    if loops:
+        lines += [
+            "Our `Trainer` against a plain PyTorch loop on the same model, optimizer and batches, "
+            "both evaluating and checkpointing every "
+            f"{loops[0]['evalAndCheckpointEvery']} steps (PBT's default interval); median of "
+            "alternating rounds. CPU-time rates are the robust figure on a shared machine.",
+            "",
+            *_table(
+                [
+                    "workload",
+                    "plain steps/s (wall)",
+                    "Trainer steps/s (wall)",
+                    "overhead (wall)",
+                    "plain steps/CPU-s",
+                    "Trainer steps/CPU-s",
+                    "overhead (CPU)",
+                ],
+                (
+                    [
+                        r["workload"],
+                        f"{r['plain']['wallStepsPerSecond']:.1f}",
+                        f"{r['trainer']['wallStepsPerSecond']:.1f}",
+                        f"{r['wallOverheadPercent']:+.1f}%",
+                        f"{r['plain']['cpuStepsPerSecond']:.1f}",
+                        f"{r['trainer']['cpuStepsPerSecond']:.1f}",
+                        f"{r['cpuOverheadPercent']:+.1f}%",
+                    ]
+                    for r in loops
+                ),
+            ),
+            "",
+        ]
+    lines += _autolrs_overhead(data.get("autolrsOutsideTraining", {}))
+    lines += _hdet_overhead(data.get("hdetConverge"), data.get("hdetPaperFraction"))
+    lines += ["## Operator", "", report.get("operator", ""), ""]
+    return lines
+
+
+def _autolrs_overhead(per_workload: dict[str, Any]) -> list[str]:
+    rows = [
+        [
+            workload,
+            str(t["stages"]),
+            f"{t['meanSearchSecondsPerStage'] * 1000:.0f} ms",
+            f"{t['meanAskSecondsPerStage'] * 1000:.0f} ms",
+            f"{t['meanTellSecondsPerStage'] * 1000:.0f} ms",
+            f"{t['maxSearchSecondsPerStage'] * 1000:.0f} ms",
+            "?" if t["searchFractionOfWall"] is None else f"{t['searchFractionOfWall']:.2%}",
+        ]
+        for workload, t in per_workload.items()
+        if t
+    ]
+    if not rows:
+        return ["AutoLRS time outside training: not measured (no AutoLRS search finished).", ""]
+    header = [
+        "workload",
+        "stages",
+        "mean per stage",
+        "of which ask (GP fit + acquisition)",
+        "of which tell (forecast fit)",
+        "max per stage",
+        "share of search wall",
+    ]
+    return [
+        "AutoLRS time outside training per stage (the search's own decisions: Bayesian optimiser "
+        "ask/tell and the loss-forecast fits), measured inside the quality searches:",
+        "",
+        *_table(header, rows),
+        "",
+    ]
+
+
+def _hdet_overhead(data: dict[str, Any] | None, paper: float | None) -> list[str]:
+    if not data or not data.get("timing"):
+        return ["HDET converge cost: not measured.", ""]
+    timing = data["timing"]
+    return [
+        f"HDET converge cost at T = {data['syncInterval']} ({data['workload']}, "
+        f"{data['replicas']} replicas, {data['steps']} steps): the parameter all-reduce took "
+        f"{timing['convergeSeconds'] * 1000:.1f} ms in all, "
+        f"{timing['convergeFraction']:.3%} of training time and "
+        f"{data['convergeFractionOfWall']:.3%} of wall-clock "
+        f"(the paper reports about {paper:.1%}); waiting for the slowest replica at syncs: "
+        f"{timing['syncWaitSeconds']:.2f}s.",
+        "",
+    ]
+
+
+def _plan_section(report: dict[str, Any]) -> list[str]:
+    plan = report.get("plan", {})
+    if not plan:
+        return []
+    return [
+        "## Time",
+        "",
+        f"Estimated before starting: {plan.get('estimate', '?')}. Elapsed: "
+        f"{plan.get('elapsed', '?')}. Runs: {plan.get('runs', '?')} "
+        f"({plan.get('cachedAtStart', 0)} cached at the start, {plan.get('failed', 0)} failed).",
+        "",
+    ]
+
+
+def render(report: dict[str, Any]) -> str:
+    """``report.md`` from the report dictionary."""
+    lines = _header(report)
+    lines += ["## Search quality", ""]
+    for section in report.get("quality", []):
+        lines += _quality_section(section)
+    lines += _autolrs_section(report)
+    lines += _overhead_section(report)
+    lines += _plan_section(report)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(report: dict[str, Any], out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out / "report.json", out / "report.md"
+    json_path.write_text(json.dumps(clean_floats(report), indent=2, allow_nan=False) + "\n")
+    md_path.write_text(render(report))
+    return json_path, md_path

@@ -1,0 +1,215 @@
+"""The runs a benchmark is made of, as data, and the code that carries each one out.
+
+A :class:`Task` is plain data (it crosses into worker processes): ``spec`` defines the run and is
+what its cache key digests; ``steps``/``evals`` only feed time estimates. Kinds:
+
+* ``curve``: train one schedule from scratch for S steps with one seed, evaluating every E
+  steps (grid cells and replays alike, so a replay of a grid schedule with the same seed is the
+  same run);
+* ``search``: one strategy's search (AutoLRS, PBT or HDET) with the profile's scaled defaults;
+* ``loop`` and ``hdet-timing``: overhead measurements, run alone after everything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from schedsearch.bench import overhead, profiles
+from schedsearch.bench.profiles import Profile, WorkloadPlan
+from schedsearch.trainers import families, harness
+from schedsearch.trainers.config import BaseScheduleConfig
+from schedsearch.trainers.schedules import Schedule
+from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.autolrs.runner import run_autolrs
+from schedsearch.trainers.strategies.config import AutoLRSConfig, HDETConfig, PBTConfig
+from schedsearch.trainers.strategies.hdet.runner import run_hdet
+from schedsearch.trainers.strategies.pbt.runner import run_pbt
+from schedsearch.trainers.workloads import get_workload
+
+TaskKind = Literal["curve", "search", "loop", "hdet-timing"]
+# Bump when a run's meaning changes without its spec changing: old cached results are ignored.
+CACHE_VERSION = 1
+# Rough evaluation counts of a search, for time estimates only.
+AUTOLRS_EVALS_PER_PROBE = 16
+AUTOLRS_VALIDATED_STAGES = 3
+
+
+@dataclass(frozen=True)
+class Task:
+    """One run: ``spec`` defines it; ``label`` is for people; ``steps``/``evals`` for estimates."""
+
+    kind: TaskKind
+    workload: str
+    label: str
+    spec: dict[str, Any]
+    steps: int
+    evals: int
+
+    @property
+    def key(self) -> str:
+        text = json.dumps(
+            {"v": CACHE_VERSION, "kind": self.kind, "spec": self.spec}, sort_keys=True
+        )
+        return f"{self.kind}-{self.workload}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+    @property
+    def exclusive(self) -> bool:
+        """Timing measurements run alone, so no other run skews them."""
+        return self.kind in ("loop", "hdet-timing")
+
+
+# --- building tasks ------------------------------------------------------------------------------
+
+
+def curve_task(plan: WorkloadPlan, schedule: Schedule, seed: int, label: str) -> Task:
+    spec = {
+        "workload": plan.workload,
+        "seed": seed,
+        "evalEvery": plan.eval_every,
+        "schedule": {k: v for k, v in schedule.to_dict().items() if k != "provenance"},
+    }
+    return Task("curve", plan.workload, label, spec, plan.steps, plan.steps // plan.eval_every)
+
+
+def grid_schedule(profile: Profile, plan: WorkloadPlan, family: str, factor: float) -> Schedule:
+    peak = get_workload(plan.workload).default_lr * factor
+    return families.build_schedule(
+        profiles.grid_config(profile, family, peak, plan.steps), plan.steps
+    )
+
+
+def search_task(profile: Profile, plan: WorkloadPlan, strategy: str) -> Task:
+    steps = plan.steps
+    spec: dict[str, Any] = {
+        "strategy": strategy,
+        "workload": plan.workload,
+        "steps": steps,
+        "seed": profile.search_seed,
+        "lrBounds": list(profiles.lr_bounds(plan.workload)),
+    }
+    if strategy == "autolrs":
+        autolrs = profiles.autolrs_config(steps)
+        spec["config"] = autolrs.model_dump(by_alias=True, mode="json")
+        trained = steps * (1 + autolrs.candidates * autolrs.tau_prime / autolrs.tau)
+        evals = AUTOLRS_VALIDATED_STAGES * autolrs.candidates * AUTOLRS_EVALS_PER_PROBE
+    elif strategy == "pbt":
+        pbt = profiles.pbt_config(profile, steps)
+        spec["config"] = pbt.model_dump(by_alias=True, mode="json")
+        trained, evals = pbt.population * steps, pbt.population * profiles.PBT_ROUNDS
+    elif strategy == "hdet":
+        hdet = profiles.hdet_config(profile, steps)
+        spec["config"] = hdet.model_dump(by_alias=True, mode="json")
+        spec["base"] = profiles.hdet_base(plan.workload).model_dump(by_alias=True)
+        trained, evals = hdet.replicas * steps, profiles.HDET_SYNCS
+    else:
+        raise ValueError(f"strategy: {strategy!r} is not one of {', '.join(profiles.STRATEGIES)}")
+    return Task("search", plan.workload, f"search {strategy}", spec, round(trained), evals)
+
+
+def loop_task(profile: Profile, workload: str) -> Task:
+    spec = {
+        "workload": workload,
+        "steps": profile.loop_steps,
+        "rounds": profile.loop_rounds,
+        "every": profile.loop_every,
+    }
+    total = 2 * profile.loop_rounds * profile.loop_steps
+    evals = total // profile.loop_every
+    return Task("loop", workload, "Trainer vs plain loop", spec, total, evals)
+
+
+def hdet_timing_task(profile: Profile) -> Task:
+    spec = {
+        "workload": profile.hdet_timing_workload,
+        "steps": profile.hdet_timing_steps,
+        "interval": profile.hdet_timing_interval,
+        "replicas": profile.hdet_replicas,
+    }
+    steps = profile.hdet_replicas * profile.hdet_timing_steps
+    label = f"HDET converge at T={profile.hdet_timing_interval}"
+    return Task("hdet-timing", profile.hdet_timing_workload, label, spec, steps, 2)
+
+
+# --- running tasks -------------------------------------------------------------------------------
+
+
+def run_task(task: Task, workdir: Path) -> dict[str, Any]:
+    """Carry out ``task``; scratch files go under ``workdir/<key>`` and are removed on success."""
+    scratch = workdir / task.key
+    started = time.perf_counter()
+    if task.kind == "curve":
+        result = train_curve(task.spec)
+    elif task.kind == "search":
+        result = run_search(task.spec, scratch)
+    elif task.kind == "loop":
+        result = overhead.compare_loops(
+            task.spec["workload"],
+            steps=task.spec["steps"],
+            rounds=task.spec["rounds"],
+            every=task.spec["every"],
+        )
+    else:
+        result = overhead.hdet_converge_cost(
+            task.spec["workload"],
+            steps=task.spec["steps"],
+            interval=task.spec["interval"],
+            replicas=task.spec["replicas"],
+            out_dir=scratch,
+        )
+    shutil.rmtree(scratch, ignore_errors=True)
+    return {"label": task.label, "seconds": time.perf_counter() - started, **result}
+
+
+def train_curve(spec: dict[str, Any]) -> dict[str, Any]:
+    """Train ``spec['schedule']`` from scratch with ``spec['seed']``, evaluating every E steps."""
+    schedule = Schedule.from_dict(spec["schedule"])
+    history = harness.History()
+    trainer = harness.Trainer(
+        get_workload(spec["workload"]),
+        seed=spec["seed"],
+        eval_every=spec["evalEvery"],
+        callbacks=[history],
+    )
+    trainer.train(schedule.total_steps, schedule.lr_at)
+    curve = [[step, metrics["val_loss"]] for step, metrics in history.evals]
+    complete = not trainer.diverged and trainer.global_step == schedule.total_steps
+    return {
+        "curve": curve,
+        "final": curve[-1][1] if complete and curve else None,
+        "diverged": trainer.diverged,
+        "stepsTrained": trainer.global_step,
+        "device": str(trainer.device),
+    }
+
+
+def run_search(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """One strategy's search; AutoLRS also reports its time outside training per stage."""
+    strategy, workload = spec["strategy"], spec["workload"]
+    common: dict[str, Any] = {
+        "total_steps": spec["steps"],
+        "lr_bounds": tuple(spec["lrBounds"]),
+        "seed": spec["seed"],
+        "out_dir": scratch,
+    }
+    timings: list[dict[str, float]] | None = None
+    result: base.SearchResult
+    if strategy == "autolrs":
+        with overhead.timed_autolrs() as built:
+            result = run_autolrs(AutoLRSConfig.model_validate(spec["config"]), workload, **common)
+        timings = built[0].stage_timings if built else None
+    elif strategy == "pbt":
+        result = run_pbt(PBTConfig.model_validate(spec["config"]), workload, **common)
+    else:
+        result = run_hdet(
+            HDETConfig.model_validate(spec["config"]),
+            workload,
+            base=BaseScheduleConfig.model_validate(spec["base"]),
+            **common,
+        )
+    return {**result.to_dict(), "autolrsStageTimings": timings}
