@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 
 import pytest
+
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.autolrs.search import AutoLRSSearch
 from schedsearch.trainers.strategies.config import AutoLRSConfig

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
-from schedsearch.trainers.schedules import ChangePoint, Schedule
 
 from schedsearch.api import LRSchedule, load_spec
 from schedsearch.cli import main as cli_main
 from schedsearch.cli import textplot
 from schedsearch.cli.main import cli
 from schedsearch.store import HistoryPoint, SQLiteStore
+from schedsearch.trainers.schedules import ChangePoint, Schedule
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"

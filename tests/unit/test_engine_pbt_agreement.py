@@ -20,10 +20,11 @@ pytest.importorskip("ray.tune")
 
 from ray import tune
 from ray.tune.schedulers import pbt as ray_pbt
+from scipy import stats
+
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.population import Population
-from scipy import stats
 
 LR_MIN, LR_MAX = 1e-4, 1.0
 

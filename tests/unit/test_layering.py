@@ -1,7 +1,8 @@
 """The layering contracts: what each layer may import, checked on the source files themselves.
 
-The trainers run inside pods and inside the local engine, so they must not pull in the controller,
-the Kubernetes client or the user-facing layers; the spec must not depend on engines or the operator.
+The trainers run inside pods and inside the local engine, so they must not pull in the
+controller, the Kubernetes client or the user-facing layers; the spec must not depend on
+engines or the operator.
 """
 
 from __future__ import annotations

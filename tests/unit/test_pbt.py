@@ -7,11 +7,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from scipy import stats
+
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.lineage import Lineage
 from schedsearch.trainers.strategies.pbt.population import Population
-from scipy import stats
 
 LR_MIN, LR_MAX = 1e-4, 1.0
 

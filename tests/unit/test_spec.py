@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 import yaml
-from schedsearch.trainers.schedules import ChangePoint, Schedule
 
 from schedsearch.api import (
     LRSchedule,
@@ -23,6 +22,7 @@ from schedsearch.api import (
 )
 from schedsearch.api.fields import parse_quantity
 from schedsearch.api.spec import builtin_workload_names
+from schedsearch.trainers.schedules import ChangePoint, Schedule
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from schedsearch.trainers.schedules import ScheduleBuilder
 
 from schedsearch.api import ScheduleSearch, load_spec
 from schedsearch.store import (
@@ -24,6 +23,7 @@ from schedsearch.store import (
 )
 from schedsearch.store import sqlite as sqlite_store
 from schedsearch.store.reporter import StoreReporter
+from schedsearch.trainers.schedules import ScheduleBuilder
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "examples" / "digits-pbt.yaml"

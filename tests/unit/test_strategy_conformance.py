@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 import pytest
+
 from schedsearch.trainers import schedules
 
 from .strategy_drivers import DRIVERS, StrategyDriver, SyntheticProblem

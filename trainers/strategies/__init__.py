@@ -1,1 +1,4 @@
-"""Search strategies: AutoLRS, population-based training and HDET, as pure decision objects plus runners."""
+"""Search strategies: AutoLRS, population-based training and HDET.
+
+Each is a pure decision object plus a runner that carries its decisions out.
+"""

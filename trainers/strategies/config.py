@@ -24,7 +24,7 @@ class StrategyModel(BaseModel):
 
 
 class AutoLRSConfig(StrategyModel):
-    """AutoLRS (Jin et al., ICLR 2021): per-stage Bayesian search over log-LR with loss forecasting."""
+    """AutoLRS (Jin et al., ICLR 2021): per-stage Bayesian search over log-LR, loss forecasts."""
 
     tau: int = Field(1000, gt=0, description="Steps trained at the chosen LR in the first stage.")
     tau_prime: int = Field(
@@ -42,7 +42,7 @@ class AutoLRSConfig(StrategyModel):
     val_forecast_from_stage: int = Field(
         1,
         ge=0,
-        description="First stage (0-based) whose forecasts use validation loss instead of train loss.",
+        description="First stage (0-based) whose forecasts use validation loss, not train loss.",
     )
     val_every_fraction: int = Field(
         16, ge=1, description="Validation loss is measured every tau'/valEveryFraction steps."
@@ -99,7 +99,7 @@ class PBTConfig(StrategyModel):
 
 
 class HDETConfig(StrategyModel):
-    """HDET (Cheng et al., 2026): replicas fan out over LRs, average parameters, move the base LR."""
+    """HDET (Cheng et al., 2026): replicas fan out over LRs, average weights, move the base LR."""
 
     replicas: int = Field(4, ge=2, description="Data-parallel replicas (N).")
     alpha: float = Field(
@@ -131,7 +131,9 @@ class HDETConfig(StrategyModel):
     def multipliers(self) -> list[float]:
         """The fan-out rho_r, evenly spaced in [1-alpha, 1+alpha] with mean 1."""
         half = max((self.replicas - 1) / 2.0, 0.5)
-        return [1.0 + self.alpha * (r - (self.replicas - 1) / 2.0) / half for r in range(self.replicas)]
+        return [
+            1.0 + self.alpha * (r - (self.replicas - 1) / 2.0) / half for r in range(self.replicas)
+        ]
 
     def gamma(self, syncs_after_warmup: int) -> float:
         """Per-sync decay so the base LR reaches the floor after K syncs: 1 - floor^(1/K)."""
