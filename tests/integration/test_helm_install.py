@@ -1,0 +1,393 @@
+"""The chart against the real API server of the pinned Kubernetes version.
+
+- Everything the chart renders (cluster-wide and namespaced) is accepted by
+  ``kubectl apply --dry-run=server``: the real schemas, defaulting and admission, including the
+  "restricted" Pod Security level the install manifest's namespace enforces.
+- ``helm install`` works, and the chart's ServiceAccount, not the admin, is enough to run a
+  search: the controller runs here as a subprocess with that account's token and completes one.
+- In namespaced mode the same account is refused in a namespace outside its list.
+
+The Prometheus Operator's CRDs are not in the test cluster, so ServiceMonitor/PodMonitor are
+checked by the unit tests' rendering only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.cluster import harness, processes, rest
+from tests.cluster.kubelet import Kubelet
+
+pytestmark = pytest.mark.cluster
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "schedsearch"
+INSTALL = REPO / "operator" / "install.yaml"
+RELEASE = "ss"
+# The release's full name: the release name does not contain the chart name.
+FULLNAME = f"{RELEASE}-schedsearch"
+SEARCH_TIMEOUT = 300.0
+
+
+@pytest.fixture(scope="module")
+def helm(k8s_cluster: harness.Cluster) -> Path:
+    path = k8s_cluster.binaries.helm
+    if not os.access(path, os.X_OK):
+        problem = f"helm missing from {path}: build it with scripts/build-k8s-tools.sh"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {problem}", pytrace=False)
+        pytest.skip(problem)
+    return path
+
+
+def run_helm(
+    helm: Path, cluster: harness.Cluster, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(helm), "--kubeconfig", str(cluster.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={
+            **cluster.env(),
+            "HELM_CACHE_HOME": str(cluster.workdir / "helm-cache"),
+            "HELM_CONFIG_HOME": str(cluster.workdir / "helm-config"),
+            "HELM_DATA_HOME": str(cluster.workdir / "helm-data"),
+        },
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} exited {result.returncode}: {result.stderr}")
+    return result
+
+
+def make_namespace(cluster: harness.Cluster, *, labels: dict[str, str] | None = None) -> str:
+    name = f"t-{secrets.token_hex(4)}"
+    cluster.rest.post("/api/v1/namespaces", {"metadata": {"name": name, "labels": labels or {}}})
+    return name
+
+
+def delete_namespace(cluster: harness.Cluster, name: str) -> None:
+    try:
+        cluster.rest.delete(f"/api/v1/namespaces/{name}")
+    except rest.ApiError as exc:
+        if exc.status != 404:
+            raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Server-side validation of what the chart renders.
+
+
+def dry_run(cluster: harness.Cluster, manifests: str) -> subprocess.CompletedProcess[str]:
+    result = cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=manifests, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_install_manifest_passes_server_side_dry_run(k8s_cluster: harness.Cluster) -> None:
+    docs = [d for d in yaml.safe_load_all(INSTALL.read_text()) if d]
+    namespace = next(d for d in docs if d["kind"] == "Namespace")
+    # The namespace must exist for the dry run of what goes in it; it carries the manifest's
+    # Pod Security labels, so a pod template below "restricted" would be warned about.
+    existed = k8s_cluster.rest.send("GET", f"/api/v1/namespaces/{namespace['metadata']['name']}")
+    if existed[0] == 404:
+        k8s_cluster.rest.post("/api/v1/namespaces", namespace)
+    try:
+        rest_docs = [d for d in docs if d["kind"] != "Namespace"]
+        result = dry_run(k8s_cluster, yaml.safe_dump_all(rest_docs))
+        assert "Warning" not in result.stderr, result.stderr
+        kinds = {d["kind"] for d in rest_docs}
+        assert {"CustomResourceDefinition", "Deployment", "ClusterRole", "Service"} <= kinds
+    finally:
+        if existed[0] == 404:
+            delete_namespace(k8s_cluster, namespace["metadata"]["name"])
+
+
+def test_namespaced_rendering_passes_server_side_dry_run(
+    k8s_cluster: harness.Cluster, helm: Path
+) -> None:
+    watched = make_namespace(k8s_cluster)
+    home = make_namespace(
+        k8s_cluster,
+        labels={
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/warn": "restricted",
+        },
+    )
+    try:
+        rendered = run_helm(
+            helm,
+            k8s_cluster,
+            "template",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            home,
+            "--set",
+            f"rbac.namespaces={{{watched}}}",
+            "--set",
+            "trainers.metrics.enabled=true",
+            "--kube-version",
+            k8s_cluster.version,
+        ).stdout
+        result = dry_run(k8s_cluster, rendered)
+        assert "Warning" not in result.stderr, result.stderr
+        assert (
+            f"role.rbac.authorization.k8s.io/{FULLNAME} created (server dry run)" in result.stdout
+        )
+    finally:
+        delete_namespace(k8s_cluster, watched)
+        delete_namespace(k8s_cluster, home)
+
+
+# ---------------------------------------------------------------------------------------------
+# helm install; the chart's ServiceAccount runs a search; namespaced RBAC refuses elsewhere.
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+    """A namespaced-mode install: the release's home, the one watched namespace, another one."""
+
+    home: str
+    watched: str
+    outside: str
+    kubeconfig: Path  # the chart's ServiceAccount, not the admin
+    ports: dict[str, int]
+    notes: str  # what `helm install` printed (NOTES.txt)
+
+
+@pytest.fixture(scope="module")
+def release(k8s_cluster: harness.Cluster, helm: Path) -> Iterator[Release]:
+    home, watched, outside = (make_namespace(k8s_cluster) for _ in range(3))
+    # The controller runs on this machine below: free ports, not the chart's defaults.
+    ports = {"health": harness.free_port(), "metrics": harness.free_port()}
+    ports["report"] = harness.free_port()
+    installed = run_helm(
+        helm,
+        k8s_cluster,
+        "install",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        home,
+        # The CRDs may already be in the shared test cluster (other tests apply operator/crds).
+        "--take-ownership",
+        # The controller runs as a subprocess (the test kubelet cannot give a pod an in-cluster
+        # identity), so the Deployment is installed stopped.
+        "--set",
+        "controller.replicas=0",
+        "--set",
+        f"rbac.namespaces={{{watched}}}",
+        "--set",
+        f"controller.healthPort={ports['health']}",
+        "--set",
+        f"metrics.port={ports['metrics']}",
+        "--set",
+        f"reportChannel.port={ports['report']}",
+        "--wait",
+        "--timeout",
+        "2m",
+    )
+    kubeconfig = k8s_cluster.service_account_kubeconfig(home, FULLNAME, create=False)
+    try:
+        yield Release(home, watched, outside, kubeconfig, ports, installed.stdout)
+    finally:
+        run_helm(helm, k8s_cluster, "uninstall", RELEASE, "--namespace", home, check=False)
+        for name in (home, watched, outside):
+            delete_namespace(k8s_cluster, name)
+
+
+def can_i(cluster: harness.Cluster, kubeconfig: Path, *args: str) -> bool:
+    result = cluster.kubectl("auth", "can-i", *args, kubeconfig=kubeconfig, check=False)
+    return result.stdout.strip() == "yes"
+
+
+SEARCHES = "schedulesearches.schedsearch.io"
+NEEDED = [("create", "pods"), ("watch", SEARCHES), ("patch", f"{SEARCHES}/status")]
+
+
+def test_namespaced_service_account_is_confined(
+    k8s_cluster: harness.Cluster, release: Release
+) -> None:
+    sa = release.kubeconfig
+    for verb, resource in NEEDED:
+        assert can_i(k8s_cluster, sa, verb, resource, "-n", release.watched), (verb, resource)
+    for verb, resource in [*NEEDED, ("list", SEARCHES), ("get", "secrets")]:
+        assert not can_i(k8s_cluster, sa, verb, resource, "-n", release.outside), (verb, resource)
+    assert not can_i(k8s_cluster, sa, "list", "pods", "--all-namespaces")
+    # The API server itself refuses, not only the authorizer's answer to a question.
+    refused = k8s_cluster.kubectl(
+        "get", "schedulesearches", "-n", release.outside, kubeconfig=sa, check=False
+    )
+    assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
+
+
+def test_install_notes_tell_the_next_step(release: Release) -> None:
+    assert f"rollout status deployment/{FULLNAME}" in release.notes
+    assert f"kubectl apply -n {release.watched} -f examples/" in release.notes
+    assert f"watches ScheduleSearches in: {release.watched}" in release.notes
+
+
+def test_crds_belong_to_the_release_and_are_kept(
+    k8s_cluster: harness.Cluster, release: Release
+) -> None:
+    crd = k8s_cluster.rest.get(
+        f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{SEARCHES}"
+    )
+    annotations = crd["metadata"]["annotations"]
+    assert annotations["helm.sh/resource-policy"] == "keep"
+    assert annotations["meta.helm.sh/release-name"] == RELEASE
+
+
+def test_cluster_wide_service_account_acts_everywhere(
+    k8s_cluster: harness.Cluster, helm: Path
+) -> None:
+    home, anywhere = make_namespace(k8s_cluster), make_namespace(k8s_cluster)
+    name = "cw"
+    try:
+        run_helm(
+            helm,
+            k8s_cluster,
+            "install",
+            name,
+            str(CHART),
+            "--namespace",
+            home,
+            "--set",
+            "crds.enabled=false",  # owned by the other release; one owner per object
+            "--set",
+            "controller.replicas=0",
+        )
+        sa = k8s_cluster.service_account_kubeconfig(home, f"{name}-schedsearch", create=False)
+        for verb, resource in NEEDED:
+            assert can_i(k8s_cluster, sa, verb, resource, "-n", anywhere), (verb, resource)
+        assert can_i(k8s_cluster, sa, "list", "pods", "--all-namespaces")
+        assert not can_i(k8s_cluster, sa, "create", "clusterroles")  # no escalation
+    finally:
+        run_helm(helm, k8s_cluster, "uninstall", name, "--namespace", home, check=False)
+        delete_namespace(k8s_cluster, home)
+        delete_namespace(k8s_cluster, anywhere)
+    assert (
+        k8s_cluster.rest.send(
+            "GET", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}-schedsearch"
+        )[0]
+        == 404
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The chart's ServiceAccount runs a search to the end.
+
+TINY_SEARCH = """
+apiVersion: schedsearch.io/v1alpha1
+kind: ScheduleSearch
+metadata: {name: helm-rbac}
+spec:
+  workload: {builtin: regression}
+  objective: {metric: val_loss, mode: min}
+  budget: {steps: 300}
+  lrBounds: {min: 1.0e-4, max: 0.5}
+  baseSchedule: {family: cosine, peakLR: 0.02, warmupSteps: 20}
+  strategy:
+    pbt: {population: 2, perturbationInterval: 100}
+  resources: {cpu: "1", memory: 1Gi}
+  checkpoints: {persistentVolumeClaim: helm-rbac-ckpt}
+"""
+
+
+def installed_controller_args(cluster: harness.Cluster, release: Release) -> list[str]:
+    deployment = cluster.rest.get(f"/apis/apps/v1/namespaces/{release.home}/deployments/{FULLNAME}")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "schedsearch.controller"]
+    # Trainer pods run on this machine: they reach the channel on loopback, not by Service DNS.
+    return [a.replace(service_host(release), "127.0.0.1") for a in container["args"]]
+
+
+def service_host(release: Release) -> str:
+    return f"{FULLNAME}.{release.home}.svc"
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_the_charts_service_account_completes_a_search(
+    k8s_cluster: harness.Cluster, kubelet: Kubelet, release: Release, helm: Path, tmp_path: Path
+) -> None:
+    args = installed_controller_args(k8s_cluster, release)
+    env = {**k8s_cluster.env(release.kubeconfig), "PYTHONUNBUFFERED": "1"}
+    log_path = tmp_path / "controller.log"
+    controller = processes.spawn(
+        "controller",
+        [sys.executable, "-m", "schedsearch.controller", *args],
+        log_path=log_path,
+        env=env,
+        die_with_parent=True,
+    )
+    health = f"http://127.0.0.1:{release.ports['health']}/healthz"
+    try:
+        assert processes.wait_until(lambda: answers(health), timeout=90), controller.log_tail()
+        k8s_cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=TINY_SEARCH)
+        path = (
+            f"/apis/schedsearch.io/v1alpha1/namespaces/{release.watched}/schedulesearches/helm-rbac"
+        )
+
+        def finished() -> dict[str, Any] | None:
+            status = k8s_cluster.rest.get(path).get("status") or {}
+            return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+        assert processes.wait_until(finished, timeout=SEARCH_TIMEOUT, interval=1.0), (
+            f"search did not finish: {k8s_cluster.rest.get(path).get('status')}\n"
+            + controller.log_tail(60)
+        )
+        status = finished()
+        assert status is not None and status["phase"] == "Succeeded", (
+            status,
+            controller.log_tail(60),
+        )
+        schedule = status["best"]["schedule"]
+        k8s_cluster.rest.get(
+            f"/apis/schedsearch.io/v1alpha1/namespaces/{release.watched}/lrschedules/{schedule}"
+        )
+        refused = [line for line in log_path.read_text().splitlines() if "forbidden" in line]
+        assert not [line for line in refused if not kopf_cluster_scan(line)], refused
+        check_helm_test_script(helm, k8s_cluster, release)
+    finally:
+        controller.stop(grace=10.0)
+
+
+def kopf_cluster_scan(line: str) -> bool:
+    """Kopf's optional cluster-scope scan (namespaces, CRDs), which a namespaced controller is
+    refused by design; anything else refused would mean the chart's rules are short."""
+    scanned = ('cannot list resource "namespaces"', 'resource "customresourcedefinitions"')
+    return "at the cluster scope" in line and any(s in line for s in scanned)
+
+
+def check_helm_test_script(helm: Path, cluster: harness.Cluster, release: Release) -> None:
+    """Run `helm test`'s check against this controller (the test kubelet has no Service DNS)."""
+    hooks = run_helm(helm, cluster, "get", "hooks", RELEASE, "--namespace", release.home).stdout
+    pod = next(h for h in yaml.safe_load_all(hooks) if h and h["kind"] == "Pod")
+    script = pod["spec"]["containers"][0]["args"][0].replace(service_host(release), "127.0.0.1")
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(": ok") == 2  # health and metrics
