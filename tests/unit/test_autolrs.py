@@ -166,3 +166,21 @@ def test_bad_arguments_are_refused_naming_the_field(kwargs: dict, field: str) ->
     args = {"total_steps": 100, "lr_min": LR_MIN, "lr_max": LR_MAX, **kwargs}
     with pytest.raises(ValueError, match=field):
         AutoLRSSearch(AutoLRSConfig(), **args)
+
+
+def test_a_failed_commit_is_retried_with_the_next_best_lr_then_smaller_ones() -> None:
+    search = make(200, candidates=3)
+    while isinstance(decision := search.next_decision(), base.TryCandidate):
+        search.report_candidate([1, 2, 3, 4], flat(decision.lr, [1, 2, 3, 4]))
+    tried = sorted((flat(c["lr"], [1])[0], c["lr"]) for c in search._tried)
+    commits = []
+    for _ in range(4):  # MAX_COMMIT_RETRIES failures, then the last attempt is kept
+        decision = search.next_decision()
+        assert isinstance(decision, base.Commit) and decision.stage == 0
+        commits.append(decision.lr)
+        search.report_commit(failed=True, trained=7)
+    assert commits[:3] == [lr for _, lr in tried]  # best forecast first
+    assert commits[3] == pytest.approx(max(LR_MIN, min(commits[:3]) / 10))
+    assert search.stage == 1 and search.trained_steps == 100
+    assert search.search_steps == 3 * 10 + 3 * 7
+    assert search.history[0]["failedCommits"] == commits[:3]

@@ -62,12 +62,15 @@ def test_non_finite_points_are_ignored() -> None:
     assert math.isnan(forecast.forecast([1, 2], [math.nan, math.inf], 10))
 
 
-def test_a_still_linear_probe_is_extrapolated_as_a_settling_curve() -> None:
-    # A straight line would be forecast at -8 at step 1000; the fit must settle instead, yet
-    # still say the loss keeps falling.
+def test_a_curve_that_does_not_settle_forecasts_where_it_got_to() -> None:
+    # A straight or accelerating drop (the start of training) would be extrapolated to -8 by a
+    # line: the forecast keeps the progress made and nothing more.
     line = 2.0 - 0.01 * STEPS
-    value = forecast.forecast(STEPS, line, 1000)
-    assert 2.0 - 0.01 * 1000 < value < line[-1]
+    assert forecast.forecast(STEPS, line, 1000) == pytest.approx(line[-1], abs=0.02)
+    accelerating = 2.3 - 0.5 * (STEPS / 100) ** 3
+    assert forecast.forecast(STEPS, accelerating, 1000) == pytest.approx(1.8, abs=0.05)
+    settling = curve(2.0, -0.05, 0.5, noise=0.0, seed=0)
+    assert forecast.forecast(STEPS, settling, 1000) == pytest.approx(0.5, abs=0.01)
 
 
 def test_rising_loss_forecasts_higher() -> None:

@@ -51,7 +51,8 @@ def forecast(
     """The loss the series would reach at ``at_step``, or NaN if no finite point was observed.
 
     A fit whose trend is not significant (F-test against a constant, 5%) forecasts the series'
-    level. Short series degrade gracefully: one point forecasts itself, two or three their mean.
+    level; a curve that does not settle within the forecast distance forecasts where it got to.
+    Short series degrade gracefully: one point forecasts itself, two or three their mean.
     """
     x, y = _finite(steps, losses)
     if len(y) == 0:
@@ -60,15 +61,30 @@ def forecast(
         return float(np.mean(y))
     # The curve must settle within the forecast distance (time constant <= horizon), else a
     # still-linear probe would be extrapolated as a line.
-    windows_ahead = (at_step - x[0]) / max(float(np.ptp(x)), 1.0)
-    fit = fit_exponential(x, y, z=z, min_decay=1.0 / max(windows_ahead, 1.0))
+    span = max(float(np.ptp(x)), 1.0)
+    min_decay = 1.0 / max((at_step - x[0]) / span, 1.0)
+    fit = fit_exponential(x, y, z=z, min_decay=min_decay)
     kept = y[np.asarray(fit.kept)]
     if not fit.significant:
         # Noise with no real trend: extrapolating it ten windows ahead would rank candidates
         # by chance. Their level is the honest forecast.
         return float(np.mean(kept))
+    if -fit.b * span <= min_decay * 1.01:
+        # The best decay is the slowest allowed: the curve shows no sign of settling (a straight
+        # or accelerating drop, typical right after initialisation). Its extrapolation would
+        # reward whichever LR falls fastest now, however it ends; only the progress made is
+        # certain, so that is the forecast.
+        return _level_at_end(x[np.asarray(fit.kept)], kept)
     value = float(fit.predict(at_step))
     return value if math.isfinite(value) else float(np.mean(kept[-3:]))
+
+
+def _level_at_end(x: np.ndarray, y: np.ndarray) -> float:
+    """Where the series got to: a straight line through its last third, read at its last step
+    (it follows the recent slope, which the convex exponential cannot, and averages noise)."""
+    tail = max(3, len(y) // 3)
+    slope, intercept = np.polyfit(x[-tail:], y[-tail:], 1)
+    return float(slope * x[-1] + intercept)
 
 
 def fit_exponential(

@@ -23,6 +23,10 @@ from schedsearch.trainers.strategies.autolrs.search import AutoLRSSearch
 from schedsearch.trainers.strategies.config import AutoLRSConfig
 from schedsearch.trainers.workloads import Workload, get_workload
 
+# A committed stage must lower the validation loss by at least this fraction of where it started;
+# otherwise it failed (typically: an LR that looked best over a short probe killed the network
+# later, leaving the loss at its initial plateau) and is retried from its start.
+MIN_STAGE_IMPROVEMENT = 1e-3
 STATE_FILE = "autolrs-state.json"
 TRAINER_FILE = "autolrs-trainer.pt"
 
@@ -91,6 +95,7 @@ class _StageDriver:
         self.reporter = reporter
         self.snapshot: dict[str, Any] | None = None
         self.snapshot_stage = -1
+        self.stage_start_loss = math.inf
 
     def run(self, out: Path | None) -> None:
         while not isinstance(decision := self.search.next_decision(), base.Finished):
@@ -107,6 +112,7 @@ class _StageDriver:
             # state_dict() is a deep copy: training on does not change the snapshot.
             self.snapshot = self.trainer.state_dict()
             self.snapshot_stage = stage
+            self.stage_start_loss = float(self.trainer.evaluate()["val_loss"])
             plan = self.search.plan()
             self.reporter.on_event(
                 "stage",
@@ -152,19 +158,26 @@ class _StageDriver:
         self.reporter.on_event(
             "commit", f"stage {decision.stage}: lr={decision.lr:.3g} for {decision.steps} steps"
         )
+        trained, problem = decision.steps, None
         for offset in range(1, decision.steps + 1):
             result = self.trainer.step(decision.lr)
             self.reporter.on_progress(0, start + offset, result.loss, decision.lr)
             if result.diverged:
-                self.reporter.on_event(
-                    "diverged",
-                    f"stage {decision.stage}: lr={decision.lr:.3g} diverged at step "
-                    f"{start + offset}; retrying the stage with a smaller LR",
-                    lr=decision.lr,
-                )
-                self.search.report_commit(diverged=True, trained=offset)
-                return
-        self.search.report_commit()
+                trained, problem = offset, f"diverged at step {start + offset}"
+                break
+        if problem is None:
+            end = float(self.trainer.evaluate()["val_loss"])
+            self.reporter.on_progress(0, start + trained, result.loss, decision.lr, val_loss=end)
+            if not end < self.stage_start_loss * (1.0 - MIN_STAGE_IMPROVEMENT):
+                problem = f"ended at val_loss {end:.4g}, from {self.stage_start_loss:.4g}"
+        if problem is not None:
+            self.reporter.on_event(
+                "diverged" if result.diverged else "stage",
+                f"stage {decision.stage}: lr={decision.lr:.3g} {problem}; "
+                "retrying the stage from its start",
+                lr=decision.lr,
+            )
+        self.search.report_commit(failed=problem is not None, trained=trained)
 
 
 def _save(out: Path, search: AutoLRSSearch, trainer: harness.Trainer) -> None:

@@ -27,7 +27,7 @@ from schedsearch.trainers.strategies.config import AutoLRSConfig
 # Fewer probe steps than this cannot support a 3-parameter fit: such a short final stage keeps
 # the previous stage's LR instead of searching.
 MIN_PROBE_STEPS = 4
-# A stage whose commit diverges is retried with a safer LR this many times, then accepted.
+# A stage whose commit fails (diverges, or does not improve) is retried this many times.
 MAX_COMMIT_RETRIES = 3
 
 
@@ -68,7 +68,7 @@ class AutoLRSSearch:
         self.search_steps = 0
         self._tau, self._tau_prime = config.tau, config.tau_prime
         self._tried: list[dict[str, Any]] = []
-        self._failed: list[float] = []  # LRs whose commit diverged in this stage
+        self._failed: list[float] = []  # LRs whose commit failed in this stage
         self._bo = self._fresh_bo()
         self._pending: base.AutoLRSDecision | None = None
         self._segments: list[tuple[int, float]] = []
@@ -106,7 +106,7 @@ class AutoLRSSearch:
 
     def _chosen_lr(self, plan: StagePlan) -> float:
         """The best tried LR; failing that (all diverged), the smallest one tried, and after a
-        commit itself diverged, ten times smaller than the smallest that failed."""
+        commit itself failed, ten times smaller than the smallest that failed."""
         viable = [t for t in self._tried if not t["diverged"] and t["lr"] not in self._failed]
         if viable:
             return float(min(viable, key=lambda t: t["forecast"])["lr"])
@@ -154,17 +154,18 @@ class AutoLRSSearch:
         value = forecast.forecast(steps, losses, horizon)
         return cap if not math.isfinite(value) else min(value, cap)
 
-    def report_commit(self, *, diverged: bool = False, trained: int | None = None) -> None:
+    def report_commit(self, *, failed: bool = False, trained: int | None = None) -> None:
         """The pending commit's steps were trained: close the stage and grow the next one.
 
-        ``diverged``: training blew up after ``trained`` steps. The runner restores the stage
-        start and the next decision commits a safer LR; those lost steps count as search cost.
-        After ``MAX_COMMIT_RETRIES`` failures in one stage the divergence is accepted.
+        ``failed``: the stage diverged (after ``trained`` steps) or ended no better than it
+        started. The runner restores the stage start and the next decision commits the next
+        best tried LR (or a smaller one); the lost steps count as search cost. After
+        ``MAX_COMMIT_RETRIES`` failures in one stage the last attempt is kept.
         """
         decision = self._pending
         if not isinstance(decision, base.Commit):
             raise RuntimeError(f"no commit is pending (pending: {decision!r})")
-        if diverged and len(self._failed) < MAX_COMMIT_RETRIES:
+        if failed and len(self._failed) < MAX_COMMIT_RETRIES:
             self._failed.append(decision.lr)
             self.search_steps += decision.steps if trained is None else trained
             self._pending = None
