@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
@@ -151,6 +152,19 @@ def console_script_problem(name: str) -> str | None:
     assigned = (t for n in tree.body if isinstance(n, ast.Assign) for t in n.targets)
     defined |= {t.id for t in assigned if isinstance(t, ast.Name)}
     return None if func in defined else f"{name}: {module} defines no {func}"
+
+
+def test_the_wheel_the_image_installs_has_every_package() -> None:
+    # The image installs a wheel (not an editable checkout), which holds only the packages that
+    # pyproject.toml lists: a package missing there imports fine in development, not in the image.
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    on_disk = set()
+    for package, folder in setuptools["package-dir"].items():
+        for init in (REPO / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(REPO / folder).parts
+            on_disk.add(".".join((package, *relative)))
+    assert on_disk <= listed, f"add to [tool.setuptools] packages: {sorted(on_disk - listed)}"
 
 
 def test_build_context_holds_what_the_dockerfile_copies(stages: list[Stage]) -> None:
