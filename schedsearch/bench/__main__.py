@@ -26,6 +26,8 @@ from schedsearch.bench.executor import Executor, Progress
 from schedsearch.trainers import harness
 from schedsearch.trainers.schedules import Schedule
 
+EXIT_INTERRUPTED = 130
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -113,7 +115,15 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.plan_only:
         return 0
     started, load_start = time.monotonic(), _load()
-    executor = _execute(session, bench, speeds)
+    try:
+        executor = _execute(session, bench, speeds)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: finished runs are kept in {session.cache.root}; "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
     meta = {
         "createdAt": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "commit": _git_commit(),
@@ -134,6 +144,9 @@ def run(argv: Sequence[str] | None = None) -> int:
             "runs": estimate.runs_total,
             "cachedAtStart": estimate.runs_cached,
             "failed": len(executor.errors),
+            "runSeconds": planning.format_duration(
+                sum(float(r.get("seconds") or 0.0) for r in executor.results.values())
+            ),
         },
     }
     _write_report(session, executor.results, meta)
@@ -144,9 +157,9 @@ def _execute(
     session: Session, bench: planning.BenchPlan, speeds: dict[str, planning.Speed]
 ) -> Executor:
     def cost(task: tasks.Task) -> float:
-        return planning.task_seconds(task, speeds, session.jobs, cpu=False)
+        return speeds[task.workload].seconds(task)
 
-    progress = Progress(len(bench.all_tasks), cost)
+    progress = Progress(len(bench.all_tasks), cost, session.jobs)
     for task in bench.all_tasks:
         progress.expect(task)
     executor = Executor(

@@ -30,14 +30,17 @@ Cost = Callable[[tasks.Task], float]
 
 
 class Progress:
-    """Counts runs and estimated seconds; the ETA scales what is left by how the estimates held
-    up so far (actual elapsed / estimated seconds of the finished runs)."""
+    """Counts runs and estimated seconds. ``cost`` is a run's estimated seconds on its own;
+    parallel runs share ``jobs`` workers, timing runs go alone. The ETA is the estimate of what
+    is left times the pace so far: the finished runs' own durations over their estimates (so a
+    worker's start-up does not skew it)."""
 
-    def __init__(self, total: int, cost: Cost, stream: TextIO | None = None) -> None:
-        self.total, self.cost = total, cost
+    def __init__(self, total: int, cost: Cost, jobs: int, stream: TextIO | None = None) -> None:
+        self.total, self.cost, self.jobs = total, cost, jobs
         self.done = 0
         self.estimated_left = 0.0
         self.estimated_done = 0.0
+        self.actual_done = 0.0
         self.started = time.monotonic()
         self._stream = stream
 
@@ -45,29 +48,32 @@ class Progress:
     def stream(self) -> TextIO:
         return self._stream if self._stream is not None else sys.stderr
 
+    def share(self, task: tasks.Task) -> float:
+        """The wall-clock the run adds to the whole benchmark."""
+        return self.cost(task) if task.exclusive else self.cost(task) / self.jobs
+
     def expect(self, task: tasks.Task) -> None:
-        self.estimated_left += self.cost(task)
+        self.estimated_left += self.share(task)
 
     def forget(self, planned: list[tasks.Task]) -> None:
         """Runs that will not happen after all (a failed search's replays)."""
         self.total -= len(planned)
-        self.estimated_left = max(0.0, self.estimated_left - sum(map(self.cost, planned)))
+        self.estimated_left = max(0.0, self.estimated_left - sum(map(self.share, planned)))
 
     def start(self, task: tasks.Task) -> None:
         self._print(f"start  {task.workload} {task.label}")
 
     def finish(self, task: tasks.Task, status: str, seconds: float | None = None) -> None:
         self.done += 1
-        cost = self.cost(task)
-        self.estimated_left = max(0.0, self.estimated_left - cost)
-        if status != "cached":
-            self.estimated_done += cost
+        self.estimated_left = max(0.0, self.estimated_left - self.share(task))
+        if seconds is not None:
+            self.estimated_done += self.cost(task)
+            self.actual_done += seconds
         took = f" in {seconds:.1f}s" if seconds is not None else ""
         self._print(f"{status:<6} {task.workload} {task.label}{took}")
 
     def eta(self) -> float:
-        elapsed = time.monotonic() - self.started
-        pace = elapsed / self.estimated_done if self.estimated_done > 0 else 1.0
+        pace = self.actual_done / self.estimated_done if self.estimated_done > 0 else 1.0
         return self.estimated_left * pace
 
     def _print(self, message: str) -> None:
@@ -148,8 +154,11 @@ class Executor:
                 done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
                 for future in done:
                     self._record(running.pop(future), future.result())
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+        except BaseException:
+            # Ctrl-C reaches the workers too; do not wait for runs that will not finish.
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
     def run_inline(self) -> None:
         """Everything queued, one at a time in this process (timing runs, or jobs=1)."""

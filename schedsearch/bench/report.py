@@ -282,7 +282,7 @@ def _autolrs_overhead(per_workload: dict[str, Any]) -> list[str]:
         "stages",
         "mean per stage",
         "of which ask (GP fit + acquisition)",
-        "of which tell (forecast fit)",
+        "of which tell (forecast fit + GP tell)",
         "max per stage",
         "share of search wall",
     ]
@@ -318,9 +318,11 @@ def _plan_section(report: dict[str, Any]) -> list[str]:
     return [
         "## Time",
         "",
-        f"Estimated before starting: {plan.get('estimate', '?')}. Elapsed: "
+        f"Estimated before starting: {plan.get('estimate', '?')}. Elapsed in this invocation: "
         f"{plan.get('elapsed', '?')}. Runs: {plan.get('runs', '?')} "
-        f"({plan.get('cachedAtStart', 0)} cached at the start, {plan.get('failed', 0)} failed).",
+        f"({plan.get('cachedAtStart', 0)} cached at the start, {plan.get('failed', 0)} failed); "
+        f"their own durations add up to {plan.get('runSeconds', '?')} (cached runs included, "
+        "before sharing the parallel jobs).",
         "",
     ]
 

@@ -170,7 +170,7 @@ def test_executor_takes_cached_runs_and_queues_their_followups(tmp_path: Path) -
     replay = tasks.curve_task(plan, Schedule.constant(0.1, 100), 7, "replay x")
     cache.put(search.key, {"bestSchedule": Schedule.constant(0.1, 100).to_dict()})
     stream = io.StringIO()
-    progress = executor.Progress(2, lambda task: 1.0, stream)
+    progress = executor.Progress(2, lambda task: 1.0, 1, stream)
     runner = executor.Executor(
         cache,
         tmp_path / "work",
@@ -187,15 +187,18 @@ def test_executor_takes_cached_runs_and_queues_their_followups(tmp_path: Path) -
 
 
 def test_progress_eta_scales_what_is_left_by_the_pace_so_far() -> None:
-    progress = executor.Progress(3, lambda task: 10.0, io.StringIO())
+    progress = executor.Progress(4, lambda task: 10.0, 2, io.StringIO())
     task = tasks.Task("curve", "regression", "t", {}, 1, 1)
-    for _ in range(3):
-        progress.expect(task)
-    progress.started -= 40.0  # 40 s have passed
-    progress.finish(task, "done")  # estimated 10 s, took 40 s: 4x slower than estimated
-    assert progress.eta() == pytest.approx(80.0, rel=0.01)
+    timing = tasks.Task("loop", "regression", "t", {}, 1, 1)
+    for planned in (task, task, task, timing):
+        progress.expect(planned)
+    assert progress.eta() == pytest.approx(3 * 10 / 2 + 10)  # 2 jobs share; timing runs alone
+    progress.finish(task, "cached")  # no duration: the pace is unchanged
+    assert progress.eta() == pytest.approx(2 * 5 + 10)
+    progress.finish(task, "done", 40.0)  # estimated 10 s, took 40 s: 4x slower
+    assert progress.eta() == pytest.approx(4 * (5 + 10))
     progress.forget([task])
-    assert progress.total == 2 and progress.eta() == pytest.approx(40.0, rel=0.01)
+    assert progress.total == 3 and progress.eta() == pytest.approx(4 * 10)
 
 
 @pytest.mark.slow  # trains only 21 steps, but building the first Trainer imports torch._dynamo
