@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
 from schedsearch.trainers.strategies import base
 
 PREFIX = "schedsearch_trainer_"
