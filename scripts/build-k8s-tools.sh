@@ -49,13 +49,15 @@ pin() {
   [[ "$version" =~ ^v1\.[0-9]+\.[0-9]+$ ]] || die "--pin: expected a release such as v1.37.2, got '$version'"
   staging="$(staging_version "$version")"
   go_env
-  export GOFLAGS="-mod=mod -buildvcs=false"
-  cd "$tools/k8s"
-  go mod edit -require="k8s.io/kubernetes@$version"
-  awk '$2 == "=>" && $1 ~ /^k8s\.io\// { print $1 }' go.mod | while read -r mod; do
-    go mod edit -replace="$mod=$mod@$staging"
-  done
-  go mod tidy
+  (
+    export GOFLAGS="-mod=mod -buildvcs=false"
+    cd "$tools/k8s"
+    go mod edit -require="k8s.io/kubernetes@$version"
+    awk '$2 == "=>" && $1 ~ /^k8s\.io\// { print $1 }' go.mod | while read -r mod; do
+      go mod edit -replace="$mod=$mod@$staging"
+    done
+    go mod tidy
+  )
   echo "build-k8s-tools: pinned k8s.io/kubernetes $version; check the etcd version in tools/etcd/go.mod" \
     "against hack/lib/etcd.sh of that release" >&2
 }
@@ -74,6 +76,14 @@ ldflags() {
   echo "-s -w ${flags[*]}"
 }
 
+helm_ldflags() {
+  # `helm version` reports the pinned release rather than its source tree's "vX.Y" default.
+  local version
+  version="$(cd "$tools/helm" && go list -m -f '{{.Version}}' helm.sh/helm/v3)"
+  echo "-s -w -X 'helm.sh/helm/v3/internal/version.version=$version'" \
+    "-X 'helm.sh/helm/v3/internal/version.gitTreeState=clean'"
+}
+
 build_one() {
   # build_one MODULE_DIR PACKAGE OUTPUT [LDFLAGS]
   local start=$SECONDS
@@ -83,7 +93,7 @@ build_one() {
 }
 
 stamp_key() {
-  cat "$0" "$tools"/k8s/go.mod "$tools"/k8s/go.sum "$tools"/etcd/go.mod "$tools"/etcd/go.sum \
+  cat "$here/scripts/build-k8s-tools.sh" "$tools"/k8s/go.mod "$tools"/k8s/go.sum "$tools"/etcd/go.mod "$tools"/etcd/go.sum \
     "$tools"/etcd/main.go "$tools"/helm/go.mod "$tools"/helm/go.sum | sha256sum | cut -c1-16
 }
 
@@ -100,7 +110,7 @@ build_all() {
     build_one "$tools/k8s" "k8s.io/kubernetes/cmd/$cmd" "$bin/$cmd" "$flags"
   done
   build_one "$tools/etcd" . "$bin/etcd"
-  build_one "$tools/helm" helm.sh/helm/v3/cmd/helm "$bin/helm"
+  build_one "$tools/helm" helm.sh/helm/v3/cmd/helm "$bin/helm" "$(helm_ldflags)"
   echo "build-k8s-tools: done in $((SECONDS - start))s; module downloads:" \
     "$(du -sh "$GOMODCACHE/cache/download" | cut -f1)" >&2
 }
