@@ -11,7 +11,6 @@ import argparse
 import datetime
 import os
 import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -55,19 +54,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _git_commit() -> str | None:
-    """The checkout this package runs from, if it is one (plus "+dirty" for local changes)."""
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        found = subprocess.run(
-            ["git", "-C", str(repo), "describe", "--always", "--dirty=+dirty"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return found.stdout.strip() or None
+def _run_commits(results: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """How many of the report's runs each code version produced (cached runs may be older)."""
+    counts: dict[str, int] = {}
+    for result in results.values():
+        version = str(result.get("commit") or "unknown")
+        counts[version] = counts.get(version, 0) + 1
+    return counts
 
 
 def _load() -> str:
@@ -126,7 +119,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
     meta = {
         "createdAt": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": _git_commit(),
+        "commit": tasks.code_version(),
+        "runCommits": _run_commits(executor.results),
         "command": shlex.join(["python", "-m", "schedsearch.bench", *(argv or sys.argv[1:])]),
         "machine": {
             "cpus": harness.cpu_limit(),

@@ -61,7 +61,7 @@ def _header(report: dict[str, Any]) -> list[str]:
         f"# schedsearch benchmark: profile `{report['profile']}`",
         "",
         f"{report.get('description', '')}. Generated {report.get('createdAt', '?')} "
-        f"from commit `{report.get('commit') or 'unknown'}`.",
+        f"from commit `{report.get('commit') or 'unknown'}`{_run_commits(report)}.",
         "",
         f"Command: `{report.get('command', '')}`",
         "",
@@ -89,6 +89,14 @@ def _header(report: dict[str, Any]) -> list[str]:
         *[f"- {note}" for note in report.get("settings", [])],
         "",
     ]
+
+
+def _run_commits(report: dict[str, Any]) -> str:
+    counts = report.get("runCommits") or {}
+    if not counts:
+        return ""
+    listed = ", ".join(f"`{commit}` ({n} runs)" for commit, n in counts.items())
+    return f"; the runs came from {listed} (+dirty: with uncommitted changes)"
 
 
 def _strategy_rows(section: dict[str, Any]) -> list[list[str]]:

@@ -12,9 +12,11 @@ what its cache key digests; ``steps``/``evals`` only feed time estimates. Kinds:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +141,23 @@ def hdet_timing_task(profile: Profile) -> Task:
 # --- running tasks -------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
+def code_version() -> str | None:
+    """``git describe`` of the checkout this package runs from ("+dirty": local changes), so a
+    report can say which code produced each cached run."""
+    repo = Path(__file__).resolve().parents[2]
+    try:
+        found = subprocess.run(
+            ["git", "-C", str(repo), "describe", "--always", "--dirty=+dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found.stdout.strip() or None
+
+
 def run_task(task: Task, workdir: Path) -> dict[str, Any]:
     """Carry out ``task``; scratch files go under ``workdir/<key>`` and are removed on success."""
     scratch = workdir / task.key
@@ -163,7 +182,8 @@ def run_task(task: Task, workdir: Path) -> dict[str, Any]:
             out_dir=scratch,
         )
     shutil.rmtree(scratch, ignore_errors=True)
-    return {"label": task.label, "seconds": time.perf_counter() - started, **result}
+    seconds = time.perf_counter() - started
+    return {"label": task.label, "seconds": seconds, "commit": code_version(), **result}
 
 
 def train_curve(spec: dict[str, Any]) -> dict[str, Any]:
