@@ -132,10 +132,11 @@ STRATEGIES: dict[str, JsonObj] = {
 }
 
 
-def search_manifest(name: str, strategy: str, **spec_changes: Any) -> JsonObj:
+def search_manifest(name: str, kind: str, **spec_changes: Any) -> JsonObj:
+    """A small search of strategy ``kind``; ``spec_changes`` replace top-level spec fields."""
     manifest = copy.deepcopy(BASE)
     manifest["metadata"] = {"name": name}
-    manifest["spec"]["strategy"] = copy.deepcopy(STRATEGIES[strategy])
+    manifest["spec"]["strategy"] = copy.deepcopy(STRATEGIES[kind])
     manifest["spec"].update(copy.deepcopy(spec_changes))
     return manifest
 

