@@ -316,3 +316,95 @@ def test_deleting_a_namespace_removes_it_and_stops_its_pods(
 def test_log_of_an_unknown_pod_is_refused(kubelet: Kubelet) -> None:
     with pytest.raises(KeyError, match="nowhere/nobody"):
         kubelet.pod_log("nowhere", "nobody")
+
+
+def test_claim_folder_outlives_the_pod_and_config_reaches_the_process(
+    k8s_cluster: Cluster, kubelet: Kubelet, namespace: str
+) -> None:
+    api = k8s_cluster.rest
+    api.post(
+        f"/api/v1/namespaces/{namespace}/configmaps",
+        {"metadata": {"name": "settings"}, "data": {"steps": "40", "mode": "min"}},
+    )
+    api.post(
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {"metadata": {"name": "creds"}, "stringData": {"key": "s3cret"}},
+    )
+    script = (
+        "import os, pathlib, sys\n"
+        "ckpt = pathlib.Path(sys.argv[1])\n"
+        "ckpt.mkdir(exist_ok=True)\n"
+        "previous = (ckpt / 'state').read_text() if (ckpt / 'state').exists() else 'none'\n"
+        "secret = pathlib.Path('/etc/creds/key').read_text()\n"
+        "(ckpt / 'state').write_text(os.environ['POD'])\n"
+        "print(previous, secret, os.environ['CFG_steps'], os.environ['STEPS_TWICE'])\n"
+    )
+
+    def manifest(name: str) -> dict[str, Any]:
+        return pod_manifest(
+            name,
+            script,
+            container={
+                "args": ["/ckpt/run"],
+                "envFrom": [{"prefix": "CFG_", "configMapRef": {"name": "settings"}}],
+                "env": [
+                    {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "STEPS_TWICE", "value": "$(CFG_steps)x2"},
+                ],
+                "volumeMounts": [
+                    {"name": "ckpt", "mountPath": "/ckpt"},
+                    {"name": "creds", "mountPath": "/etc/creds"},
+                ],
+            },
+            volumes=[
+                {"name": "ckpt", "persistentVolumeClaim": {"claimName": "checkpoints"}},
+                {"name": "creds", "secret": {"secretName": "creds"}},
+            ],
+        )
+
+    for name in ("first", "second"):
+        create_pod(k8s_cluster, namespace, manifest(name))
+        assert (
+            kubelet.wait_for_phase(namespace, name, "Succeeded", "Failed")["status"]["phase"]
+            == "Succeeded"
+        ), kubelet.pod_log(namespace, name)
+    assert kubelet.pod_log(namespace, "first").split() == ["none", "s3cret", "40", "40x2"]
+    assert kubelet.pod_log(namespace, "second").split() == ["first", "s3cret", "40", "40x2"]
+
+
+def test_missing_secret_keeps_the_pod_pending_until_it_exists(
+    k8s_cluster: Cluster, kubelet: Kubelet, namespace: str
+) -> None:
+    env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "late", "key": "token"}}}]
+    script = "import os; print('token', os.environ['TOKEN'])"
+    create_pod(k8s_cluster, namespace, pod_manifest("waiter", script, container={"env": env}))
+    path = f"/api/v1/namespaces/{namespace}/pods/waiter"
+
+    def waiting_reason() -> str:
+        statuses = k8s_cluster.rest.get(path).get("status", {}).get("containerStatuses") or []
+        return str(statuses[0]["state"].get("waiting", {}).get("reason", "")) if statuses else ""
+
+    assert processes.wait_until(
+        lambda: waiting_reason() == "CreateContainerConfigError", timeout=10
+    )
+    assert k8s_cluster.rest.get(path)["status"]["phase"] == "Pending"
+    k8s_cluster.rest.post(
+        f"/api/v1/namespaces/{namespace}/secrets",
+        {"metadata": {"name": "late"}, "stringData": {"token": "t0k"}},
+    )
+    assert (
+        kubelet.wait_for_phase(namespace, "waiter", "Succeeded", "Failed")["status"]["phase"]
+        == "Succeeded"
+    )
+    assert "token t0k" in kubelet.pod_log(namespace, "waiter")
+
+
+def test_unknown_executable_fails_the_pod_with_start_error(
+    k8s_cluster: Cluster, kubelet: Kubelet, namespace: str
+) -> None:
+    manifest = pod_manifest("typo", "", container={"command": ["no-such-program-here"]})
+    create_pod(k8s_cluster, namespace, manifest)
+    pod = kubelet.wait_for_phase(namespace, "typo", "Succeeded", "Failed")
+    assert pod["status"]["phase"] == "Failed"
+    state = terminated(pod)
+    assert state["reason"] == "StartError" and "no-such-program-here" in state["message"]
