@@ -72,7 +72,8 @@ def test_autolrs_search_on_digits_finds_a_schedule() -> None:
     result = _search(argv)
     found = schedules.Schedule.from_dict(result["bestSchedule"])
     assert found.total_steps == 300 and len(found.points) >= 1
-    assert result["memberSteps"] == 300 + 4 * 10 + 4 * 20
+    # Probes are extra: 4 of 10 steps in stage 0, 4 of 20 in stage 1 (a retried stage adds more).
+    assert result["memberSteps"] >= 300 + 4 * 10 + 4 * 20
     assert result["bestObjective"] < 1.0  # chance level on ten classes is 2.3
 
 

@@ -106,13 +106,14 @@ class MemberLoop:
 
     def _train_and_report(self) -> base.PBTDecision:
         lr = self.config["lr"]
-        diverged = False
+        diverged, loss = False, math.nan
         for _ in range(min(self.interval, self.total_steps - self.step)):
             result = self.trainer.step(lr)
             self.step += 1
             self.trained_steps += 1
-            self.reporter.on_progress(self.member, self.step, result.loss, lr)
-            if result.diverged or not math.isfinite(result.loss):
+            loss = result.loss
+            self.reporter.on_progress(self.member, self.step, loss, lr)
+            if result.diverged or not math.isfinite(loss):
                 diverged = True
                 break
         if diverged:
@@ -124,7 +125,7 @@ class MemberLoop:
             return self.coordinator.report(self.member, self.step, math.nan, None, self.config)
         path = self._save()
         self.objective = float(self.trainer.evaluate()[self.metric])
-        self.reporter.on_progress(self.member, self.step, math.nan, lr, val_loss=self.objective)
+        self.reporter.on_progress(self.member, self.step, loss, lr, val_loss=self.objective)
         return self.coordinator.report(
             self.member, self.step, self.objective, str(path), self.config
         )
