@@ -6,7 +6,6 @@ No kubelet and no scheduler run here; ``tests.cluster.kubelet`` stands in for bo
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -22,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import kubernetes
-import yaml
 
 from tests.cluster import processes, rest
 from tests.cluster.binaries import Binaries
@@ -55,35 +53,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def write_kubeconfig(
-    path: Path, credentials: rest.Credentials, *, user: str, namespace: str = "default"
-) -> Path:
-    """A self-contained kubeconfig (CA embedded, bearer token) for ``credentials``."""
-    ca_data = base64.b64encode(credentials.ca_file.read_bytes()).decode()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "schedsearch-test",
-                "cluster": {"server": credentials.server, "certificate-authority-data": ca_data},
-            }
-        ],
-        "users": [{"name": user, "user": {"token": credentials.token}}],
-        "contexts": [
-            {
-                "name": user,
-                "context": {"cluster": "schedsearch-test", "user": user, "namespace": namespace},
-            }
-        ],
-        "current-context": user,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    path.chmod(0o600)
-    return path
 
 
 class Cluster:
@@ -191,7 +160,7 @@ class Cluster:
         credentials = rest.Credentials(self.server, self.ca_file, answer["status"]["token"])
         path = self.workdir / "kubeconfigs" / f"{namespace}.{name}.kubeconfig"
         user = f"system:serviceaccount:{namespace}:{name}"
-        return write_kubeconfig(path, credentials, user=user, namespace=namespace)
+        return rest.write_kubeconfig(path, credentials, user=user, namespace=namespace)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -216,7 +185,7 @@ class Cluster:
         self._start_etcd(deadline)
         self._start_apiserver(deadline)
         self.timings["readyz"] = time.monotonic() - started
-        write_kubeconfig(self.kubeconfig, self.credentials, user=ADMIN_USER)
+        rest.write_kubeconfig(self.kubeconfig, self.credentials, user=ADMIN_USER)
         self.version = str(self.rest.get("/version")["gitVersion"])
         self._start_controller_manager(deadline)
         self.timings["controllers"] = time.monotonic() - started

@@ -7,8 +7,12 @@ Succeeded/Failed with the exit code; OnFailure/Always restart in place (restartC
 a pod SIGTERMs its process group, SIGKILLs it after the grace period, then removes the pod with
 gracePeriodSeconds=0. The sync is level-triggered: every tick it compares each pod with its process.
 
-Not emulated: images, resource limits, probes, init and sidecar containers (only the first container
-runs), ``kubectl logs``/``exec`` (read logs with ``Kubelet.pod_log``), PVC binding.
+A pod with a ServiceAccount token mounted gets KUBECONFIG pointing at a kubeconfig with that token,
+so API clients in the pod (which fall back from in-cluster config to KUBECONFIG) act as the pod's
+ServiceAccount.
+
+Not emulated: images, resource limits, probes, init and sidecar containers (only the first
+container runs), ``kubectl logs``/``exec`` (read logs with ``Kubelet.pod_log``), PVC binding.
 """
 
 from __future__ import annotations

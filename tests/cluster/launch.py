@@ -26,6 +26,7 @@ from tests.cluster import rest
 
 JsonObj = rest.JsonObj
 POD_IP = "127.0.0.1"
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 class ConfigError(Exception):
@@ -224,10 +225,37 @@ class Resolver:
         executable = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=search_path)
         if executable is None:
             raise StartError(f'exec: "{argv[0]}": executable file not found in $PATH')
-        process_env = {**base_env, **env, "PATH": search_path}
+        process_env = {**base_env, **self._api_access(pod, container, folders), **env}
+        process_env["PATH"] = search_path
         return Launch(
             [executable, *argv[1:]], process_env, self._working_dir(pod, container, rewrite)
         )
+
+    def _api_access(
+        self, pod: JsonObj, container: JsonObj, folders: Mapping[str, Path]
+    ) -> dict[str, str]:
+        """KUBECONFIG for the pod's ServiceAccount token, when one is mounted.
+
+        In-cluster clients read the token from the fixed path SERVICE_ACCOUNT_DIR, which no
+        rewriting can reach; they fall back to KUBECONFIG, so the pod still calls the API as its
+        own ServiceAccount (and its RBAC is what decides).
+        """
+        for mount in container.get("volumeMounts") or []:
+            if mount["mountPath"].rstrip("/") != SERVICE_ACCOUNT_DIR:
+                continue
+            folder = folders[mount["name"]]
+            if not (folder / "token").exists() or not (folder / "ca.crt").exists():
+                return {}
+            meta = pod["metadata"]
+            account = pod["spec"].get("serviceAccountName") or "default"
+            credentials = rest.Credentials(
+                self.api.credentials.server, folder / "ca.crt", (folder / "token").read_text()
+            )
+            path = self.root / "pods" / meta["uid"] / "kubeconfig"
+            user = f"system:serviceaccount:{meta['namespace']}:{account}"
+            rest.write_kubeconfig(path, credentials, user=user, namespace=meta["namespace"])
+            return {"KUBECONFIG": str(path)}
+        return {}
 
     def _working_dir(self, pod: JsonObj, container: JsonObj, rewrite: Callable[[str], str]) -> Path:
         wanted = container.get("workingDir")

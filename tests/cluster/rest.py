@@ -6,6 +6,7 @@ status as plain JSON (merge patches, bindings, watch streams), so it speaks to t
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import urllib.parse
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import urllib3
+import yaml
 
 JsonObj = dict[str, Any]
 
@@ -162,3 +164,32 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[str]:
                 yield line.decode()
     if buffer.strip():
         yield buffer.decode()
+
+
+def write_kubeconfig(
+    path: Path, credentials: Credentials, *, user: str, namespace: str = "default"
+) -> Path:
+    """A self-contained kubeconfig (CA embedded, bearer token) for ``credentials``."""
+    ca_data = base64.b64encode(credentials.ca_file.read_bytes()).decode()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "schedsearch-test",
+                "cluster": {"server": credentials.server, "certificate-authority-data": ca_data},
+            }
+        ],
+        "users": [{"name": user, "user": {"token": credentials.token}}],
+        "contexts": [
+            {
+                "name": user,
+                "context": {"cluster": "schedsearch-test", "user": user, "namespace": namespace},
+            }
+        ],
+        "current-context": user,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+    return path

@@ -408,3 +408,39 @@ def test_unknown_executable_fails_the_pod_with_start_error(
     assert pod["status"]["phase"] == "Failed"
     state = terminated(pod)
     assert state["reason"] == "StartError" and "no-such-program-here" in state["message"]
+
+
+def test_pod_calls_the_api_as_its_service_account(
+    k8s_cluster: Cluster, kubelet: Kubelet, namespace: str
+) -> None:
+    # RBAC decides what the pod may do: the default ServiceAccount may not list pods. Plain
+    # urllib and yaml keep the pod quick to start (importing the API client takes seconds).
+    script = (
+        "import base64, json, os, ssl, urllib.error, urllib.request, yaml\n"
+        "kc = yaml.safe_load(open(os.environ['KUBECONFIG']))\n"
+        "cluster, user = kc['clusters'][0]['cluster'], kc['users'][0]['user']\n"
+        "ca = base64.b64decode(cluster['certificate-authority-data']).decode()\n"
+        "tls = ssl.create_default_context(cadata=ca)\n"
+        "def call(method, path, body=None):\n"
+        "    data = json.dumps(body).encode() if body else None\n"
+        "    req = urllib.request.Request(cluster['server'] + path, data=data, method=method,\n"
+        "        headers={'Authorization': 'Bearer ' + user['token'],\n"
+        "                 'Content-Type': 'application/json'})\n"
+        "    try:\n"
+        "        with urllib.request.urlopen(req, context=tls) as resp:\n"
+        "            return resp.status, json.load(resp)\n"
+        "    except urllib.error.HTTPError as exc:\n"
+        "        return exc.code, None\n"
+        "review = {'apiVersion': 'authentication.k8s.io/v1', 'kind': 'SelfSubjectReview'}\n"
+        "_, me = call('POST', '/apis/authentication.k8s.io/v1/selfsubjectreviews', review)\n"
+        "print('user', me['status']['userInfo']['username'])\n"
+        "ns = os.environ['NS']\n"
+        "print('list pods', call('GET', f'/api/v1/namespaces/{ns}/pods')[0])\n"
+    )
+    env = [{"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
+    create_pod(k8s_cluster, namespace, pod_manifest("caller", script, container={"env": env}))
+    pod = kubelet.wait_for_phase(namespace, "caller", "Succeeded", "Failed")
+    output = kubelet.pod_log(namespace, "caller")
+    assert pod["status"]["phase"] == "Succeeded", output
+    assert f"user system:serviceaccount:{namespace}:default" in output
+    assert "list pods 403" in output
