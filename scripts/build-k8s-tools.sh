@@ -103,7 +103,7 @@ build_all() {
   go_env
   mkdir -p "$bin"
   echo "build-k8s-tools: building Kubernetes $version, etcd and helm into $bin" >&2
-  echo "build-k8s-tools: (first run on this machine: allow 15-30 minutes on 2 cores)" >&2
+  echo "build-k8s-tools: (first run on this machine: about 30 CPU-minutes, 15+ minutes on 2 idle cores)" >&2
   (cd "$tools/k8s" && go mod download) >&2
   flags="$(ldflags "$version")"
   for cmd in kube-apiserver kube-controller-manager kubectl; do
