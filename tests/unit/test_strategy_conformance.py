@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from schedsearch.trainers import schedules
+from schedsearch.trainers.strategies import base
 
 from .strategy_drivers import DRIVERS, StrategyDriver, SyntheticProblem
 
@@ -44,8 +45,9 @@ def driver(request: pytest.FixtureRequest) -> StrategyDriver:
 
 
 def test_same_seed_same_decisions(driver: StrategyDriver) -> None:
-    _, first = run_to_end(driver, 7, SyntheticProblem())
+    strategy, first = run_to_end(driver, 7, SyntheticProblem())
     _, second = run_to_end(driver, 7, SyntheticProblem())
+    assert isinstance(strategy, base.SearchStrategy)
     assert first == second
     assert len(first) > 5
 
