@@ -90,12 +90,17 @@ def cpu_limit() -> int:
 
 def configure_threads(num_threads: int | None = None) -> int:
     """Set torch's intra-op threads to ``num_threads``, else ``$SCHEDSEARCH_NUM_THREADS``, else
-    the CPU limit; returns the number set. More threads than CPUs makes small models far slower
-    (the threads spin waiting for each other), hence the cgroup quota."""
+    ``$OMP_NUM_THREADS``, else the CPU limit; returns the number set.
+
+    More threads than CPUs makes small models far slower (the threads spin waiting for each
+    other), hence the cgroup quota; ``OMP_NUM_THREADS`` is honoured because process managers
+    that run several trainers side by side (Ray among them) set it to each one's CPU share.
+    """
     if num_threads is None:
-        raw = os.environ.get(THREADS_ENV, "").strip()
+        env = THREADS_ENV if os.environ.get(THREADS_ENV, "").strip() else "OMP_NUM_THREADS"
+        raw = os.environ.get(env, "").strip()
         if raw and not (raw.isdigit() and int(raw) >= 1):
-            raise ValueError(f"{THREADS_ENV}: expected an integer >= 1, got {raw!r}")
+            raise ValueError(f"{env}: expected an integer >= 1, got {raw!r}")
         num_threads = int(raw) if raw else cpu_limit()
     if num_threads < 1:
         raise ValueError(f"num_threads: must be >= 1, got {num_threads}")

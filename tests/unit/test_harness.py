@@ -261,3 +261,15 @@ def test_threads_follow_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
         harness.configure_threads()
     monkeypatch.delenv(harness.THREADS_ENV)
     assert 1 <= harness.cpu_limit() <= (os.cpu_count() or 1)
+
+
+def test_threads_fall_back_to_omp_num_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    before = torch.get_num_threads()
+    monkeypatch.delenv(harness.THREADS_ENV, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    try:
+        assert harness.configure_threads() == 1 == torch.get_num_threads()
+        monkeypatch.setenv(harness.THREADS_ENV, "2")
+        assert harness.configure_threads() == 2  # our own variable wins over OpenMP's
+    finally:
+        torch.set_num_threads(before)
