@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
+from schedsearch.api.fields import parse_quantity
 from schedsearch.api.spec import API_VERSION, SEARCH_KIND, ScheduleSearchSpec
 from schedsearch.controller import names, settings
 from schedsearch.controller import state as state_mod
@@ -175,6 +177,9 @@ def _env(
         channel.ENV_CHECKPOINT_DIR: checkpoint_dir(ref, config),
         channel.ENV_REPORT_URL: config.report_url,
         "PYTHONUNBUFFERED": "1",
+        # torch sizes its thread pool from the node's cores, not the pod's CPU limit: far more
+        # threads than the limit allows makes small models spin and slow down several-fold.
+        "OMP_NUM_THREADS": str(cpu_threads(spec)),
     }
     if member_start is not None:
         values[channel.ENV_MEMBER_START] = json.dumps(member_start, sort_keys=True)
@@ -196,6 +201,11 @@ def _rendezvous_env(ref: SearchRef, spec: ScheduleSearchSpec, rank: int) -> dict
         "MASTER_ADDR": master_addr(ref),
         "MASTER_PORT": str(master_port(ref)),
     }
+
+
+def cpu_threads(spec: ScheduleSearchSpec) -> int:
+    """Intra-op threads a member should use: its CPU quantity rounded up, at least one."""
+    return max(1, math.ceil(parse_quantity(spec.resources.cpu)))
 
 
 def resources(spec: ScheduleSearchSpec) -> JsonObj:

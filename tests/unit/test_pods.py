@@ -163,3 +163,14 @@ def test_dns_labels(base: str, expected: str | None) -> None:
         assert label == expected
     assert len(label) <= 63 and label[0].isalpha() and label[-1].isalnum()
     assert names.dns_label(base) == label
+
+
+@pytest.mark.parametrize(
+    ("cpu", "threads"), [("500m", "1"), ("1", "1"), ("2", "2"), ("2500m", "3")]
+)
+def test_thread_count_follows_the_cpu_limit(cpu: str, threads: str) -> None:
+    spec = parsed("pbt", resources={"cpu": cpu, "memory": "1Gi"})
+    assert (
+        env_of(pods.member_pod(REF, spec, 0, attempt=1, config=CONFIG))["OMP_NUM_THREADS"]
+        == threads
+    )
