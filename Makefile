@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV = $(shell bash scripts/setup-env.sh)
 SPEC ?= examples/digits-pbt.yaml
 
-.PHONY: demo test lint typecheck unit integration k8s-tools bench bench-quick crds chart-manifest
+.PHONY: demo test k8s-tools bench bench-quick crds
 
 ## demo: a real search on a built-in workload with the embedded engine, ending with the best schedule.
 demo:
@@ -24,3 +24,17 @@ test:
 ## k8s-tools: build (once per pinned version) etcd, kube-apiserver, kube-controller-manager, kubectl, helm.
 k8s-tools:
 	@bash scripts/build-k8s-tools.sh
+
+## bench-quick / bench: the benchmark report (search quality against tuned baselines, overhead).
+bench-quick:
+	@venv="$(VENV)"; "$$venv/bin/python" -m schedsearch.bench --profile quick --out benchmarks/quick
+
+bench:
+	@venv="$(VENV)"; "$$venv/bin/python" -m schedsearch.bench --profile full --out benchmarks/full
+
+## crds / chart-manifest: regenerate what is generated from the spec models and the chart.
+crds:
+	@venv="$(VENV)"; "$$venv/bin/python" -m schedsearch.api.crd --out operator/crds && \
+	"$$venv/bin/python" -m schedsearch.chart_crds --src operator/crds --out charts/schedsearch/templates/crds && \
+	"$$venv/bin/python" -m schedsearch.chart_values --out charts/schedsearch/values.schema.json && \
+	bash scripts/render-install-manifest.sh
