@@ -36,5 +36,5 @@ bench:
 crds:
 	@venv="$(VENV)"; "$$venv/bin/python" -m schedsearch.api.crd --out operator/crds && \
 	"$$venv/bin/python" -m schedsearch.chart_crds --src operator/crds --out charts/schedsearch/templates/crds && \
-	"$$venv/bin/python" -m schedsearch.chart_values --out charts/schedsearch/values.schema.json && \
+	"$$venv/bin/python" -m schedsearch.chart_values --out charts/schedsearch/values.schema.json --values charts/schedsearch/values.yaml && \
 	bash scripts/render-install-manifest.sh
