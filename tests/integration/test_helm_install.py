@@ -3,8 +3,9 @@
 - Everything the chart renders (cluster-wide and namespaced) is accepted by
   ``kubectl apply --dry-run=server``: the real schemas, defaulting and admission, including the
   "restricted" Pod Security level the install manifest's namespace enforces.
-- ``helm install`` works, and the chart's ServiceAccount, not the admin, is enough to run a
-  search: the controller runs here as a subprocess with that account's token and completes one.
+- ``helm install`` works, and the chart's Deployment, run by the test kubelet as a local process
+  whose API identity is the chart's ServiceAccount token (not the admin), completes a search:
+  the chart's RBAC is sufficient. Then ``helm test`` passes against it.
 - In namespaced mode the same account is refused in a namespace outside its list.
 
 The Prometheus Operator's CRDs are not in the test cluster, so ServiceMonitor/PodMonitor are
@@ -17,7 +18,6 @@ import dataclasses
 import os
 import secrets
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,7 +172,7 @@ class Release:
 @pytest.fixture(scope="module")
 def release(k8s_cluster: harness.Cluster, helm: Path) -> Iterator[Release]:
     home, watched, outside = (make_namespace(k8s_cluster) for _ in range(3))
-    # The controller runs on this machine below: free ports, not the chart's defaults.
+    # The test kubelet runs the controller pod on this machine: free ports, not the defaults.
     ports = {"health": harness.free_port(), "metrics": harness.free_port()}
     ports["report"] = harness.free_port()
     installed = run_helm(
@@ -185,10 +185,6 @@ def release(k8s_cluster: harness.Cluster, helm: Path) -> Iterator[Release]:
         home,
         # The CRDs may already be in the shared test cluster (other tests apply operator/crds).
         "--take-ownership",
-        # The controller runs as a subprocess (the test kubelet cannot give a pod an in-cluster
-        # identity), so the Deployment is installed stopped.
-        "--set",
-        "controller.replicas=0",
         "--set",
         f"rbac.namespaces={{{watched}}}",
         "--set",
@@ -197,9 +193,6 @@ def release(k8s_cluster: harness.Cluster, helm: Path) -> Iterator[Release]:
         f"metrics.port={ports['metrics']}",
         "--set",
         f"reportChannel.port={ports['report']}",
-        "--wait",
-        "--timeout",
-        "2m",
     )
     kubeconfig = k8s_cluster.service_account_kubeconfig(home, FULLNAME, create=False)
     try:
@@ -298,7 +291,7 @@ metadata: {name: helm-rbac}
 spec:
   workload: {builtin: regression}
   objective: {metric: val_loss, mode: min}
-  budget: {steps: 300}
+  budget: {steps: 250}
   lrBounds: {min: 1.0e-4, max: 0.5}
   baseSchedule: {family: cosine, peakLR: 0.02, warmupSteps: 20}
   strategy:
@@ -308,16 +301,14 @@ spec:
 """
 
 
-def installed_controller_args(cluster: harness.Cluster, release: Release) -> list[str]:
-    deployment = cluster.rest.get(f"/apis/apps/v1/namespaces/{release.home}/deployments/{FULLNAME}")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == ["python", "-m", "schedsearch.controller"]
-    # Trainer pods run on this machine: they reach the channel on loopback, not by Service DNS.
-    return [a.replace(service_host(release), "127.0.0.1") for a in container["args"]]
-
-
-def service_host(release: Release) -> str:
-    return f"{FULLNAME}.{release.home}.svc"
+def controller_pod(cluster: harness.Cluster, release: Release) -> dict[str, Any] | None:
+    """The running pod of the chart's Deployment, if there is one yet."""
+    pods = cluster.rest.get(
+        f"/api/v1/namespaces/{release.home}/pods",
+        labelSelector=f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component=controller",
+    )["items"]
+    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+    return running[0] if running else None
 
 
 def answers(url: str) -> bool:
@@ -329,49 +320,37 @@ def answers(url: str) -> bool:
 
 
 @pytest.mark.slow
-def test_the_charts_service_account_completes_a_search(
-    k8s_cluster: harness.Cluster, kubelet: Kubelet, release: Release, helm: Path, tmp_path: Path
+def test_the_charts_deployment_completes_a_search(
+    k8s_cluster: harness.Cluster, kubelet: Kubelet, release: Release, helm: Path
 ) -> None:
-    args = installed_controller_args(k8s_cluster, release)
-    env = {**k8s_cluster.env(release.kubeconfig), "PYTHONUNBUFFERED": "1"}
-    log_path = tmp_path / "controller.log"
-    controller = processes.spawn(
-        "controller",
-        [sys.executable, "-m", "schedsearch.controller", *args],
-        log_path=log_path,
-        env=env,
-        die_with_parent=True,
-    )
+    # The test kubelet runs the Deployment's pod as a local process whose API identity is the
+    # pod's ServiceAccount token (the chart's account, not the admin), with the chart's command
+    # and flags; trainer pods reach its report channel through the Service's DNS name.
+    assert processes.wait_until(lambda: controller_pod(k8s_cluster, release), timeout=90)
+    pod = controller_pod(k8s_cluster, release)
+    assert pod is not None and pod["spec"]["serviceAccountName"] == FULLNAME
+    name = pod["metadata"]["name"]
+
+    def log(lines: int = 60) -> str:
+        return "\n".join(kubelet.pod_log(release.home, name).splitlines()[-lines:])
+
     health = f"http://127.0.0.1:{release.ports['health']}/healthz"
-    try:
-        assert processes.wait_until(lambda: answers(health), timeout=90), controller.log_tail()
-        k8s_cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=TINY_SEARCH)
-        path = (
-            f"/apis/schedsearch.io/v1alpha1/namespaces/{release.watched}/schedulesearches/helm-rbac"
-        )
+    assert processes.wait_until(lambda: answers(health), timeout=90), log()
+    k8s_cluster.kubectl("apply", "-n", release.watched, "-f", "-", input=TINY_SEARCH)
+    api = f"/apis/schedsearch.io/v1alpha1/namespaces/{release.watched}"
 
-        def finished() -> dict[str, Any] | None:
-            status = k8s_cluster.rest.get(path).get("status") or {}
-            return status if status.get("phase") in ("Succeeded", "Failed") else None
+    def finished() -> dict[str, Any] | None:
+        status = k8s_cluster.rest.get(f"{api}/schedulesearches/helm-rbac").get("status") or {}
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
 
-        assert processes.wait_until(finished, timeout=SEARCH_TIMEOUT, interval=1.0), (
-            f"search did not finish: {k8s_cluster.rest.get(path).get('status')}\n"
-            + controller.log_tail(60)
-        )
-        status = finished()
-        assert status is not None and status["phase"] == "Succeeded", (
-            status,
-            controller.log_tail(60),
-        )
-        schedule = status["best"]["schedule"]
-        k8s_cluster.rest.get(
-            f"/apis/schedsearch.io/v1alpha1/namespaces/{release.watched}/lrschedules/{schedule}"
-        )
-        refused = [line for line in log_path.read_text().splitlines() if "forbidden" in line]
-        assert not [line for line in refused if not kopf_cluster_scan(line)], refused
-        check_helm_test_script(helm, k8s_cluster, release)
-    finally:
-        controller.stop(grace=10.0)
+    done = processes.wait_until(finished, timeout=SEARCH_TIMEOUT, interval=1.0)
+    status = finished()
+    assert done and status is not None, f"not finished in {SEARCH_TIMEOUT}s\n{log()}"
+    assert status["phase"] == "Succeeded", (status, log())
+    k8s_cluster.rest.get(f"{api}/lrschedules/{status['best']['schedule']}")
+    refused = [line for line in log(10**6).splitlines() if "forbidden" in line]
+    assert not [line for line in refused if not kopf_cluster_scan(line)], refused
+    check_helm_test(helm, k8s_cluster, kubelet, release)
 
 
 def kopf_cluster_scan(line: str) -> bool:
@@ -381,13 +360,15 @@ def kopf_cluster_scan(line: str) -> bool:
     return "at the cluster scope" in line and any(s in line for s in scanned)
 
 
-def check_helm_test_script(helm: Path, cluster: harness.Cluster, release: Release) -> None:
-    """Run `helm test`'s check against this controller (the test kubelet has no Service DNS)."""
-    hooks = run_helm(helm, cluster, "get", "hooks", RELEASE, "--namespace", release.home).stdout
-    pod = next(h for h in yaml.safe_load_all(hooks) if h and h["kind"] == "Pod")
-    script = pod["spec"]["containers"][0]["args"][0].replace(service_host(release), "127.0.0.1")
-    result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+def check_helm_test(
+    helm: Path, cluster: harness.Cluster, kubelet: Kubelet, release: Release
+) -> None:
+    """`helm test`: its pod (run by the test kubelet, which resolves the Service's DNS name in
+    its environment) checks the controller's health and metrics endpoints."""
+    result = run_helm(
+        helm, cluster, "test", RELEASE, "--namespace", release.home, "--timeout", "2m", check=False
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count(": ok") == 2  # health and metrics
+    pod = f"{FULLNAME}-test-health"
+    log = kubelet.pod_log(release.home, pod)
+    assert result.returncode == 0, result.stdout + result.stderr + log
+    assert log.count(": ok") == 2, log  # health and metrics
