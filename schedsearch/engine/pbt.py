@@ -83,6 +83,8 @@ class PBTCoordinator:
         # Where each member stands in its own training, to count the steps it trains.
         self.positions = dict.fromkeys(self.population.members, 0)
         self.member_steps = 0
+        # Members present in this run (not state: every run gathers its members again).
+        self.arrived: set[int] = set()
         if state is not None:
             self.load_state_dict(state)
 
@@ -161,6 +163,16 @@ class PBTCoordinator:
             if event.get("event") == "exploit" and event.get("dst") == member:
                 return int(event["src"])
         return None
+
+    def arrive(self, member: int) -> None:
+        """``member``'s trial is up and about to train."""
+        self.arrived.add(member)
+
+    def all_arrived(self) -> bool:
+        """Every member still to train is up: they start together, so that the first ones to
+        get a CPU do not race ahead of a population that is still starting."""
+        waiting = [m for m in self.population.members if not self.is_finished(m)]
+        return all(m in self.arrived for m in waiting)
 
     def is_finished(self, member: int) -> bool:
         state = self.population.members[member]

@@ -29,7 +29,6 @@ from schedsearch.trainers.strategies.base import SearchResult
 
 # Seconds between two engine-state saves while nothing else asks for one.
 SAVE_EVERY_SECONDS = 5.0
-INTERRUPTED: Any = "Interrupted"
 
 
 class RunOptions(Protocol):
@@ -71,7 +70,7 @@ def run_search(
     saved = _register(store, search, resume=options.resume, console=console)
     run_dir = _run_dir(search.name, options.store_path, runs_dir, saved)
     with state.run_lock(run_dir):
-        job = jobs.make_job(search, run_dir, saved.job if saved else None)
+        job = _make_job(search, run_dir, saved)
         store.set_phase(search.name, "Running", message="resumed" if saved else None)
         started = time.monotonic()
         result = _run_job(search, job, store, options.ray_address, run_dir, console)
@@ -113,6 +112,21 @@ def _register(
         raise StoreError(f"cannot resume {search.name!r}: {err}") from None
 
 
+def _make_job(
+    search: api.ScheduleSearch, run_dir: Path, saved: state.EngineState | None
+) -> jobs.Job:
+    """The strategy's job, continuing the saved state; a state that does not fit is refused."""
+    if saved is not None and saved.strategy != search.spec.strategy_name:
+        raise StoreError(
+            f"cannot resume {search.name!r}: its saved state is for strategy {saved.strategy!r}, "
+            f"the spec says {search.spec.strategy_name!r}"
+        )
+    try:
+        return jobs.make_job(search, run_dir, saved.job if saved else None)
+    except (KeyError, TypeError, ValueError) as err:
+        raise StoreError(f"cannot resume {search.name!r}: unusable saved state ({err})") from None
+
+
 def _run_dir(
     name: str, store_path: Path, runs_dir: Path | None, saved: state.EngineState | None
 ) -> Path:
@@ -142,7 +156,7 @@ def _run_job(
                 job.stop()
             saver.save()
         if interrupt.requested:
-            store.set_phase(search.name, INTERRUPTED, message="interrupted; resume with --resume")
+            store.set_phase(search.name, "Interrupted", message="interrupted; resume with --resume")
             console.print(
                 f"Interrupted: state saved. Continue with: schedsearch run SPEC --resume "
                 f"(search {search.name!r})",
@@ -154,7 +168,7 @@ def _run_job(
         raise
     except KeyboardInterrupt:
         # A second Ctrl-C: no clean stop, but the state saved last still matches the disk.
-        store.set_phase(search.name, INTERRUPTED, message="interrupted (forced)")
+        store.set_phase(search.name, "Interrupted", message="interrupted (forced)")
         raise SearchInterrupted() from None
     except SearchFailed:
         raise

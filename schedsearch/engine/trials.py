@@ -9,6 +9,7 @@ last result.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.base import SearchResult
 
 RESULT_KEY = "searchResult"
+# A member waits this long for the rest of the population to start before it trains alone.
+GATHER_TIMEOUT_SECONDS = 600.0
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -140,6 +143,16 @@ class ActorCoordinator:
     def finish(self, member: int, step: int) -> None:
         self._call("finish", member, step)
 
+    def gather(self, member: int, *, timeout: float, poll: float = 0.5) -> bool:
+        """Announce ``member`` and wait (up to ``timeout`` s) for the rest of the population."""
+        self._call("arrive", member)
+        deadline = time.monotonic() + timeout
+        while not self._call("all_arrived"):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll)
+        return True
+
     def start_point(self, member: int) -> StartPoint:
         """Where to start; a missing checkpoint file is replaced by one that exists."""
         start: StartPoint = self._call("start_point", member)
@@ -182,6 +195,8 @@ def pbt_member(config: dict[str, Any]) -> None:
         reporter=(reporter := messages.TrialReporter()),
     )
     loop.start_from(start.step, start.checkpoint_path, start.config)
+    if not coordinator.gather(member, timeout=GATHER_TIMEOUT_SECONDS):
+        reporter.on_event("start", f"member {member} starts without the late ones", member=member)
     if start.checkpoint_path is not None:
         reporter.on_event("start", f"member {member} resumes at step {start.step}", member=member)
     messages.pump(lambda: run_member(loop), reporter)

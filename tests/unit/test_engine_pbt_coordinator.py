@@ -125,3 +125,14 @@ def test_a_failed_member_releases_a_synchronous_round() -> None:
     coordinator.fail(3)
     decisions = [coordinator.poll(m) for m in (0, 1, 2)]
     assert base.Wait() not in decisions
+
+
+def test_members_start_together_and_finished_ones_are_not_awaited() -> None:
+    coordinator = _coordinator()
+    coordinator.finish(2, 40)
+    for member in (0, 1):
+        coordinator.arrive(member)
+        assert not coordinator.all_arrived()
+    coordinator.arrive(3)
+    assert coordinator.all_arrived()
+    assert "arrived" not in json.dumps(coordinator.state_dict())
