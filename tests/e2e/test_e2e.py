@@ -28,8 +28,9 @@ from tests.integration.controller_harness import (
     wait_phase,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(900)]
-TIMEOUT = 600.0
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(1200)]
+# Two minutes on an idle 2-core machine; generous for one shared with other work.
+TIMEOUT = 900.0
 
 SEARCHES: dict[str, dict[str, Any]] = {
     "e2e-pbt": {
@@ -48,7 +49,7 @@ SEARCHES: dict[str, dict[str, Any]] = {
 
 
 def test_one_search_per_strategy_ends_with_a_stored_schedule(
-    k8s_cluster: harness.Cluster, namespace: str, controller: ControllerProcess
+    k8s_cluster: harness.Cluster, namespace: str, controller: ControllerProcess, kubelet: Any
 ) -> None:
     api = k8s_cluster.rest
     started = time.monotonic()
@@ -58,7 +59,15 @@ def test_one_search_per_strategy_ends_with_a_stored_schedule(
         apply(k8s_cluster, namespace, manifest)
     finished: dict[str, float] = {}
     for name in SEARCHES:
-        wait_phase(api, namespace, name, "Succeeded", timeout=TIMEOUT, controller=controller)
+        wait_phase(
+            api,
+            namespace,
+            name,
+            "Succeeded",
+            timeout=TIMEOUT,
+            controller=controller,
+            kubelet=kubelet,
+        )
         finished[name] = time.monotonic() - started
     print("kubectl apply -> Succeeded:", {k: f"{v:.0f}s" for k, v in finished.items()})
 
@@ -71,7 +80,8 @@ def test_one_search_per_strategy_ends_with_a_stored_schedule(
         stored = api.get(f"{GROUP_PATH}/namespaces/{namespace}/lrschedules/{name}-best")
         schedule = LRSchedule.from_object(stored).spec.to_schedule()
         assert schedule.total_steps == spec["budget"]["steps"]
-        assert all(lr > 0 for lr in schedule.lrs())
+        lrs = schedule.lrs()
+        assert all(0 <= lr < float("inf") for lr in lrs) and max(lrs) > 0
         assert stored["spec"]["provenance"]["strategy"] == next(iter(spec["strategy"]))
         assert status["memberSteps"] >= spec["budget"]["steps"]
 

@@ -209,12 +209,15 @@ def wait_phase(
     *,
     timeout: float,
     controller: ControllerProcess | None = None,
+    kubelet: Any = None,
 ) -> JsonObj:
     def explain() -> str:
         obj = get_search(api, namespace, name)
         status = json.dumps(obj.get("status"), indent=1)[:3000]
         tail = controller.log_tail() if controller is not None else ""
-        return f"status: {status}\ncontroller log:\n{tail}"
+        return f"status: {status}\npods:\n{pods_report(api, namespace, name, kubelet)}\n" + (
+            f"controller log:\n{tail}"
+        )
 
     def reached() -> JsonObj | None:
         obj = get_search(api, namespace, name)
@@ -224,6 +227,21 @@ def wait_phase(
         return obj if current == wanted else None
 
     return wait_for(f"{name} to be {wanted}", reached, timeout=timeout, explain=explain)
+
+
+def pods_report(api: rest.RestClient, namespace: str, name: str, kubelet: Any = None) -> str:
+    """Each pod's phase and, with the test kubelet, the end of its log: why a search is stuck."""
+    lines = []
+    for pod in pods_of(api, namespace, name):
+        pod_name = pod["metadata"]["name"]
+        lines.append(f"- {pod_name}: {(pod.get('status') or {}).get('phase')}")
+        if kubelet is not None:
+            try:
+                log = kubelet.pod_log(namespace, pod_name).splitlines()[-8:]
+            except KeyError:
+                log = []
+            lines += [f"    {line[:200]}" for line in log]
+    return "\n".join(lines)
 
 
 def events_of(api: rest.RestClient, namespace: str, name: str) -> list[JsonObj]:

@@ -18,10 +18,10 @@ runs a search to the end with exactly these.
 # Trainer pods, HDET's headless Service, the per-search report token, the durable search state.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["list", "create", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["get", "list", "create"]
+  verbs: ["list", "create"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
