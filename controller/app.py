@@ -152,7 +152,7 @@ class Reconciler:
         wakeup = self._wakeups.setdefault(key, asyncio.Event())
         failures = 0
         try:
-            while not stopped:
+            while True:
                 wakeup.clear()
                 try:
                     delay = await asyncio.to_thread(self.reconcile, namespace, name)
@@ -163,6 +163,8 @@ class Reconciler:
                     log.warning(
                         "reconcile %s/%s failed (retry in %.1fs): %s", namespace, name, delay, err
                     )
+                if stopped:  # kopf also cancels the sleep below; this spares a last wait
+                    return
                 await _sleep(wakeup, IDLE_SECONDS if delay is None else delay)
         finally:
             self._wakeups.pop(key, None)

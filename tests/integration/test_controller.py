@@ -110,6 +110,11 @@ def test_search_pods_are_owned_sized_and_wired(
         }
     reasons = {e["reason"] for e in events_of(api, namespace, "gpu")}
     assert "MemberStarted" in reasons
+    search = get_search(api, namespace, "gpu")
+    # kopf's bookkeeping: our finalizer name, nothing in the status (the schema has no room).
+    assert search["metadata"]["finalizers"] == ["schedsearch.io/controller"]
+    assert "kopf" not in search["status"]
+    print("annotations on the search:", sorted(search["metadata"].get("annotations") or {}))
 
     ring = wait_for(
         "2 HDET replica pods",
