@@ -387,3 +387,26 @@ def test_status_stays_small_for_a_large_long_running_population() -> None:
     # ... and the whole object is a small fraction of the limit.
     whole = json.dumps({"spec": search_object("pbt")["spec"], "status": status.wire(search.status)})
     assert len(whole) < 32 * 1024 < 1.5 * 1024 * 1024
+
+
+def test_a_started_search_keeps_the_spec_it_started_with() -> None:
+    started = view("pbt")
+    state = fresh_state(started)  # population 4, generation 1
+    edited = view(
+        "pbt", generation=2, strategy={"pbt": {"population": 6, "perturbationInterval": 100}}
+    )
+    p = plan.plan(edited, observed(edited, *(pod(i) for i in range(4)), state=state), config=CONFIG)
+    assert not of_type(p, plan.CreatePod), (
+        "no member 4 or 5 for a spec the search did not start with"
+    )
+    assert p.status is not None and "generation 1" in (p.status.message or "")
+    assert p.status.observed_generation == 2
+
+
+def test_objects_of_an_earlier_search_of_that_name_are_waited_for() -> None:
+    search = view("pbt")
+    seen = dataclasses.replace(observed(search, setup=False), foreign=("secret s1-report-token",))
+    p = plan.plan(search, seen, config=CONFIG)
+    assert p.actions == ()
+    assert p.status is not None and "s1-report-token" in (p.status.message or "")
+    assert p.requeue_after == CONFIG.requeue_running_seconds
