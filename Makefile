@@ -16,8 +16,8 @@ demo:
 ## test: lint, type checks, then every test layer (unit, real API server, end to end).
 test:
 	@venv="$(VENV)"; export PATH="$$venv/bin:$$PATH"; \
-	echo "== lint"; ruff check . && ruff format --check . ; \
-	echo "== types"; mypy schedsearch controller trainers ; \
+	echo "== lint"; python -m ruff check .; python -m ruff format --check .; \
+	echo "== types"; python -m mypy schedsearch controller trainers; \
 	echo "== test cluster binaries"; export SCHEDSEARCH_K8S_BIN="$$(bash scripts/build-k8s-tools.sh)"; \
 	echo "== tests"; python -m pytest -q -p no:cacheprovider tests
 
