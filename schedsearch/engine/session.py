@@ -43,7 +43,7 @@ def ray_session(address: str | None = None) -> Iterator[RaySession]:
     # No CSV/JSON/TensorBoard files per trial: the store holds the history.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # Ray says, at every local start, that it turned token authentication on; it stays on.
+    # A new local Ray announces that it turned token authentication on (it stays on).
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
         logging.ERROR
     )

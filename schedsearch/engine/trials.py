@@ -10,6 +10,7 @@ last result.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,10 +123,20 @@ def autolrs_trial(config: dict[str, Any]) -> None:
 
 
 class ActorCoordinator:
-    """The runner's ``Coordinator`` protocol over the engine's coordinator actor."""
+    """The runner's ``Coordinator`` protocol over the engine's coordinator actor.
 
-    def __init__(self, actor: Any) -> None:
-        self._actor = actor
+    ``call(method, *args)`` runs a ``PBTCoordinator`` method where the coordinator lives (the
+    actor, or an object in this process for tests).
+    """
+
+    def __init__(self, call: Callable[..., Any]) -> None:
+        self._call = call
+
+    @classmethod
+    def for_actor(cls, actor: Any) -> ActorCoordinator:
+        import ray
+
+        return cls(lambda method, *args: ray.get(getattr(actor, method).remote(*args)))
 
     def report(
         self,
@@ -135,10 +146,33 @@ class ActorCoordinator:
         checkpoint_path: str | None,
         config: dict[str, float] | None = None,
     ) -> base.PBTDecision:
-        return self._call("report", member, step, objective, checkpoint_path, config)  # type: ignore[no-any-return]
+        decision = self._call("report", member, step, objective, checkpoint_path, config)
+        if isinstance(decision, base.Exploit) and not Path(decision.checkpoint_path).exists():
+            decision = self._exploit_latest(decision)
+        return decision  # type: ignore[no-any-return]
 
     def poll(self, member: int) -> base.PBTDecision:
-        return self._call("poll", member)  # type: ignore[no-any-return]
+        decision = self._call("poll", member)
+        if isinstance(decision, base.Exploit) and not Path(decision.checkpoint_path).exists():
+            decision = self._exploit_latest(decision)
+        return decision  # type: ignore[no-any-return]
+
+    def _exploit_latest(self, decision: base.Exploit) -> base.Exploit:
+        """The source deleted the named checkpoint before it could be loaded (a member keeps only
+        its latest files and may have moved on meanwhile): copy its latest one instead."""
+        start: StartPoint = self._call("restart_point", decision.dst)
+        if start.checkpoint_path is None:
+            raise FileNotFoundError(
+                f"member {decision.dst}: checkpoint {decision.checkpoint_path} is gone and no "
+                "other is known; the member restarts from its start point"
+            )
+        return base.Exploit(
+            src=decision.src,
+            dst=decision.dst,
+            new_config=dict(start.config),
+            src_step=start.step,
+            checkpoint_path=start.checkpoint_path,
+        )
 
     def finish(self, member: int, step: int) -> None:
         self._call("finish", member, step)
@@ -160,11 +194,6 @@ class ActorCoordinator:
             start = self._call("restart_point", member)
         return start
 
-    def _call(self, method: str, *args: Any) -> Any:
-        import ray
-
-        return ray.get(getattr(self._actor, method).remote(*args))
-
 
 def pbt_member(config: dict[str, Any]) -> None:
     """One PBT member: starts where the coordinator says (scratch, its last checkpoint, or the
@@ -180,7 +209,7 @@ def pbt_member(config: dict[str, Any]) -> None:
     spec = _search(job).spec
     assert spec.strategy.pbt is not None
     member = int(job["member"])
-    coordinator = ActorCoordinator(ray.get_actor(job["coordinator"], namespace=NAMESPACE))
+    coordinator = ActorCoordinator.for_actor(ray.get_actor(job["coordinator"], namespace=NAMESPACE))
     start = coordinator.start_point(member)
     trainer = harness.Trainer(get_workload(spec.workload.ref), seed=spec.seed + member)
     loop = MemberLoop(

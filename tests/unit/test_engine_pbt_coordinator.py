@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from schedsearch.engine.pbt import PBTCoordinator, StartPoint
+from schedsearch.engine.trials import ActorCoordinator
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.config import PBTConfig
 
@@ -136,3 +138,41 @@ def test_members_start_together_and_finished_ones_are_not_awaited() -> None:
     coordinator.arrive(3)
     assert coordinator.all_arrived()
     assert "arrived" not in json.dumps(coordinator.state_dict())
+
+
+def _trial_side(coordinator: PBTCoordinator) -> ActorCoordinator:
+    return ActorCoordinator(lambda method, *args: getattr(coordinator, method)(*args))
+
+
+def _files(tmp_path: Path, *names: str) -> dict[str, str]:
+    paths = {}
+    for name in names:
+        path = tmp_path / name
+        path.write_bytes(b"checkpoint")
+        paths[name] = str(path)
+    return paths
+
+
+def test_an_exploit_of_a_deleted_file_copies_the_source_latest_instead(tmp_path: Path) -> None:
+    coordinator = _coordinator()
+    files = _files(tmp_path, *(f"m{m}-10" for m in range(4)), "m3-30")
+    for member, objective in ((0, 4.0), (1, 3.0), (2, 2.0), (3, 1.0)):
+        coordinator.report(member, 10, objective, files[f"m{member}-10"])
+    coordinator.report(3, 30, 0.5, files["m3-30"])
+    # Member 3 (the top) moved on and deleted its step-10 file.
+    Path(files["m3-10"]).unlink()
+    trial = _trial_side(coordinator)
+    decision = trial.report(0, 20, 9.0, None)
+    # One member per quantile: member 0 (worst) copies member 3 (best), the only source.
+    assert isinstance(decision, base.Exploit) and decision.src == 3
+    assert (decision.src_step, decision.checkpoint_path) == (30, files["m3-30"])
+    assert coordinator.start_point(0).checkpoint_path == files["m3-30"]
+
+
+def test_a_start_whose_file_is_gone_falls_back_on_the_trial_side(tmp_path: Path) -> None:
+    coordinator = _coordinator()
+    files = _files(tmp_path, "m1-10", "m1-30")
+    coordinator.report(1, 10, 1.0, files["m1-10"])
+    Path(files["m1-10"]).unlink()
+    start = _trial_side(coordinator).start_point(1)
+    assert start.step == 0 and start.checkpoint_path is None
