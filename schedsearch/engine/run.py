@@ -191,7 +191,7 @@ def _train(
         ray_info,
         concurrent=max(1, len(configs)),
         cpu=float(parse_quantity(search.spec.resources.cpu)),
-        gpu=float(search.spec.resources.gpu),
+        gpu=float(search.spec.resources.gpu * _processes_per_trial(search)),
     )
     steps = search.spec.budget.steps
     board = progress.ProgressBoard(
@@ -224,6 +224,12 @@ def _train(
             _check_failures(search, job, outcome)
     history.flush()
     return interrupt
+
+
+def _processes_per_trial(search: api.ScheduleSearch) -> int:
+    """HDET's trial runs one replica process per GPU it is given; other trials run one."""
+    hdet = search.spec.strategy.hdet
+    return hdet.replicas if hdet is not None else 1
 
 
 def _check_failures(

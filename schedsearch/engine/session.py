@@ -85,14 +85,11 @@ def _init_kwargs(address: str | None) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TrialResources:
-    """What one trial asks Ray for, and how many torch threads it may use."""
+    """What one trial asks Ray for (Ray sets the trial's OMP_NUM_THREADS from its CPUs, which
+    the harness follows)."""
 
     cpu: float
     gpu: float
-
-    @property
-    def torch_threads(self) -> int:
-        return max(1, int(self.cpu))
 
     def as_tune(self) -> dict[str, float]:
         return {"cpu": self.cpu, "gpu": self.gpu}

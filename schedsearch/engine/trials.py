@@ -51,16 +51,6 @@ def _search(job: dict[str, Any]) -> api.ScheduleSearch:
     return api.ScheduleSearch.model_validate(job["search"])
 
 
-def _limit_threads() -> None:
-    """Torch uses as many threads as Ray gave this trial CPUs (at least one)."""
-    import os
-
-    import torch
-
-    threads = max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1))
-    torch.set_num_threads(threads)
-
-
 # -- HDET ----------------------------------------------------------------------------------------
 
 
@@ -98,7 +88,6 @@ def autolrs_trial(config: dict[str, Any]) -> None:
     directory when there is one."""
     from schedsearch.trainers.strategies.autolrs.runner import run_autolrs
 
-    _limit_threads()
     job = tuning.trial_config(config)
     spec = _search(job).spec
     assert spec.strategy.autolrs is not None
@@ -204,7 +193,6 @@ def pbt_member(config: dict[str, Any]) -> None:
     from schedsearch.trainers.strategies.pbt.runner import MemberLoop, run_member
     from schedsearch.trainers.workloads import get_workload
 
-    _limit_threads()
     job = tuning.trial_config(config)
     spec = _search(job).spec
     assert spec.strategy.pbt is not None

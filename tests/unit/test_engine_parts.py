@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from schedsearch.engine import messages, progress, state
+from schedsearch.engine import messages, progress, session, state
 from schedsearch.engine.interrupt import Interrupt
 from schedsearch.store.base import StoreError
 
@@ -182,3 +182,26 @@ def test_a_long_schedule_table_shows_its_ends() -> None:
     text = buffer.getvalue()
     assert "31 more" in text and " 390 " in text and " 0 " in text
     assert table.row_count == 10
+
+
+def _session(cpus: float, gpus: float = 0.0) -> session.RaySession:
+    return session.RaySession(None, True, cpus, gpus, 0.0)
+
+
+def test_the_whole_population_fits_on_the_machine_at_once() -> None:
+    resources = session.trial_resources(_session(2), concurrent=4, cpu=1.0, gpu=0)
+    assert resources == session.TrialResources(cpu=0.5, gpu=0.0)
+    # A single trial gets what it asked for, within the machine.
+    assert session.trial_resources(_session(8), concurrent=1, cpu=2.0, gpu=0).cpu == 2.0
+    assert session.trial_resources(_session(2), concurrent=1, cpu=4.0, gpu=0).cpu == 2.0
+
+
+def test_gpus_are_asked_for_only_when_ray_and_torch_see_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(session, "_torch_sees_gpu", lambda: True)
+    assert session.trial_resources(_session(2, 0), concurrent=2, cpu=1, gpu=1).gpu == 0.0
+    assert session.trial_resources(_session(2, 1), concurrent=2, cpu=1, gpu=1).gpu == 0.5
+    assert session.trial_resources(_session(2, 4), concurrent=2, cpu=1, gpu=1).gpu == 1.0
+    monkeypatch.setattr(session, "_torch_sees_gpu", lambda: False)
+    assert session.trial_resources(_session(2, 4), concurrent=2, cpu=1, gpu=1).gpu == 0.0
