@@ -309,6 +309,7 @@ def _start(ctx: _Context, state: state_mod.SearchState, member: int, attempt: in
         attempt=attempt,
         config=ctx.config,
         member_start=state_mod.start_point(state, member),
+        report_seq=state.members[member].last_seq,
     )
     name = manifest["metadata"]["name"]
     if attempt == 1:

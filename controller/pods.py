@@ -102,8 +102,10 @@ def member_pod(
     attempt: int,
     config: settings.Settings,
     member_start: dict[str, Any] | None = None,
+    report_seq: int = 0,
 ) -> JsonObj:
-    """The pod of ``member`` (its ``attempt``-th, counting from 1)."""
+    """The pod of ``member`` (its ``attempt``-th, counting from 1); its reports are numbered
+    from ``report_seq + 1``."""
     role = role_of(spec)
     image = trainer_image(spec, config)
     if image is None:
@@ -121,7 +123,9 @@ def member_pod(
         "terminationGracePeriodSeconds": config.termination_grace_seconds,
         # Service links put every Service of the namespace into the environment: noise at best.
         "enableServiceLinks": False,
-        "containers": [_container(ref, spec, member, attempt, image, config, member_start)],
+        "containers": [
+            _container(ref, spec, member, attempt, image, config, member_start, report_seq)
+        ],
         "volumes": [_checkpoint_volume(spec)],
     }
     pod_spec.update(_scheduling(spec))
@@ -139,12 +143,13 @@ def _container(
     image: str,
     config: settings.Settings,
     member_start: dict[str, Any] | None,
+    report_seq: int,
 ) -> JsonObj:
     container: JsonObj = {
         "name": CONTAINER,
         "image": image,
         "command": list(TRAINER_COMMAND),
-        "env": _env(ref, spec, member, attempt, config, member_start),
+        "env": _env(ref, spec, member, attempt, config, member_start, report_seq),
         "resources": resources(spec),
         "volumeMounts": [{"name": CHECKPOINT_VOLUME, "mountPath": config.checkpoint_mount}],
     }
@@ -165,6 +170,7 @@ def _env(
     attempt: int,
     config: settings.Settings,
     member_start: dict[str, Any] | None,
+    report_seq: int,
 ) -> list[JsonObj]:
     values: dict[str, str] = {
         channel.ENV_SEARCH: ref.name,
@@ -176,6 +182,7 @@ def _env(
         channel.ENV_SPEC: json.dumps(spec.to_wire(), sort_keys=True, separators=(",", ":")),
         channel.ENV_CHECKPOINT_DIR: checkpoint_dir(ref, config),
         channel.ENV_REPORT_URL: config.report_url,
+        channel.ENV_REPORT_SEQ: str(report_seq),
         "PYTHONUNBUFFERED": "1",
         # torch sizes its thread pool from the node's cores, not the pod's CPU limit: far more
         # threads than the limit allows makes small models spin and slow down several-fold.

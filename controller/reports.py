@@ -48,14 +48,23 @@ def apply(current: state_mod.SearchState, report: channel.Report) -> Outcome:
         raise channel.ReportError(
             f"member: must be in 0..{len(current.members) - 1}, got {report.member}"
         )
+    if report.seq < 1:
+        raise channel.ReportError(
+            f"seq: must be >= 1 (the member's report number), got {report.seq}"
+        )
     record = current.members[report.member]
     last = record.last_answer
     if record.last_key == report.key() and last is not None and not _is_wait(last):
         return Outcome(current, {**last, "duplicate": True}, changed=False)
+    if report.seq < record.last_seq:
+        raise channel.StaleReport(
+            f"seq: {report.seq} comes before member {report.member}'s last report "
+            f"({record.last_seq}): a newer pod of this member reports now"
+        )
     new = current.copy()
     outcome = _HANDLERS[report.kind](new, report)
     member = new.members[report.member]
-    member.last_key, member.last_answer = report.key(), outcome.answer
+    member.last_seq, member.last_key, member.last_answer = report.seq, report.key(), outcome.answer
     return Outcome(new, outcome.answer, True, outcome.notes, outcome.exploits)
 
 

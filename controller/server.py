@@ -4,6 +4,7 @@
 
 * 200 with ``{"decision": ..., "duplicate": bool}`` once the report is durably in the state;
 * 400 ``{"error": "field: message"}`` for a body that breaks the contract (not worth a retry);
+* 409 for a stale report (numbered before the member's last one: from a pod since replaced);
 * 401 without the search's bearer token; 404 for a search that has no token (unknown);
 * 503 with ``Retry-After`` while the state is not there yet or the API server is unreachable:
   the trainer retries, so a report is never lost while the controller restarts.
@@ -105,6 +106,8 @@ class ReportChannel:
         async with lock:
             try:
                 outcome = await asyncio.to_thread(self._apply_sync, namespace, name, report)
+            except channel.StaleReport as err:
+                return _error(409, str(err))
             except channel.ReportError as err:
                 return _error(400, str(err))
             except kube.NotReady as err:

@@ -45,6 +45,8 @@ class MemberRecord:
     fatal: str | None = None
     # Set by the reconciler when the member used up its restarts.
     gave_up: bool = False
+    # The last report applied (its sequence number and key) and the answer it got.
+    last_seq: int = 0
     last_key: str | None = None
     last_answer: dict[str, Any] | None = None
 

@@ -6,6 +6,13 @@ with ``Authorization: Bearer <token>`` (the per-search Secret) and an ``Idempote
 equal to :meth:`Report.key`. The answer is ``{"decision": <decision or null>, "duplicate": bool}``
 where the decision is :func:`schedsearch.trainers.strategies.base.decision_to_dict` data.
 
+Idempotency: each member numbers its reports (``seq``, 1, 2, ...; a replacement pod continues
+from ``SCHEDSEARCH_REPORT_SEQ``, the last number the controller applied). The key is
+``<member>:<seq>``: a retry carries the same number and gets the stored answer; a number at or
+below the last applied one that is not that retry is stale (a pod that should no longer exist)
+and is refused with 409. The step cannot be the key: a PBT member that copies another member
+goes back to that member's step and reaches the same step numbers again.
+
 Both sides import this module, so a field renamed here is renamed for both. It imports nothing
 from the controller or Kubernetes: trainers run inside the pods.
 """
@@ -32,6 +39,7 @@ ENV_MEMBER_START = "SCHEDSEARCH_MEMBER_START"
 ENV_CHECKPOINT_DIR = "SCHEDSEARCH_CHECKPOINT_DIR"
 ENV_REPORT_URL = "SCHEDSEARCH_REPORT_URL"
 ENV_REPORT_TOKEN = "SCHEDSEARCH_REPORT_TOKEN"
+ENV_REPORT_SEQ = "SCHEDSEARCH_REPORT_SEQ"
 # Key of the token in the per-search Secret.
 TOKEN_KEY = "token"
 # A pod exits with this code when its spec cannot run (unknown workload, bad entrypoint): the
@@ -58,6 +66,10 @@ class ReportError(ValueError):
     """A report body that does not follow the contract; the message names the field."""
 
 
+class StaleReport(ReportError):
+    """A report numbered at or below the member's last applied one, and not its retry."""
+
+
 @dataclass(frozen=True)
 class Report:
     """One message from a member pod.
@@ -74,6 +86,7 @@ class Report:
     member: int
     kind: ReportKind
     step: int = 0
+    seq: int = 0
     objective: float | None = None
     checkpoint_path: str | None = None
     config: dict[str, float] | None = None
@@ -85,13 +98,18 @@ class Report:
 
     def key(self) -> str:
         """The idempotency key: a retried report carries the same key and is applied once."""
-        return f"{self.member}:{self.kind}:{self.step}"
+        return f"{self.member}:{self.seq}"
 
     def diverged(self) -> bool:
         return self.objective is None or not math.isfinite(self.objective)
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {"member": self.member, "kind": self.kind, "step": self.step}
+        data: dict[str, Any] = {
+            "member": self.member,
+            "kind": self.kind,
+            "step": self.step,
+            "seq": self.seq,
+        }
         optional = {
             "objective": _finite_or_none(self.objective),
             "checkpointPath": self.checkpoint_path,
@@ -120,6 +138,7 @@ class Report:
             member=_int(data, "member", required=True),
             kind=kind,
             step=_int(data, "step"),
+            seq=_int(data, "seq", required=True),
             objective=_number(data, "objective"),
             checkpoint_path=_string(data, "checkpointPath", 4096),
             config=_config(data),
@@ -136,6 +155,7 @@ _FIELDS = frozenset(
         "member",
         "kind",
         "step",
+        "seq",
         "objective",
         "checkpointPath",
         "config",

@@ -65,6 +65,7 @@ class PodEnv:
     report_url: str
     token: str
     start: dict[str, Any] | None = None
+    report_seq: int = 0
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> PodEnv:
@@ -89,6 +90,9 @@ class PodEnv:
             checkpoint_dir=Path(need(channel.ENV_CHECKPOINT_DIR)),
             report_url=need(channel.ENV_REPORT_URL),
             token=need(channel.ENV_REPORT_TOKEN),
+            report_seq=_int_var(
+                environ, channel.ENV_REPORT_SEQ, environ.get(channel.ENV_REPORT_SEQ) or "0"
+            ),
             start=_json_var(
                 channel.ENV_MEMBER_START, environ.get(channel.ENV_MEMBER_START) or "null"
             ),
@@ -357,7 +361,9 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
     except PodConfigError as err:
         log.error("cannot start: %s", err)
         return channel.EXIT_CONFIG
-    client = report_client.ReportClient(env.report_url, env.namespace, env.search, env.token)
+    client = report_client.ReportClient(
+        env.report_url, env.namespace, env.search, env.token, last_seq=env.report_seq
+    )
     try:
         spec = PodSpec.parse(env.spec)
         workload = get_workload(spec.workload_ref)

@@ -1,7 +1,8 @@
 """The trainer pods' side of the report channel: a small urllib client, and PBT's coordinator.
 
-``ReportClient.send`` posts one :class:`~schedsearch.trainers.channel.Report` with the search's
-bearer token and its idempotency key, and retries - exponential backoff with full jitter - while
+``ReportClient.send`` numbers each new :class:`~schedsearch.trainers.channel.Report` (``seq``,
+continuing from the number the pod was started with), posts it with the search's bearer token
+and its idempotency key, and retries - exponential backoff with full jitter - while
 the controller is unreachable or answers 5xx/429 (it may be restarting). Because the key travels
 with every attempt, a report whose answer was lost is applied once and answered the same way.
 A 4xx other than 404/408/429 means the report itself is wrong: it is raised, not retried.
@@ -9,9 +10,11 @@ A 4xx other than 404/408/429 means the report itself is wrong: it is raised, not
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +26,8 @@ from schedsearch.trainers.strategies import base
 
 log = logging.getLogger(__name__)
 # 404: the controller may not yet see the token Secret it just created; a pod only exists while
-# its search does, so waiting is safe. 408/429/5xx: busy or restarting.
+# its search does, so waiting is safe. 408/429/5xx: busy or restarting. (409, a stale report, is
+# final: this pod has been replaced.)
 RETRYABLE_STATUS = frozenset({404, 408, 429, 500, 502, 503, 504})
 
 
@@ -60,6 +64,7 @@ class ReportClient:
         sleep: Callable[[float], None] = time.sleep,
         rng: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        last_seq: int = 0,
     ) -> None:
         self.url = base_url.rstrip("/") + channel.reports_path(namespace, search)
         self.token = token
@@ -68,6 +73,8 @@ class ReportClient:
         self.backoff_cap = backoff_cap
         self.max_elapsed = max_elapsed
         self._open, self._sleep, self._rng, self._clock = opener, sleep, rng, clock
+        self._seq = last_seq
+        self._seq_lock = threading.Lock()
 
     def send(self, report: channel.Report, *, max_elapsed: float | None = None) -> dict[str, Any]:
         """Post ``report`` until it is answered; the answer's JSON.
@@ -76,6 +83,7 @@ class ReportClient:
         then :class:`ChannelUnavailable` is raised.
         """
         limit = self.max_elapsed if max_elapsed is None else max_elapsed
+        report = self._numbered(report)
         started = self._clock()
         attempt = 0
         while True:
@@ -90,6 +98,14 @@ class ReportClient:
                     ) from None
                 log.warning("report %s: %s; retrying in %.1fs", report.key(), retry, delay)
                 self._sleep(delay)
+
+    def _numbered(self, report: channel.Report) -> channel.Report:
+        """``report`` with the next sequence number (one per report, kept across its retries)."""
+        if report.seq > 0:
+            return report
+        with self._seq_lock:
+            self._seq += 1
+            return dataclasses.replace(report, seq=self._seq)
 
     def _delay(self, attempt: int, after: float | None) -> float:
         # Full jitter: members that lost the controller together do not return in lockstep.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 from typing import Any
 
@@ -95,6 +96,20 @@ def fresh_state(search: observe.SearchView) -> state_mod.SearchState:
         total_steps=spec.budget.steps,
         mode=spec.objective.mode,
     )
+
+
+def numbered(state: state_mod.SearchState, report: Any) -> Any:
+    """``report`` numbered as its member's next one, as the trainers' client does."""
+    if report.seq:
+        return report
+    return dataclasses.replace(report, seq=state.members[report.member].last_seq + 1)
+
+
+def deliver(state: state_mod.SearchState, report: Any) -> Any:
+    """Apply a new report (numbered) to ``state``; the ``reports.Outcome``."""
+    from schedsearch.controller import reports
+
+    return reports.apply(state, numbered(state, report))
 
 
 def pod(

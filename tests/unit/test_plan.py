@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from schedsearch.api import spec as api
-from schedsearch.controller import observe, plan, reports, status
+from schedsearch.controller import observe, plan, status
 from schedsearch.controller import state as state_mod
 from schedsearch.trainers import channel
 
@@ -19,6 +19,7 @@ from .controller_fixtures import (  # noqa: F401
     NOW,
     UID,
     _builtin_workloads,
+    deliver,
     fresh_state,
     observed,
     pod,
@@ -53,7 +54,7 @@ def with_status(search: observe.SearchView, p: plan.Plan) -> observe.SearchView:
 
 def finish(state: state_mod.SearchState, member: int, objective: float, **extra: Any) -> None:
     report = channel.Report(member=member, kind="final", step=1000, objective=objective, **extra)
-    new = reports.apply(state, report).state
+    new = deliver(state, report).state
     state.members, state.population, state.result = new.members, new.population, new.result
 
 
@@ -128,7 +129,7 @@ def test_failed_pod_is_replaced_and_resumes() -> None:
         config={"lr": 0.02},
         member_steps=100,
     )
-    state = reports.apply(state, saved).state
+    state = deliver(state, saved).state
     failed = plan.plan(search, observed(search, pod(0, "Failed", exit_code=137), state=state))
     assert of_type(failed, plan.DeletePod) == [plan.DeletePod("s1-x-0", "uid-0-1")]
     assert ("Warning", "MemberFailed") in events(failed)
@@ -147,6 +148,8 @@ def test_failed_pod_is_replaced_and_resumes() -> None:
         "checkpoint": "/c/0/100",
         "memberSteps": 100,
     }
+    # ... and numbers its reports after the last one the controller applied.
+    assert env[channel.ENV_REPORT_SEQ] == "1"
 
 
 def test_deleted_pod_is_recreated_with_the_next_attempt() -> None:
@@ -215,7 +218,7 @@ def test_fatal_report_fails_the_search_with_its_message() -> None:
     report = channel.Report(
         member=0, kind="fatal", reason="UnknownEntrypoint", message="no module mypkg"
     )
-    state = reports.apply(state, report).state
+    state = deliver(state, report).state
     p = plan.plan(search, observed(search, pod(0, "Running"), state=state), config=CONFIG)
     assert p.status is not None and p.status.phase == "Failed"
     failed = cond(p, "Failed")

@@ -4,6 +4,7 @@ controller's HTTP server over a stand-in for the API server."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -115,9 +116,12 @@ def test_pbt_decisions_over_http(channel_server: tuple[FakeApi, str, list[str]])
     while "Exploit" not in api.events and time.monotonic() < deadline:
         time.sleep(0.02)
     assert "Exploit" in api.events
-    # A retry (the answer was lost) gets the same decision and writes nothing.
-    again = coordinator.report(3, 100, 0.9, "/c/3/100", {"lr": 0.01})
-    assert again == exploit and api.writes == 4
+    # A retry (the answer was lost: same report, same number) gets the same decision and
+    # writes nothing.
+    retry = dataclasses.replace(checkpoint(3, 100, 0.9), seq=4)
+    again = client(url).send(retry)
+    assert again["duplicate"] and base.decision_from_dict(again["decision"]) == exploit
+    assert api.writes == 4
 
 
 def test_refusals_name_the_problem(channel_server: tuple[FakeApi, str, list[str]]) -> None:
@@ -128,9 +132,9 @@ def test_refusals_name_the_problem(channel_server: tuple[FakeApi, str, list[str]
         client(url).send(checkpoint(9, 100, 0.5))
     request = urllib.request.Request(
         url + channel.reports_path("ml", "s1"),
-        data=b'{"member": 0, "kind": "checkpoint", "step": 5}',
+        data=b'{"member": 0, "kind": "checkpoint", "step": 5, "seq": 5}',
         method="POST",
-        headers={"Authorization": f"Bearer {TOKEN}", channel.IDEMPOTENCY_HEADER: "0:final:5"},
+        headers={"Authorization": f"Bearer {TOKEN}", channel.IDEMPOTENCY_HEADER: "0:4"},
     )
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
@@ -148,7 +152,7 @@ def test_reports_wait_out_an_unavailable_controller(
     assert answer["decision"]["kind"] == "Continue" and api.writes == 1
     api.down = True
     with pytest.raises(report_client.ChannelUnavailable):
-        client(url).send(checkpoint(0, 200, 0.5), max_elapsed=0.2)
+        client(url, last_seq=1).send(checkpoint(0, 200, 0.5), max_elapsed=0.2)
 
 
 def test_client_backoff_is_exponential_with_jitter() -> None:
@@ -157,7 +161,7 @@ def test_client_backoff_is_exponential_with_jitter() -> None:
 
     def flaky(request: urllib.request.Request, timeout: float) -> Any:
         calls["n"] += 1
-        assert request.headers[channel.IDEMPOTENCY_HEADER.capitalize()] == "0:final:7"
+        assert request.headers[channel.IDEMPOTENCY_HEADER.capitalize()] == "0:8"
         if calls["n"] < 5:
             raise urllib.error.URLError("connection refused")
         return _Answer(b'{"decision": null, "duplicate": false}')
@@ -172,6 +176,7 @@ def test_client_backoff_is_exponential_with_jitter() -> None:
         opener=flaky,
         sleep=sleeps.append,
         rng=lambda: 1.0,
+        last_seq=7,
     )
     assert reporter.send(channel.Report(member=0, kind="final", step=7))["decision"] is None
     assert sleeps == [1.0, 2.0, 4.0, 5.0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from schedsearch.controller import reports
@@ -9,7 +11,13 @@ from schedsearch.controller import state as state_mod
 from schedsearch.trainers import channel
 from schedsearch.trainers.strategies import base
 
-from .controller_fixtures import _builtin_workloads, fresh_state, view  # noqa: F401
+from .controller_fixtures import (  # noqa: F401
+    _builtin_workloads,
+    deliver,
+    fresh_state,
+    numbered,
+    view,
+)
 
 SCHEDULE = {"totalSteps": 1000, "points": [{"step": 0, "lr": 0.05}]}
 
@@ -36,22 +44,39 @@ def test_report_json_round_trip_and_field_errors() -> None:
     with pytest.raises(channel.ReportError, match=r"^objectiv: unknown field"):
         channel.Report.from_json({"member": 0, "kind": "final", "objectiv": 1})
     with pytest.raises(channel.ReportError, match=r"^config\.lr: must be a number"):
-        channel.Report.from_json({"member": 0, "kind": "checkpoint", "config": {"lr": "x"}})
+        channel.Report.from_json(
+            {"member": 0, "seq": 1, "kind": "checkpoint", "config": {"lr": "x"}}
+        )
 
 
 def test_a_retried_report_is_applied_once() -> None:
     state = fresh_state(view("pbt"))
-    first = reports.apply(state, checkpoint(0, 100, 0.5))
+    report = numbered(state, checkpoint(0, 100, 0.5))
+    first = reports.apply(state, report)
     assert first.changed and first.answer["duplicate"] is False
-    again = reports.apply(first.state, checkpoint(0, 100, 0.5))
+    again = reports.apply(first.state, report)
     assert not again.changed and again.state is first.state
     assert again.answer == {**first.answer, "duplicate": True}
+
+
+def test_a_stale_report_is_refused() -> None:
+    state = fresh_state(view("pbt"))
+    for step in (100, 200):
+        state = deliver(state, checkpoint(0, step, 0.5)).state
+    old = dataclasses.replace(checkpoint(0, 100, 0.5), seq=1)
+    with pytest.raises(
+        channel.StaleReport, match=r"^seq: 1 comes before member 0's last report \(2\)"
+    ):
+        reports.apply(state, old)
+    with pytest.raises(channel.ReportError, match=r"^seq: must be >= 1"):
+        reports.apply(state, checkpoint(0, 300, 0.5))
 
 
 def test_pbt_bottom_member_exploits_a_top_member() -> None:
     state = fresh_state(view("pbt"))  # population 4, interval 100: quantile of 1
     for member, objective in enumerate([0.1, 0.5, 0.6, 0.9]):
-        outcome = reports.apply(state, checkpoint(member, 100, objective))
+        last = numbered(state, checkpoint(member, 100, objective))
+        outcome = reports.apply(state, last)
         state = outcome.state
     decision = base.decision_from_dict(outcome.answer["decision"])
     assert isinstance(decision, base.Exploit)
@@ -67,21 +92,26 @@ def test_pbt_bottom_member_exploits_a_top_member() -> None:
     assert (start["checkpoint"], start["step"]) == ("/ckpt/0/100", 100)
     assert start["config"] == decision.new_config
     # The member lost the answer and asks again: same exploit, not a second one.
-    retry = reports.apply(state, checkpoint(3, 100, 0.9))
+    retry = reports.apply(state, last)
     assert retry.answer["decision"] == outcome.answer["decision"] and retry.exploits == 0
+    # Having copied member 0 at step 100, member 3 reaches step 200 again later: that report
+    # is a new one (a new number), decided afresh, not the replay of an old answer.
+    state = deliver(state, checkpoint(3, 200, 0.2)).state
+    again = deliver(state, checkpoint(3, 200, 0.2))
+    assert again.changed and not again.answer["duplicate"]
 
 
 def test_final_result_is_recorded_once() -> None:
     state = fresh_state(view("autolrs"))
     result = {"bestSchedule": SCHEDULE, "bestObjective": 0.2, "history": [{"x": 1}] * 50}
     final = channel.Report(member=0, kind="final", step=1000, objective=0.2, result=result)
-    done = reports.apply(state, final)
+    done = deliver(state, final)
     assert done.state.result is not None and "history" not in done.state.result
     assert done.state.members[0].finished
     other = channel.Report(
         member=0, kind="final", step=999, objective=0.1, result={**result, "bestObjective": 0.1}
     )
-    late = reports.apply(done.state, other)
+    late = deliver(done.state, other)
     assert late.state.result == done.state.result
     assert base.decision_from_dict(late.answer["decision"]) == base.Stop("finished")
 
@@ -90,20 +120,20 @@ def test_final_result_must_replay() -> None:
     state = fresh_state(view("autolrs"))
     bad = channel.Report(member=0, kind="final", step=1, result={"bestSchedule": {"points": []}})
     with pytest.raises(channel.ReportError, match=r"^result\.bestSchedule"):
-        reports.apply(state, bad)
+        deliver(state, bad)
 
 
 def test_unknown_member_is_refused_with_the_range() -> None:
     state = fresh_state(view("pbt"))
     with pytest.raises(channel.ReportError, match=r"member: must be in 0\.\.3, got 7"):
-        reports.apply(state, checkpoint(7, 100, 0.1))
+        reports.apply(state, dataclasses.replace(checkpoint(7, 100, 0.1), seq=1))
 
 
 def test_diverged_member_is_rescued() -> None:
     state = fresh_state(view("pbt"))
     for member, objective in enumerate([0.1, 0.5, 0.6]):
-        state = reports.apply(state, checkpoint(member, 100, objective)).state
-    outcome = reports.apply(state, checkpoint(3, 100, None))
+        state = deliver(state, checkpoint(member, 100, objective)).state
+    outcome = deliver(state, checkpoint(3, 100, None))
     decision = base.decision_from_dict(outcome.answer["decision"])
     assert isinstance(decision, base.Exploit) and decision.dst == 3
     assert outcome.state.members[3].objective is None
@@ -111,7 +141,7 @@ def test_diverged_member_is_rescued() -> None:
 
 def test_configmap_round_trip() -> None:
     state = fresh_state(view("pbt"))
-    state = reports.apply(state, checkpoint(1, 100, 0.25)).state
+    state = deliver(state, checkpoint(1, 100, 0.25)).state
     data, binary = state.to_configmap()
     back = state_mod.SearchState.from_configmap({"data": data, "binaryData": binary})
     assert back == state
