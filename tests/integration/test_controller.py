@@ -182,7 +182,8 @@ def test_deleted_member_pod_is_recreated_and_resumes_from_its_checkpoint(
     kubelet: Any,
 ) -> None:
     api = k8s_cluster.rest
-    apply(k8s_cluster, namespace, search_manifest("phoenix", "pbt", budget={"steps": 180}))
+    # Long enough that member 0 is still training when its pod is deleted at step 60.
+    apply(k8s_cluster, namespace, search_manifest("phoenix", "pbt", budget={"steps": 600}))
 
     def member_zero_step() -> int:
         try:
@@ -195,6 +196,8 @@ def test_deleted_member_pod_is_recreated_and_resumes_from_its_checkpoint(
         p for p in pods_of(api, namespace, "phoenix") if p["metadata"]["name"] == "phoenix-pbt-0"
     )
     k8s_cluster.kubectl("delete", "pod", "-n", namespace, "phoenix-pbt-0", "--wait=false")
+    member = state_of(api, namespace, "phoenix")["members"]["0"]
+    assert not member.get("finished"), f"member 0 finished before its pod was deleted: {member}"
 
     def replaced() -> dict[str, Any] | None:
         for pod in pods_of(api, namespace, "phoenix"):
