@@ -55,6 +55,10 @@ class Job(Protocol):
         """Trial ``index`` of :meth:`trial_configs` failed for good."""
         ...
 
+    def halt(self) -> None:
+        """Ctrl-C: bring the trials' work to a point the engine state can resume from."""
+        ...
+
     def engine_state(self) -> dict[str, Any]:
         """The strategy's state for ``--resume`` (plain JSON)."""
         ...
@@ -146,6 +150,12 @@ class PBTJob:
     def on_result(self, result: dict[str, Any]) -> None:
         pass
 
+    def halt(self) -> None:
+        if self._actor is not None:
+            import ray
+
+            ray.get(self._actor.halt.remote())
+
     def on_trial_error(self, index: int, error: str) -> None:
         if self._actor is not None:
             import ray
@@ -221,6 +231,10 @@ class SingleTrialJob:
         return [_common_config(self.search, self.run_dir)]
 
     def on_trial_error(self, index: int, error: str) -> None:
+        pass
+
+    def halt(self) -> None:
+        # The single trial saves only at stage boundaries or syncs, each complete on disk.
         pass
 
     def on_result(self, result: dict[str, Any]) -> None:

@@ -85,6 +85,7 @@ class PBTCoordinator:
         self.member_steps = 0
         # Members present in this run (not state: every run gathers its members again).
         self.arrived: set[int] = set()
+        self.halted = False
         if state is not None:
             self.load_state_dict(state)
 
@@ -100,6 +101,8 @@ class PBTCoordinator:
     ) -> base.PBTDecision:
         """A member saved ``checkpoint_path`` at ``step``; its decision."""
         self._advance(member, step)
+        if self.halted:
+            return self._stop_here(member, step, checkpoint_path)
         decision = self.population.report(member, step, objective, checkpoint_path, config)
         if checkpoint_path is not None:
             current = dict(config) if config else dict(self.population.members[member].config)
@@ -109,6 +112,8 @@ class PBTCoordinator:
 
     def poll(self, member: int) -> base.PBTDecision:
         """Synchronous mode: the decision of a member told to Wait."""
+        if self.halted:
+            return base.Stop("interrupted")
         decision = self.population.poll(member)
         self._follow(decision)
         return decision
@@ -117,6 +122,22 @@ class PBTCoordinator:
         """``member`` trained its whole budget (``step`` = its last step)."""
         self._advance(member, step)
         self.population.finish(member)
+
+    def halt(self) -> None:
+        """The run is being interrupted: from now on every member is told to stop.
+
+        Members delete their older checkpoints as they save new ones; once halted, a member
+        saves at most once more before it hears Stop, so the start points of this state keep
+        naming files that exist (a member's own latest two are kept).
+        """
+        self.halted = True
+
+    def _stop_here(self, member: int, step: int, checkpoint_path: str | None) -> base.Stop:
+        if checkpoint_path is not None:
+            # No decision is made on it: the member resumes from this very checkpoint.
+            config = dict(self.population.members[member].config)
+            self.starts[member] = StartPoint(config, step, checkpoint_path)
+        return base.Stop("interrupted")
 
     def fail(self, member: int) -> None:
         """``member``'s trial failed for good: it leaves the population, and since it never

@@ -3,8 +3,8 @@
 The board is a :class:`~schedsearch.trainers.strategies.base.Reporter` fed on the driver (from
 trial results): one row per member with its step, loss, LR and exploits, plus an ETA. On a
 terminal it is a rich ``Live`` table; elsewhere (CI, a pipe, a log file) it prints plain lines
-— events at once, a status line per member at most every ``line_interval`` seconds — so logs
-stay readable and short.
+— events at once, a status line per member at most every ``line_interval`` seconds (at each
+:meth:`ProgressBoard.tick`) — so logs stay readable and short.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class MemberRow:
     exploits: int = 0
     status: str = "pending"
     printed_at: float = field(default=-math.inf, repr=False)
+    changed: bool = field(default=False, repr=False)
 
 
 def use_live_display(console: Console) -> bool:
@@ -101,11 +102,20 @@ class ProgressBoard:
             row.loss = loss
         if val_loss is not None:
             row.val_loss = val_loss
+        row.changed = True
         if self._first_progress is None:
             self._first_progress = (time.monotonic(), self.fraction_done())
-        if not self.live and time.monotonic() - row.printed_at >= self.line_interval:
-            row.printed_at = time.monotonic()
-            self.console.print(self._line(row), markup=False, highlight=False, soft_wrap=True)
+
+    def tick(self) -> None:
+        """Plain mode: print the latest line of each member that moved and whose interval is
+        up. Called after each batch of reports, so a line shows the batch's last step."""
+        if self.live:
+            return
+        now = time.monotonic()
+        for row in self.rows.values():
+            if row.changed and now - row.printed_at >= self.line_interval:
+                row.printed_at, row.changed = now, False
+                self.console.print(self._line(row), markup=False, highlight=False, soft_wrap=True)
 
     def on_event(self, kind: str, message: str, **data: Any) -> None:
         if kind == "exploit":

@@ -204,6 +204,7 @@ def _train(
     interrupt = Interrupt(on_request=lambda: console.print("stopping...", markup=False))
 
     def after_result(result: dict[str, Any]) -> None:
+        board.tick()
         job.on_result(result)
         saver.maybe_save(result)
 
@@ -220,6 +221,7 @@ def _train(
                 max_failures=search.spec.failure_policy.max_member_restarts,
                 after_result=after_result,
                 after_error=job.on_trial_error,
+                before_stop=job.halt,
             )
             _check_failures(search, job, outcome)
     history.flush()
@@ -276,7 +278,8 @@ def _ray_line(info: session.RaySession) -> str:
 
 
 class _StateSaver:
-    """Writes the engine state to the store after exploits and at most every few seconds."""
+    """Writes the engine state to the store after evaluations and exploits, and every few
+    seconds otherwise."""
 
     def __init__(self, store: SQLiteStore, name: str, job: jobs.Job, run_dir: Path) -> None:
         self._store = store
@@ -288,8 +291,13 @@ class _StateSaver:
 
     def maybe_save(self, result: dict[str, Any]) -> None:
         kinds = {e.get("kind") for e in result.get("events", ())}
-        if kinds & {"exploit", "checkpoint", "finished", "stage"} or (
-            self.clock() - self._last >= SAVE_EVERY_SECONDS
+        # An evaluation comes with a checkpoint report: the state then names a newer file,
+        # and the one it named before may be deleted soon.
+        evaluated = any(point[4] is not None for point in result.get("progress", ()))
+        if (
+            evaluated
+            or kinds & {"exploit", "finished", "stopped", "stage"}
+            or self.clock() - self._last >= SAVE_EVERY_SECONDS
         ):
             self.save()
 

@@ -217,5 +217,8 @@ def pbt_member(config: dict[str, Any]) -> None:
     if start.checkpoint_path is not None:
         reporter.on_event("start", f"member {member} resumes at step {start.step}", member=member)
     messages.pump(lambda: run_member(loop), reporter)
-    reporter.on_event("finished", f"member {member} done at step {loop.step}", member=member)
+    if loop.step >= spec.budget.steps:
+        reporter.on_event("finished", f"member {member} done at step {loop.step}", member=member)
+    else:
+        reporter.on_event("stopped", f"member {member} stopped at step {loop.step}", member=member)
     reporter.flush()

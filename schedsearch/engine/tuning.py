@@ -44,14 +44,20 @@ class _DriverOnly:
 class _InterruptStopper(_DriverOnly, tune.Stopper):
     """Stops the whole experiment once Ctrl-C was pressed."""
 
-    def __init__(self, interrupt: Interrupt) -> None:
+    def __init__(self, interrupt: Interrupt, before_stop: Callable[[], None]) -> None:
         self._interrupt = interrupt
+        self._before_stop = before_stop
+        self._stopping = False
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return False
 
     def stop_all(self) -> bool:
-        return self._interrupt.requested
+        if self._interrupt.requested and not self._stopping:
+            # On Tune's loop, not in the signal handler: the hook may talk to Ray.
+            self._stopping = True
+            self._before_stop()
+        return self._stopping
 
 
 class _ResultsCallback(_DriverOnly, tune.Callback):
@@ -96,11 +102,13 @@ def run_trials(
     max_failures: int,
     after_result: Callable[[dict[str, Any]], None] = lambda result: None,
     after_error: Callable[[int, str], None] = lambda index, text: None,
+    before_stop: Callable[[], None] = lambda: None,
 ) -> TrialOutcome:
     """Run one trial per config (each gets ``trial`` = its index) until all end or Ctrl-C.
 
     ``after_result`` sees every raw result once the reporter has, on the driver's thread;
-    ``after_error`` hears of each trial that failed for good (its retries spent).
+    ``after_error`` hears of each trial that failed for good (its retries spent);
+    ``before_stop`` runs once on Ctrl-C, before Tune stops the trials.
     """
     # Tune warns that it found no per-trial result files: the engine turned them off on purpose.
     logging.getLogger("ray.tune").setLevel(logging.ERROR)
@@ -119,7 +127,7 @@ def run_trials(
         run_config=tune.RunConfig(
             name=name,
             storage_path=str(storage),
-            stop=_InterruptStopper(interrupt),
+            stop=_InterruptStopper(interrupt, before_stop),
             callbacks=[_ResultsCallback(reporter, outcome, after_result, after_error)],
             failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=0,

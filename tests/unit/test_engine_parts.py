@@ -119,15 +119,16 @@ def test_plain_progress_prints_events_and_throttled_member_lines() -> None:
     )
     with board:
         board.on_progress(0, 10, 0.5, 0.1)
-        board.on_progress(0, 20, 0.4, 0.1)  # within the interval: not printed
+        board.on_progress(0, 20, 0.4, 0.1)
+        board.tick()  # the batch's last step
+        board.on_progress(0, 30, 0.3, 0.1)
+        board.tick()  # within the interval: not printed
         board.on_event("exploit", "member 1 copies member 0", src=0, dst=1)
     lines = buffer.getvalue().splitlines()
-    assert lines == [
-        "[member 0] step 10/100 loss=0.5000 lr=0.1 exploits=0 ETA ?",
-        "[exploit] member 1 copies member 0",
-    ]
+    assert lines[0].startswith("[member 0] step 20/100 loss=0.4000 lr=0.1 exploits=0 ETA")
+    assert lines[1:] == ["[exploit] member 1 copies member 0"]
     assert board.rows[1].exploits == 1 and board.exploits == 1
-    assert board.fraction_done() == pytest.approx(20 / 200)
+    assert board.fraction_done() == pytest.approx(30 / 200)
 
 
 def test_eta_follows_the_rate_since_the_first_progress(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -176,3 +176,18 @@ def test_a_start_whose_file_is_gone_falls_back_on_the_trial_side(tmp_path: Path)
     Path(files["m1-10"]).unlink()
     start = _trial_side(coordinator).start_point(1)
     assert start.step == 0 and start.checkpoint_path is None
+
+
+def test_a_halted_coordinator_stops_members_where_their_last_checkpoint_is() -> None:
+    coordinator = _coordinator()
+    _round(coordinator, 10, {0: 4.0, 1: 3.0, 2: 2.0, 3: 1.0})
+    before = coordinator.population.state_dict()
+    coordinator.halt()
+    assert coordinator.report(0, 20, 9.0, "m0/step-20.pt") == base.Stop("interrupted")
+    assert coordinator.poll(1) == base.Stop("interrupted")
+    # No decision was made (no exploit recorded); the member resumes from what it just saved.
+    assert coordinator.population.state_dict()["history"] == before["history"]
+    assert coordinator.start_point(0) == StartPoint(
+        coordinator.population.members[0].config, 20, "m0/step-20.pt"
+    )
+    assert coordinator.member_steps == 50
