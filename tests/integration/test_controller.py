@@ -169,8 +169,9 @@ def test_controller_killed_mid_search_continues_without_restarting_members(
     assert schedule["spec"]["provenance"]["search"] == "crash"
     state = state_of(api, namespace, "crash")
     assert all(m.get("finished") for m in state["members"].values())
-    # Members trained 150 steps each, with no repeated work (none restarted).
-    assert status["memberSteps"] >= 2 * 150
+    # Both members trained (pods unchanged above: none restarted). The sum can be below 2 x 150:
+    # an exploit may move a member forward to its source's later checkpoint.
+    assert status["memberSteps"] > 150
     succeeded = [e for e in events_of(api, namespace, "crash") if e["reason"] == "SearchSucceeded"]
     assert len(succeeded) == 1
 
@@ -237,9 +238,12 @@ def test_member_restarts_are_bounded_then_the_search_fails(
             found = pods_of(api, namespace, "fragile")
             return bool(found) and attempts(found).get("fragile-autolrs-0") == attempt
 
-        wait_for(f"attempt {attempt}", current, timeout=60, explain=controller.log_tail)
+        # Generous: a replacement waits for the old process to end and a reconcile to notice.
+        wait_for(f"attempt {attempt}", current, timeout=RUN_TIMEOUT, explain=controller.log_tail)
         k8s_cluster.kubectl("delete", "pod", "-n", namespace, "fragile-autolrs-0", "--wait=false")
-    failed = wait_phase(api, namespace, "fragile", "Failed", timeout=60, controller=controller)
+    failed = wait_phase(
+        api, namespace, "fragile", "Failed", timeout=RUN_TIMEOUT, controller=controller
+    )
     reason = condition(failed, "Failed")
     assert reason is not None and reason["reason"] == "MembersFailed"
     time.sleep(3)
