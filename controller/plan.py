@@ -238,18 +238,26 @@ def _members(
         for member in range(ctx.size):
             outcomes[member], more = _member(ctx, state, member)
             actions.extend(more)
-    return outcomes, _record_members(ctx, state, outcomes), actions
+    created = {a.member: a.attempt for a in actions if isinstance(a, CreatePod)}
+    return outcomes, _record_members(ctx, state, outcomes, created), actions
 
 
 def _record_members(
-    ctx: _Context, state: state_mod.SearchState, outcomes: dict[int, _Outcome]
+    ctx: _Context,
+    state: state_mod.SearchState,
+    outcomes: dict[int, _Outcome],
+    created: dict[int, int],
 ) -> list[Action]:
-    """Keep in the state what pods alone cannot tell after they are gone."""
+    """Keep in the state what pods alone cannot tell after they are gone.
+
+    A pod's attempt is recorded before the pod is created (these actions run first): a pod
+    deleted before any reconcile saw it still counts against the member's restarts."""
     attempts = []
     for member, record in sorted(state.members.items()):
         pod = ctx.observed.pod(member)
-        if pod is not None and pod.attempt > record.attempts:
-            attempts.append((member, pod.attempt))
+        seen = max(pod.attempt if pod is not None else 0, created.get(member, 0))
+        if seen > record.attempts:
+            attempts.append((member, seen))
     gave_up = [m for m, o in sorted(outcomes.items()) if o.gave_up and not _given_up(state, m)]
     if not attempts and not gave_up:
         return []
