@@ -98,8 +98,11 @@ def test_pbt_search_runs_through_the_cli_into_the_store(ray_address: str, tmp_pa
     record = store.get_search("pbt-e2e")
     assert record.phase == "Succeeded"
     assert record.best_objective is not None and record.best_objective < 1.0
-    # Each member trains the whole budget at least once (exploits redo steps on top).
-    assert record.member_steps is not None and record.member_steps >= 4 * STEPS
+    # The steps trained: at least the best lineage; at most the budget per member plus what
+    # exploits redo (a member that copies a source from behind trains those steps again), which
+    # every interval of every member could do at most once.
+    assert record.member_steps is not None
+    assert STEPS <= record.member_steps <= 4 * STEPS + 4 * (STEPS // 50) * 50
     best = store.best_schedule("pbt-e2e")
     assert best.schedule.total_steps == STEPS
     assert best.provenance.strategy == "pbt" and best.provenance.member == record.best_member
