@@ -162,24 +162,14 @@ class SearchRequest:
         )
 
     def run(self, reporter: base.Reporter) -> base.SearchResult:
-        if isinstance(self.config, AutoLRSConfig):
-            from schedsearch.trainers.strategies.autolrs.runner import run_autolrs
-
-            return run_autolrs(
-                self.config,
-                self.workload,
-                total_steps=self.steps,
-                lr_bounds=self.lr_bounds,
-                seed=self.seed,
-                out_dir=self.out,
-                reporter=reporter,
-                device=self.device,
-            )
-        if isinstance(self.config, PBTConfig):
-            from schedsearch.trainers.strategies.pbt.runner import run_pbt
-
-            return run_pbt(
-                self.config,
+        if isinstance(self.config, (AutoLRSConfig, PBTConfig)):
+            # AutoLRS and PBT train in this process and share one runner signature.
+            if isinstance(self.config, AutoLRSConfig):
+                from schedsearch.trainers.strategies.autolrs.runner import run_autolrs as runner
+            else:
+                from schedsearch.trainers.strategies.pbt.runner import run_pbt as runner
+            return runner(
+                self.config,  # type: ignore[arg-type]
                 self.workload,
                 total_steps=self.steps,
                 lr_bounds=self.lr_bounds,
