@@ -1,8 +1,9 @@
 """The ``schedsearch`` command: validate specs, run them locally, read and export results.
 
-Results are read through a ``ResultsBackend`` (today the local SQLite store) so the same commands
-will read a cluster later. Exit codes: 0 ok, 1 invalid spec or other user error, 2 bad usage,
-3 no such search or schedule, 130 interrupted.
+Results are read through a ``ResultsBackend``: the local SQLite store, or a cluster's
+ScheduleSearch and LRSchedule objects (``--kubeconfig``/``--context``/``-n``), with the same
+outputs. Exit codes: 0 ok, 1 invalid spec or other user error, 2 bad usage, 3 no such search or
+schedule, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from rich.console import Console
 
 from schedsearch import __version__
 from schedsearch.api import SpecError, load_spec, load_specs
-from schedsearch.api.spec import MemberPhase, ScheduleSearch
+from schedsearch.api.spec import MemberPhase, MemberSummary, ScheduleSearch
 from schedsearch.cli import render
 from schedsearch.cli.export import FORMATS, export_schedule
 from schedsearch.store import (
@@ -40,6 +41,7 @@ from schedsearch.store import (
     default_store_path,
     member_summaries,
 )
+from schedsearch.store.kube import ClusterBackend, ClusterTarget, current_context_set
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 1
@@ -91,11 +93,15 @@ def _store_path(value: Path | None) -> Path:
 def _complete_search_names(
     ctx: click.Context, param: click.Parameter, incomplete: str
 ) -> list[CompletionItem]:
-    path = _store_path(ctx.params.get("store_path"))
-    if not path.is_file():
+    params = ctx.params
+    results = Results(
+        params.get("store_path"),
+        ClusterTarget(params.get("kubeconfig"), params.get("context"), params.get("namespace")),
+    )
+    if results.source == "local" and not _store_path(results.store_path).is_file():
         return []
     try:
-        names = [record.name for record in SQLiteStore(path).list_searches()]
+        names = [record.name for record in results.backend.list_searches()]
     except Exception:  # completion must never print a traceback into the shell
         return []
     return [CompletionItem(name) for name in names if name.startswith(incomplete)]
@@ -121,12 +127,84 @@ output_option = click.option(
 name_argument = click.argument("name", shell_complete=_complete_search_names)
 
 
-def _backend(store_path: Path | None) -> ResultsBackend:
-    """The results to read. Reading never creates a store: a missing file means no searches."""
-    path = _store_path(store_path)
-    if not path.is_file():
-        return _EmptyBackend(path)
-    return SQLiteStore(path)
+def results_options(command: F) -> F:
+    """Where results are read from: ``--store`` (the local SQLite file) or a cluster
+    (``--kubeconfig``/``--context``/``-n``); the command receives them as one ``results``."""
+
+    @functools.wraps(command)
+    def wrapper(
+        *args: Any,
+        store_path: Path | None,
+        kubeconfig: Path | None,
+        context: str | None,
+        namespace: str | None,
+        **kwargs: Any,
+    ) -> Any:
+        results = Results(store_path, ClusterTarget(kubeconfig, context, namespace))
+        return command(*args, results=results, **kwargs)
+
+    options = [
+        store_option,
+        click.option(
+            "--kubeconfig",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Read from the cluster of this kubeconfig (default $KUBECONFIG, ~/.kube/config).",
+        ),
+        click.option("--context", default=None, help="Read from this kubeconfig context."),
+        click.option(
+            "-n",
+            "--namespace",
+            default=None,
+            help="Read from this namespace of the cluster (default: the context's, or default).",
+        ),
+    ]
+    decorated: Any = wrapper
+    for option in reversed(options):
+        decorated = option(decorated)
+    return cast(F, decorated)
+
+
+@dataclass
+class Results:
+    """The results a command reads. The cluster is read when ``--kubeconfig``, ``--context`` or
+    ``-n`` is given, or when there is no local store and a current kube context is set; the
+    local store otherwise (always when ``--store``/``$SCHEDSEARCH_STORE`` names one)."""
+
+    store_path: Path | None
+    target: ClusterTarget
+
+    @functools.cached_property
+    def source(self) -> str:
+        if self.store_path is not None and self.target.explicit:
+            raise click.UsageError(
+                "--store (or $SCHEDSEARCH_STORE) and --kubeconfig/--context/-n name two places "
+                "to read results from; give one"
+            )
+        if self.store_path is not None:
+            return "local"
+        if self.target.explicit:
+            return "cluster"
+        if not default_store_path().is_file() and current_context_set():
+            return "cluster"
+        return "local"
+
+    @functools.cached_property
+    def backend(self) -> ResultsBackend:
+        """The backend to read. Reading never creates a store: a missing file means no searches."""
+        if self.source == "cluster":
+            return ClusterBackend(self.target)
+        path = _store_path(self.store_path)
+        if not path.is_file():
+            return _EmptyBackend(path)
+        return SQLiteStore(path)
+
+    @property
+    def where(self) -> str:
+        backend = self.backend
+        if isinstance(backend, ClusterBackend):
+            return backend.where
+        return str(_store_path(self.store_path))
 
 
 @dataclass(frozen=True)
@@ -192,38 +270,42 @@ def validate(ctx: click.Context, files: Sequence[Path]) -> None:
 
 
 @cli.command("list")
-@store_option
+@results_options
 @output_option
 @_translating_errors
-def list_searches(store_path: Path | None, output: str) -> None:
-    """List the searches in the store."""
-    records = _backend(store_path).list_searches()
+def list_searches(results: Results, output: str) -> None:
+    """List the searches in the store (or the cluster's namespace)."""
+    records = results.backend.list_searches()
     if output != "table":
         items = [render.search_resource(record) for record in records]
         click.echo(
             render.dump({"apiVersion": "v1", "kind": "List", "items": items}, output), nl=False
         )
     elif not records:
-        click.echo(f"No searches in {_store_path(store_path)}.")
+        click.echo(f"No searches in {results.where}.")
     else:
         _echo_table(render.searches_table(records))
 
 
 @cli.command()
 @name_argument
-@store_option
+@results_options
 @output_option
 @_translating_errors
-def get(name: str, store_path: Path | None, output: str) -> None:
+def get(name: str, results: Results, output: str) -> None:
     """Show one search: phase, best result, cost and its members."""
-    backend = _backend(store_path)
+    backend = results.backend
     record = backend.get_search(name)
-    mode = str(record.spec.get("spec", {}).get("objective", {}).get("mode", "min"))
-    # Member phases are not stored locally; the search's phase says where they all are.
-    member_phase: MemberPhase = "Pending" if record.phase == "Interrupted" else record.phase
-    members = member_summaries(
-        backend.history(name), record.objective_metric, mode=mode, phase=member_phase
-    )
+    members: Sequence[MemberSummary]
+    if record.members is not None:  # the cluster keeps each member's own phase
+        members = record.members
+    else:
+        mode = str(record.spec.get("spec", {}).get("objective", {}).get("mode", "min"))
+        # Member phases are not stored locally; the search's phase says where they all are.
+        member_phase: MemberPhase = "Pending" if record.phase == "Interrupted" else record.phase
+        members = member_summaries(
+            backend.history(name), record.objective_metric, mode=mode, phase=member_phase
+        )
     if output != "table":
         click.echo(render.dump(render.search_resource(record, members), output), nl=False)
         return
@@ -235,12 +317,12 @@ def get(name: str, store_path: Path | None, output: str) -> None:
 
 @cli.command()
 @name_argument
-@store_option
+@results_options
 @output_option
 @_translating_errors
-def best(name: str, store_path: Path | None, output: str) -> None:
+def best(name: str, results: Results, output: str) -> None:
     """The best schedule of a search: change points, provenance and a plot."""
-    stored = _backend(store_path).best_schedule(name)
+    stored = results.backend.best_schedule(name)
     if output != "table":
         click.echo(render.dump(stored.to_resource().to_wire(), output), nl=False)
         return
@@ -272,11 +354,11 @@ def best(name: str, store_path: Path | None, output: str) -> None:
     default=None,
     help="Write to this file instead of standard output.",
 )
-@store_option
+@results_options
 @_translating_errors
-def export(name: str, fmt: str, output_file: Path | None, store_path: Path | None) -> None:
+def export(name: str, fmt: str, output_file: Path | None, results: Results) -> None:
     """Export the best schedule of a search."""
-    stored = _backend(store_path).best_schedule(name)
+    stored = results.backend.best_schedule(name)
     try:
         module = output_file.stem if output_file is not None else "schedule"
         text = export_schedule(stored.schedule, fmt, module_name=module)
@@ -299,13 +381,14 @@ def export(name: str, fmt: str, output_file: Path | None, store_path: Path | Non
     required=True,
     help="Image file (.png, .svg, .pdf).",
 )
-@store_option
+@results_options
 @_translating_errors
-def plot(name: str, output_file: Path, store_path: Path | None) -> None:
-    """Plot the best schedule against the base schedule, and the members' losses."""
+def plot(name: str, output_file: Path, results: Results) -> None:
+    """Plot the best schedule against the base schedule, and the members' losses (from a
+    cluster: each member's latest point only)."""
     from schedsearch.cli.plotting import plot_search
 
-    backend = _backend(store_path)
+    backend = results.backend
     record = backend.get_search(name)
     stored = backend.best_schedule(name)
     try:

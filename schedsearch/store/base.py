@@ -73,6 +73,11 @@ class SearchRecord:
     message: str | None = None
     started_at: datetime | None = None
     completed_at: datetime | None = None
+    # What only the cluster keeps: each member's own phase and the resource's conditions. The
+    # local store leaves ``members`` None (the CLI derives them from the history instead).
+    members: tuple[api.MemberSummary, ...] | None = None
+    conditions: tuple[api.Condition, ...] = ()
+    observed_generation: int | None = None
 
     @property
     def objective_metric(self) -> str:
@@ -88,7 +93,9 @@ class SearchRecord:
         return api.ScheduleSearch.model_validate(self.spec)
 
     def status(self, members: Sequence[api.MemberSummary] = ()) -> api.ScheduleSearchStatus:
-        """The Kubernetes-shaped status of this record."""
+        """The Kubernetes-shaped status of this record (``members`` when it holds none)."""
+        if self.members is not None:
+            members = self.members
         best = None
         if self.best_objective is not None:
             best = api.BestResult(
@@ -101,6 +108,8 @@ class SearchRecord:
             phase="Pending" if self.phase == "Interrupted" else self.phase,
             message=self.message,
             strategy=self.strategy,
+            conditions=list(self.conditions),
+            observed_generation=self.observed_generation,
             members=list(members)[: api.MAX_STATUS_MEMBERS],
             best=best,
             member_steps=self.member_steps,

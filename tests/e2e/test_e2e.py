@@ -1,6 +1,6 @@
 """End to end on the test cluster: ``kubectl apply`` one search per strategy on the digits CNN,
 the controller runs them as pods, each succeeds, and its best schedule is an LRSchedule that
-replays.
+replays; ``schedsearch list/get/best/export`` then read those results from the cluster.
 
 The three searches run at once (seven trainer processes on this machine), with budgets of a
 couple of hundred steps: PBT with 4 members perturbing every 25 steps (so exploits happen), HDET
@@ -10,12 +10,16 @@ with 2 replicas meeting at rank 0's DNS name, AutoLRS with two probes per stage.
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
 from schedsearch.api.spec import LRSchedule
+from schedsearch.cli.main import cli
 from tests.cluster import harness
 from tests.integration.controller_harness import (
     GROUP_PATH,
@@ -95,3 +99,42 @@ def test_one_search_per_strategy_ends_with_a_stored_schedule(
     assert all(m.get("finished") for m in hdet["members"].values())
     assert hdet["result"]["strategy"] == "hdet"
     print(json.dumps({n: f"{t:.0f}s" for n, t in finished.items()}))
+
+    _cli_reads_the_cluster(k8s_cluster, namespace)
+
+
+def _cli(*args: str) -> str:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _cli_reads_the_cluster(cluster: harness.Cluster, namespace: str) -> None:
+    """``schedsearch list/get/best/export`` answer from the cluster what the objects hold."""
+    where = ("--kubeconfig", str(cluster.kubeconfig), "-n", namespace)
+    api = cluster.rest
+    listed = _cli("list", *where)
+    for name in SEARCHES:
+        assert re.search(rf"^{name}\s+\w+\s+digits-cnn\s+Succeeded\s", listed, re.M), listed
+    for name, spec in SEARCHES.items():
+        stored = api.get(f"{GROUP_PATH}/namespaces/{namespace}/lrschedules/{name}-best")
+        schedule = LRSchedule.from_object(stored).spec.to_schedule()
+        shown = _cli("best", name, *where)
+        assert f"schedule {name}-best of search {name} " in shown, shown
+        as_yaml = yaml.safe_load(_cli("best", name, *where, "-o", "yaml"))
+        assert as_yaml["spec"]["points"] == stored["spec"]["points"]
+        csv_lines = _cli("export", name, *where, "-f", "csv").splitlines()
+        assert len(csv_lines) == spec["budget"]["steps"] + 1  # header + one line per step
+        lrs = [float(line.split(",")[1]) for line in csv_lines[1:]]
+        assert lrs == pytest.approx(schedule.lrs(), rel=1e-12)
+        got = json.loads(_cli("get", name, *where, "-o", "json"))
+        status = api.get(f"{GROUP_PATH}/namespaces/{namespace}/schedulesearches/{name}")["status"]
+        assert got["status"]["phase"] == "Succeeded"
+        assert got["status"]["best"] == status["best"]
+        assert got["status"]["members"] == status["members"]
+
+    # The stored schedule outlives its search, and the CLI still finds it.
+    cluster.kubectl("delete", "schedulesearch", "e2e-autolrs", "-n", namespace, "--wait=true")
+    assert "e2e-autolrs-best" in _cli("best", "e2e-autolrs", *where)
+    missing = CliRunner().invoke(cli, ["get", "e2e-autolrs", *where])
+    assert missing.exit_code == 3 and "not found" in missing.output

@@ -125,6 +125,72 @@ def test_store_from_environment(store_path: Path) -> None:
     assert "digits-pbt" in result.output
 
 
+def _kubeconfig(path: Path, *, namespace: str | None = None) -> Path:
+    context: dict[str, str] = {"cluster": "c", "user": "u"}
+    if namespace is not None:
+        context["namespace"] = namespace
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "here", "context": context}],
+        "current-context": "here",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("store_given", "local_file", "cluster_flags", "kube_context", "source"),
+    [
+        (True, False, False, True, "local"),  # --store always means the local store
+        (False, False, True, False, "cluster"),  # -n/--context/--kubeconfig mean the cluster
+        (False, True, False, True, "local"),  # a local store is what plain commands read
+        (False, False, False, True, "cluster"),  # no local store: the current kube context
+        (False, False, False, False, "local"),  # neither: the (empty) local store
+    ],
+)
+def test_results_source(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    store_given: bool,
+    local_file: bool,
+    cluster_flags: bool,
+    kube_context: bool,
+    source: str,
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    kubeconfig = tmp_path / "kubeconfig"
+    if kube_context:
+        _kubeconfig(kubeconfig)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    if local_file:
+        SQLiteStore(cli_main.default_store_path())
+    results = cli_main.Results(
+        tmp_path / "x.db" if store_given else None,
+        cli_main.ClusterTarget(namespace="ns" if cluster_flags else None),
+    )
+    assert results.source == source
+
+
+def test_cluster_namespace_comes_from_the_flag_or_the_context(tmp_path: Path) -> None:
+    from schedsearch.store.kube import ClusterBackend, ClusterTarget
+
+    kubeconfig = _kubeconfig(tmp_path / "kubeconfig", namespace="team-a")
+    assert ClusterBackend(ClusterTarget(kubeconfig)).namespace == "team-a"
+    assert ClusterBackend(ClusterTarget(kubeconfig, namespace="b")).namespace == "b"
+    plain = _kubeconfig(tmp_path / "plain")
+    backend = ClusterBackend(ClusterTarget(plain))
+    assert backend.namespace == "default"
+    assert backend.where == "namespace 'default' of https://127.0.0.1:9"
+
+
+def test_store_and_cluster_flags_together_are_a_usage_error(tmp_path: Path) -> None:
+    code, output = invoke("list", "--store", str(tmp_path / "x.db"), "-n", "ns")
+    assert code == 2 and "give one" in output
+
+
 def test_get_shows_summary_and_members(store_path: Path) -> None:
     code, output = invoke("get", "digits-pbt", "--store", str(store_path))
     assert code == 0
