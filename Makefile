@@ -5,7 +5,7 @@ SHELL := /bin/bash
 VENV = $(shell bash scripts/setup-env.sh)
 SPEC ?= examples/digits-pbt.yaml
 
-.PHONY: demo test k8s-tools bench bench-quick crds
+.PHONY: demo test k8s-tools bench bench-quick bench-operator crds
 
 ## demo: a real search on a built-in workload with the embedded engine, ending with the best schedule.
 demo:
@@ -31,6 +31,11 @@ bench-quick:
 
 bench:
 	@venv="$(VENV)"; "$$venv/bin/python" -m schedsearch.bench --profile full --out benchmarks/full
+
+## bench-operator: the operator's overhead on the test cluster (apply -> pods, controller CPU/RSS).
+bench-operator:
+	@venv="$(VENV)"; export SCHEDSEARCH_K8S_BIN="$$(bash scripts/build-k8s-tools.sh)"; \
+	"$$venv/bin/python" -m tests.cluster.bench --out benchmarks/operator
 
 ## crds / chart-manifest: regenerate what is generated from the spec models and the chart.
 crds:

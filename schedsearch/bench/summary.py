@@ -170,9 +170,10 @@ def overhead_section(profile: Profile, results: Results) -> dict[str, Any]:
 
 
 OPERATOR_NOTE = (
-    "operator: not measured in this report. Time from `kubectl apply` to pods created and the "
-    "controller's CPU/memory with many searches need the test cluster; no function measuring "
-    "them exists in the code base yet, so they are measured separately."
+    "operator: not measured in this report; it needs the test cluster (a real API server), so "
+    "`make bench-operator` measures it separately (time from `kubectl apply` to member pods at 1, "
+    "10 and 100 concurrent searches against direct pod creation, controller CPU and peak RSS, the "
+    "largest status): see [the operator report](../operator/report.md)."
 )
 
 

@@ -109,10 +109,12 @@ def _best_line(record: SearchRecord) -> str:
 
 def members_table(members: Sequence[api.MemberSummary]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for column in ("MEMBER", "STEP", "LR", "BEST OBJECTIVE"):
-        table.add_column(column, no_wrap=True, justify="right")
+    for column in ("MEMBER", "PHASE", "STEP", "LR", "BEST OBJECTIVE", "RESTARTS"):
+        table.add_column(column, no_wrap=True, justify="left" if column == "PHASE" else "right")
     for m in members:
-        table.add_row(str(m.id), str(m.step), number(m.lr), number(m.objective))
+        table.add_row(
+            str(m.id), m.phase, str(m.step), number(m.lr), number(m.objective), str(m.restarts)
+        )
     return table
 
 

@@ -51,61 +51,53 @@ def _search(job: dict[str, Any]) -> api.ScheduleSearch:
     return api.ScheduleSearch.model_validate(job["search"])
 
 
-# -- HDET ----------------------------------------------------------------------------------------
+# -- HDET and AutoLRS: one trial each ------------------------------------------------------------
 
 
-def hdet_trial(config: dict[str, Any]) -> None:
-    """One HDET run: ``replicas`` worker processes started by ``run_hdet``; it resumes from its
-    checkpoint when the run directory has one."""
+def _single_trial(config: dict[str, Any], strategy: str) -> None:
+    """Run the whole search of a single-trial strategy, pumping its reports to the driver, and
+    attach its ``SearchResult`` to the last result. The runner resumes from the checkpoints in
+    the run directory when there are any."""
+    from schedsearch.trainers.strategies.autolrs.runner import run_autolrs
     from schedsearch.trainers.strategies.hdet.runner import run_hdet
 
     job = tuning.trial_config(config)
     spec = _search(job).spec
-    assert spec.strategy.hdet is not None
+    common: dict[str, Any] = {
+        "total_steps": spec.budget.steps,
+        "lr_bounds": (spec.lr_bounds.min, spec.lr_bounds.max),
+        "seed": spec.seed,
+        "out_dir": checkpoint_dir(Path(job["runDir"])),
+    }
     reporter = messages.TrialReporter()
-    result = messages.pump(
-        lambda: run_hdet(
-            spec.strategy.hdet,  # type: ignore[arg-type]
-            spec.workload.ref,
-            total_steps=spec.budget.steps,
-            base=spec.base_schedule,
-            lr_bounds=(spec.lr_bounds.min, spec.lr_bounds.max),
-            seed=spec.seed,
-            out_dir=checkpoint_dir(Path(job["runDir"])),
-            reporter=reporter,
-        ),
-        reporter,
-    )
+    if strategy == "hdet":
+        assert spec.strategy.hdet is not None
+        hdet, base_schedule = spec.strategy.hdet, spec.base_schedule
+
+        def run() -> SearchResult:
+            return run_hdet(
+                hdet, spec.workload.ref, base=base_schedule, reporter=reporter, **common
+            )
+    else:
+        assert spec.strategy.autolrs is not None
+        autolrs = spec.strategy.autolrs
+
+        def run() -> SearchResult:
+            return run_autolrs(autolrs, spec.workload.ref, reporter=reporter, **common)
+
+    result = messages.pump(run, reporter)
     reporter.attach(RESULT_KEY, result.to_dict())
     reporter.flush()
 
 
-# -- AutoLRS -------------------------------------------------------------------------------------
+def hdet_trial(config: dict[str, Any]) -> None:
+    """One HDET run: ``replicas`` worker processes started by ``run_hdet``."""
+    _single_trial(config, "hdet")
 
 
 def autolrs_trial(config: dict[str, Any]) -> None:
-    """The single AutoLRS trainer; it resumes from the last completed stage saved in the run
-    directory when there is one."""
-    from schedsearch.trainers.strategies.autolrs.runner import run_autolrs
-
-    job = tuning.trial_config(config)
-    spec = _search(job).spec
-    assert spec.strategy.autolrs is not None
-    reporter = messages.TrialReporter()
-    result = messages.pump(
-        lambda: run_autolrs(
-            spec.strategy.autolrs,  # type: ignore[arg-type]
-            spec.workload.ref,
-            total_steps=spec.budget.steps,
-            lr_bounds=(spec.lr_bounds.min, spec.lr_bounds.max),
-            seed=spec.seed,
-            out_dir=checkpoint_dir(Path(job["runDir"])),
-            reporter=reporter,
-        ),
-        reporter,
-    )
-    reporter.attach(RESULT_KEY, result.to_dict())
-    reporter.flush()
+    """The single AutoLRS trainer; it resumes from the last completed stage it saved."""
+    _single_trial(config, "autolrs")
 
 
 # -- PBT -----------------------------------------------------------------------------------------

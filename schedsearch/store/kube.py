@@ -218,8 +218,14 @@ def search_record(obj: Mapping[str, Any]) -> SearchRecord:
     times = [created, status.start_time, status.completion_time]
     times += [c.last_transition_time for c in status.conditions]
     best = status.best
-    wire = search.to_wire()
-    wire.pop("status", None)
+    # The spec as the cluster holds it (not re-serialised: no defaults added), with the metadata
+    # a user wrote (server-managed fields such as uid and managedFields left out).
+    wire = {
+        "apiVersion": obj.get("apiVersion", api.API_VERSION),
+        "kind": obj.get("kind", api.SEARCH_KIND),
+        "metadata": search.to_wire()["metadata"],
+        "spec": obj.get("spec") or {},
+    }
     return SearchRecord(
         name=search.name,
         spec=wire,

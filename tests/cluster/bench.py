@@ -1,0 +1,403 @@
+"""The operator's overhead on the test cluster: ``python -m tests.cluster.bench --out DIR``.
+
+What it measures, with one controller (``python -m schedsearch.controller --all-namespaces``, the
+chart's defaults otherwise) on the real API server:
+
+* time from ``kubectl apply`` of N searches at once (N = 1, 10, 100; a PBT population of 4 each)
+  to all their member pods created, p50 and p99 over searches; also from each search's creation
+  (as a watch sees it) to its pods, which leaves out kubectl's own time;
+* the floor: the same pods (the controller's own pod objects, renamed) created directly through
+  the API by 4 concurrent clients, from the request to the watch seeing them;
+* the controller's CPU seconds per level and its peak RSS;
+* the largest ScheduleSearch status and PBT state ConfigMap the run produced.
+
+Pods are created, not run: no kubelet is started, so the figures are the control plane's alone.
+Writes ``DIR/report.json`` and ``DIR/report.md``. Needs the test cluster's binaries
+(``scripts/build-k8s-tools.sh``); takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tests.cluster import binaries, harness, processes, rest
+from tests.integration.controller_harness import (
+    GROUP_PATH,
+    TEST_IMAGE,
+    free_port,
+    install_crds,
+    search_manifest,
+)
+
+JsonObj = dict[str, Any]
+ROOT = Path(__file__).resolve().parents[2]
+POPULATION = 4
+LEVELS = ((1, 10), (10, 3), (100, 1))  # (concurrent searches, rounds)
+FLOOR_CLIENTS = 4
+LABEL_SEARCH = "schedsearch.io/search"
+
+
+class PodWatch:
+    """Monotonic time at which a watch first saw each object of a collection (by namespace/name)."""
+
+    def __init__(self, api: rest.RestClient, path: str) -> None:
+        self.api, self.path = api, path
+        self.seen: dict[str, float] = {}
+        self.objects: dict[str, JsonObj] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=15)
+
+    def first_seen(self, key: str) -> float | None:
+        with self._lock:
+            return self.seen.get(key)
+
+    def _run(self) -> None:
+        version = self.api.get(self.path)["metadata"]["resourceVersion"]
+        while not self._stop.is_set():
+            try:
+                for kind, obj in self.api.watch(self.path, resource_version=version):
+                    now = time.monotonic()
+                    meta = obj.get("metadata") or {}
+                    version = meta.get("resourceVersion", version)
+                    if kind in ("ADDED", "MODIFIED"):
+                        key = f"{meta.get('namespace')}/{meta.get('name')}"
+                        with self._lock:
+                            self.seen.setdefault(key, now)
+                            self.objects[key] = obj
+                    if self._stop.is_set():
+                        return
+            except rest.ApiError as err:
+                if err.status != 410:
+                    raise
+                version = self.api.get(self.path)["metadata"]["resourceVersion"]
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wait_until(what: str, check: Any, timeout: float) -> None:
+    if not processes.wait_until(check, timeout=timeout, interval=0.05):
+        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def manifests(prefix: str, count: int) -> list[JsonObj]:
+    return [
+        search_manifest(
+            f"{prefix}-{i}",
+            "pbt",
+            workload={"builtin": "digits-cnn"},
+            strategy={"pbt": {"population": POPULATION, "perturbationInterval": 50}},
+            budget={"steps": 1000},
+        )
+        for i in range(count)
+    ]
+
+
+class Bench:
+    def __init__(self, cluster: harness.Cluster, workdir: Path) -> None:
+        self.cluster = cluster
+        self.api = cluster.rest
+        self.workdir = workdir
+        self.pods = PodWatch(self.api, "/api/v1/pods")
+        self.searches = PodWatch(self.api, f"{GROUP_PATH}/schedulesearches")
+        self.controller: processes.ManagedProcess | None = None
+
+    def start_controller(self) -> None:
+        health = free_port()
+        argv = [
+            sys.executable, "-m", "schedsearch.controller", "--all-namespaces",
+            "--report-port", str(free_port()), "--health-port", str(health),
+            "--report-url", "http://127.0.0.1:1", "--image", TEST_IMAGE,
+        ]  # fmt: skip
+        self.controller = processes.spawn(
+            "controller",
+            argv,
+            log_path=self.workdir / "controller.log",
+            env=self.cluster.env(),
+            cwd=ROOT,
+        )
+
+        def healthy() -> bool:
+            import socket
+
+            assert self.controller is not None and self.controller.alive(), "controller exited"
+            try:
+                with socket.create_connection(("127.0.0.1", health), timeout=0.5):
+                    return True
+            except OSError:
+                return False
+
+        wait_until("the controller to serve /healthz", healthy, 60)
+
+    def namespace(self, name: str) -> str:
+        self.api.post("/api/v1/namespaces", {"metadata": {"name": name}})
+        account = f"/api/v1/namespaces/{name}/serviceaccounts/default"
+        wait_until(f"namespace {name}", lambda: self.api.send("GET", account)[0] == 200, 30)
+        return name
+
+    def pods_of(self, namespace: str, search: str) -> list[str]:
+        with self.pods._lock:
+            return [
+                key
+                for key, obj in self.pods.objects.items()
+                if key.startswith(namespace + "/")
+                and (obj["metadata"].get("labels") or {}).get(LABEL_SEARCH) == search
+            ]
+
+    def apply_round(self, namespace: str, prefix: str, count: int) -> list[JsonObj]:
+        """Apply ``count`` searches in one kubectl call; per search, the times to its pods."""
+        items = manifests(prefix, count)
+        document = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+        started = time.monotonic()
+        self.cluster.kubectl("apply", "-n", namespace, "-f", "-", input=document, timeout=300)
+        applied = time.monotonic()
+        names = [m["metadata"]["name"] for m in items]
+        wait_until(
+            f"{count * POPULATION} pods in {namespace}",
+            lambda: all(len(self.pods_of(namespace, n)) >= POPULATION for n in names),
+            timeout=600,
+        )
+        rows = []
+        for name in names:
+            keys = self.pods_of(namespace, name)[:POPULATION]
+            last_pod = max(self.pods.first_seen(k) or 0.0 for k in keys)
+            created = self.searches.first_seen(f"{namespace}/{name}") or started
+            rows.append(
+                {
+                    "search": name,
+                    "applyToPodsSeconds": last_pod - started,
+                    "createdToPodsSeconds": last_pod - created,
+                    "kubectlSeconds": applied - started,
+                }
+            )
+        return rows
+
+    def clean(self, namespace: str) -> None:
+        """Delete the searches; garbage collection removes their pods."""
+        self.cluster.kubectl(
+            "delete", "schedulesearches", "--all", "-n", namespace, "--wait=true", timeout=600
+        )
+
+        def no_pods() -> bool:
+            found = self.api.get(f"/api/v1/namespaces/{namespace}/pods", limit="1")
+            return not found["items"]
+
+        wait_until(f"the pods of {namespace} to go", no_pods, 600)
+
+    def sizes(self) -> JsonObj:
+        largest_status, largest_state = 0, 0
+        for obj in self.api.get(f"{GROUP_PATH}/schedulesearches")["items"]:
+            status = obj.get("status") or {}
+            largest_status = max(largest_status, len(json.dumps(status, separators=(",", ":"))))
+        for cm in self.api.get("/api/v1/configmaps", labelSelector=LABEL_SEARCH)["items"]:
+            size = sum(len(v) for v in (cm.get("data") or {}).values())
+            largest_state = max(largest_state, size)
+        return {"largestStatusBytes": largest_status, "largestStateConfigMapBytes": largest_state}
+
+    def floor(self, namespace: str, templates: list[JsonObj], count: int) -> list[float]:
+        """Create ``count`` pods like ``templates`` directly; request-to-seen seconds each."""
+        bodies = []
+        for i in range(count):
+            pod = copy.deepcopy(templates[i % len(templates)])
+            meta = pod["metadata"]
+            pod["metadata"] = {
+                "name": f"floor-{i}",
+                "namespace": namespace,
+                "labels": {
+                    k: v for k, v in (meta.get("labels") or {}).items() if k != LABEL_SEARCH
+                },
+            }
+            pod.pop("status", None)
+            pod["spec"].pop("nodeName", None)
+            bodies.append(pod)
+        sent: dict[str, float] = {}
+
+        def create(body: JsonObj) -> None:
+            sent[body["metadata"]["name"]] = time.monotonic()
+            self.api.post(f"/api/v1/namespaces/{namespace}/pods", body)
+
+        with ThreadPoolExecutor(FLOOR_CLIENTS) as pool:
+            list(pool.map(create, bodies))
+        keys = [f"{namespace}/{b['metadata']['name']}" for b in bodies]
+        wait_until("the floor pods", lambda: all(self.pods.first_seen(k) for k in keys), 120)
+        return [(self.pods.first_seen(k) or 0.0) - sent[k.split("/", 1)[1]] for k in keys]
+
+
+def summarize(values: Iterable[float]) -> JsonObj:
+    data = list(values)
+    return {
+        "n": len(data),
+        "p50": percentile(data, 50),
+        "p99": percentile(data, 99),
+        "max": max(data),
+        "mean": statistics.fmean(data),
+    }
+
+
+def run(out: Path) -> JsonObj:
+    found, problem = binaries.locate()
+    if problem is not None:
+        raise SystemExit(f"bench: {problem}")
+    workdir = Path(tempfile.mkdtemp(prefix="schedsearch-opbench-"))
+    cluster = harness.Cluster.start(found, workdir=workdir / "cluster")
+    bench = Bench(cluster, workdir)
+    try:
+        install_crds(cluster)
+        bench.pods.start()
+        bench.searches.start()
+        bench.start_controller()
+        assert bench.controller is not None
+        pid = bench.controller.pid
+        levels = []
+        templates: list[JsonObj] = []
+        for count, rounds in LEVELS:
+            namespace = bench.namespace(f"bench-{count}")
+            rows: list[JsonObj] = []
+            cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
+            for r in range(rounds):
+                rows += bench.apply_round(namespace, f"s{r}", count)
+                print(
+                    f"bench: {count} searches, round {r + 1}/{rounds}: p50 "
+                    f"{percentile([x['applyToPodsSeconds'] for x in rows], 50):.2f} s",
+                    file=sys.stderr,
+                )
+                time.sleep(3.0)  # the controller writes status after creating pods
+                if not templates:
+                    templates = [
+                        bench.pods.objects[k] for k in bench.pods_of(namespace, rows[0]["search"])
+                    ]
+                if r == rounds - 1:
+                    sizes = bench.sizes()
+                bench.clean(namespace)
+            cpu = cpu_seconds(pid) - cpu_before
+            floor_ns = bench.namespace(f"floor-{count}")
+            floor = bench.floor(floor_ns, templates, count * POPULATION)
+            levels.append(
+                {
+                    "concurrentSearches": count,
+                    "rounds": rounds,
+                    "podsPerSearch": POPULATION,
+                    "applyToPodsSeconds": summarize(x["applyToPodsSeconds"] for x in rows),
+                    "createdToPodsSeconds": summarize(x["createdToPodsSeconds"] for x in rows),
+                    "kubectlApplySeconds": summarize(x["kubectlSeconds"] for x in rows),
+                    "directPodCreateSeconds": summarize(floor),
+                    "controllerCpuSeconds": cpu,
+                    "wallSeconds": time.monotonic() - wall_before,
+                    **sizes,
+                }
+            )
+            cluster.kubectl("delete", "namespace", floor_ns, "--wait=false")
+        result = {
+            "createdAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": {
+                "cpus": os.cpu_count(),
+                "python": platform.python_version(),
+                "kubernetes": cluster.version,
+                "loadAverage": os.getloadavg(),
+            },
+            "clusterStartSeconds": dict(cluster.timings),
+            "controllerPeakRssMiB": peak_rss_mib(pid),
+            "levels": levels,
+        }
+    finally:
+        bench.pods.stop()
+        bench.searches.stop()
+        if bench.controller is not None:
+            bench.controller.stop(grace=10.0)
+        cluster.stop()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "report.md").write_text(markdown(result))
+    return result
+
+
+def markdown(result: JsonObj) -> str:
+    ms = lambda s: f"{s * 1000:.0f} ms"  # noqa: E731
+    lines = [
+        "# Operator overhead",
+        "",
+        f"Measured {result['createdAt']} on {result['machine']['cpus']} CPUs, Kubernetes "
+        f"{result['machine']['kubernetes']} (test cluster: real API server, no kubelet; pods are "
+        "created, not run). Command: `python -m tests.cluster.bench --out benchmarks/operator` "
+        "(`make bench-operator`).",
+        "",
+        f"Each search is PBT with a population of {POPULATION}: {POPULATION} member pods. "
+        "*apply -> pods*: from the start of one `kubectl apply` of all N searches to the last of "
+        "a search's pods seen by a watch; *created -> pods*: from the search's own creation. "
+        f"*Direct*: the same pod objects POSTed by {FLOOR_CLIENTS} concurrent clients, request "
+        "to watch (the floor no controller can beat).",
+        "",
+        "| searches | rounds | apply -> pods p50 | p99 | created -> pods p50 | p99 | "
+        "direct pod p50 | p99 | controller CPU | largest status | largest PBT state |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for level in result["levels"]:
+        a, c, d = (
+            level["applyToPodsSeconds"],
+            level["createdToPodsSeconds"],
+            level["directPodCreateSeconds"],
+        )
+        lines.append(
+            f"| {level['concurrentSearches']} | {level['rounds']} | {ms(a['p50'])} | "
+            f"{ms(a['p99'])} | {ms(c['p50'])} | {ms(c['p99'])} | {ms(d['p50'])} | "
+            f"{ms(d['p99'])} | {level['controllerCpuSeconds']:.1f} s | "
+            f"{level['largestStatusBytes']} B | {level['largestStateConfigMapBytes']} B |"
+        )
+    lines += [
+        "",
+        f"Controller peak RSS: {result['controllerPeakRssMiB']:.0f} MiB. Controller CPU is over "
+        "the whole level (applies, status writes, requeues, deletion of the searches).",
+        f"Test cluster start: {json.dumps(result['clusterStartSeconds'])} seconds.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster.bench", description=__doc__)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "operator")
+    args = parser.parse_args(argv)
+    result = run(args.out)
+    print(markdown(result))
+
+
+if __name__ == "__main__":
+    main()
