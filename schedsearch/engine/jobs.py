@@ -25,6 +25,10 @@ from schedsearch.trainers import schedules
 from schedsearch.trainers.strategies.base import SearchResult
 
 Trainable = Callable[[dict[str, Any]], None]
+# After Ctrl-C, how long PBT members get to save and report before Tune stops them: a member
+# cuts its interval short within about a second (its trial checks once per result), then saves
+# and evaluates once.
+HALT_GRACE_SECONDS = 60.0
 
 
 class Job(Protocol):
@@ -55,8 +59,9 @@ class Job(Protocol):
         """Trial ``index`` of :meth:`trial_configs` failed for good."""
         ...
 
-    def halt(self) -> None:
-        """Ctrl-C: bring the trials' work to a point the engine state can resume from."""
+    def halt(self) -> float:
+        """Ctrl-C: bring the trials' work to a point the engine state can resume from; the
+        seconds to let the trials end on their own before Tune stops them (0: stop now)."""
         ...
 
     def engine_state(self) -> dict[str, Any]:
@@ -150,11 +155,16 @@ class PBTJob:
     def on_result(self, result: dict[str, Any]) -> None:
         pass
 
-    def halt(self) -> None:
-        if self._actor is not None:
-            import ray
+    def halt(self) -> float:
+        """Members hear Stop at their next report, and each one still training cuts its interval
+        short to save and report at once (see ``trials.pbt_member``): so every member's start
+        point names its own newest checkpoint. Tune stops whoever has not ended by the grace."""
+        if self._actor is None:
+            return 0.0
+        import ray
 
-            ray.get(self._actor.halt.remote())
+        ray.get(self._actor.halt.remote())
+        return HALT_GRACE_SECONDS
 
     def on_trial_error(self, index: int, error: str) -> None:
         if self._actor is not None:
@@ -233,9 +243,9 @@ class SingleTrialJob:
     def on_trial_error(self, index: int, error: str) -> None:
         pass
 
-    def halt(self) -> None:
+    def halt(self) -> float:
         # The single trial saves only at stage boundaries or syncs, each complete on disk.
-        pass
+        return 0.0
 
     def on_result(self, result: dict[str, Any]) -> None:
         for member, step, _loss, lr, val_loss in result.get("progress", ()):

@@ -67,10 +67,15 @@ class TrialReporter:
 
 
 def pump(
-    work: Callable[[], T], reporter: TrialReporter, *, interval: float = DEFAULT_INTERVAL
+    work: Callable[[], T],
+    reporter: TrialReporter,
+    *,
+    interval: float = DEFAULT_INTERVAL,
+    tick: Callable[[], None] = lambda: None,
 ) -> T:
     """Run ``work`` in a thread and flush ``reporter`` every ``interval`` seconds until it ends;
-    its exception, if any, is raised here."""
+    its exception, if any, is raised here. ``tick`` runs before each flush (and once at the
+    start), on this thread."""
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -80,9 +85,11 @@ def pump(
             box["error"] = err
 
     thread = threading.Thread(target=target, name="schedsearch-runner", daemon=True)
+    tick()
     thread.start()
     while thread.is_alive():
         thread.join(timeout=interval)
+        tick()
         reporter.flush()
     reporter.flush()
     if "error" in box:

@@ -127,10 +127,15 @@ class PBTCoordinator:
         """The run is being interrupted: from now on every member is told to stop.
 
         Members delete their older checkpoints as they save new ones; once halted, a member
-        saves at most once more before it hears Stop, so the start points of this state keep
-        naming files that exist (a member's own latest two are kept).
+        still training cuts its interval short, saves, reports and hears Stop, and that report
+        makes its start point its own newest checkpoint (which it keeps), even when its last
+        decision named another member's file.
         """
         self.halted = True
+
+    def is_halted(self) -> bool:
+        """Whether the run is being interrupted (members poll it to cut an interval short)."""
+        return self.halted
 
     def _stop_here(self, member: int, step: int, checkpoint_path: str | None) -> base.Stop:
         if checkpoint_path is not None:

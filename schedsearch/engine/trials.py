@@ -163,10 +163,14 @@ class ActorCoordinator:
         self._call("arrive", member)
         deadline = time.monotonic() + timeout
         while not self._call("all_arrived"):
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or self.is_halted():
                 return False
             time.sleep(poll)
         return True
+
+    def is_halted(self) -> bool:
+        """Whether the run is being interrupted."""
+        return bool(self._call("is_halted"))
 
     def start_point(self, member: int) -> StartPoint:
         """Where to start; a missing checkpoint file is replaced by one that exists."""
@@ -208,7 +212,12 @@ def pbt_member(config: dict[str, Any]) -> None:
         reporter.on_event("start", f"member {member} starts without the late ones", member=member)
     if start.checkpoint_path is not None:
         reporter.on_event("start", f"member {member} resumes at step {start.step}", member=member)
-    messages.pump(lambda: run_member(loop), reporter)
+
+    def tick() -> None:
+        if not loop.halt_requested and coordinator.is_halted():
+            loop.request_halt()  # Ctrl-C: save and report now, then hear Stop
+
+    messages.pump(lambda: run_member(loop), reporter, tick=tick)
     if loop.step >= spec.budget.steps:
         reporter.on_event("finished", f"member {member} done at step {loop.step}", member=member)
     else:

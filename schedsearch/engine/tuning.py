@@ -9,6 +9,7 @@ handler are off: the store, the progress board and :mod:`interrupt` do those job
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,22 +43,29 @@ class _DriverOnly:
 
 
 class _InterruptStopper(_DriverOnly, tune.Stopper):
-    """Stops the whole experiment once Ctrl-C was pressed."""
+    """Stops the whole experiment once Ctrl-C was pressed: at once, or after the grace the
+    ``before_stop`` hook asks for, in which the trials are expected to end on their own."""
 
-    def __init__(self, interrupt: Interrupt, before_stop: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        interrupt: Interrupt,
+        before_stop: Callable[[], float],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._interrupt = interrupt
         self._before_stop = before_stop
-        self._stopping = False
+        self._clock = clock
+        self._deadline: float | None = None
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         return False
 
     def stop_all(self) -> bool:
-        if self._interrupt.requested and not self._stopping:
+        if self._interrupt.requested and self._deadline is None:
             # On Tune's loop, not in the signal handler: the hook may talk to Ray.
-            self._stopping = True
-            self._before_stop()
-        return self._stopping
+            grace = max(0.0, float(self._before_stop() or 0.0))
+            self._deadline = self._clock() + grace
+        return self._deadline is not None and self._clock() >= self._deadline
 
 
 class _ResultsCallback(_DriverOnly, tune.Callback):
@@ -102,13 +110,14 @@ def run_trials(
     max_failures: int,
     after_result: Callable[[dict[str, Any]], None] = lambda result: None,
     after_error: Callable[[int, str], None] = lambda index, text: None,
-    before_stop: Callable[[], None] = lambda: None,
+    before_stop: Callable[[], float] = lambda: 0.0,
 ) -> TrialOutcome:
     """Run one trial per config (each gets ``trial`` = its index) until all end or Ctrl-C.
 
     ``after_result`` sees every raw result once the reporter has, on the driver's thread;
     ``after_error`` hears of each trial that failed for good (its retries spent);
-    ``before_stop`` runs once on Ctrl-C, before Tune stops the trials.
+    ``before_stop`` runs once on Ctrl-C and returns how many seconds the trials get to end on
+    their own before Tune stops them.
     """
     # Tune warns that it found no per-trial result files: the engine turned them off on purpose.
     logging.getLogger("ray.tune").setLevel(logging.ERROR)

@@ -87,6 +87,25 @@ def test_pump_raises_the_work_error_after_sending_what_was_reported() -> None:
     assert sent and sent[-1]["events"][0]["kind"] == "diverged"
 
 
+def test_pump_ticks_before_starting_and_before_each_flush() -> None:
+    events: list[str] = []
+    reporter = messages.TrialReporter(lambda result: events.append("flush"))
+    release = threading.Event()
+
+    def work() -> None:
+        reporter.on_progress(0, 1, 1.0, 0.1)
+        release.wait(timeout=5)
+
+    def tick() -> None:
+        events.append("tick")
+        if events.count("tick") == 3:
+            release.set()
+
+    messages.pump(work, reporter, interval=0.01, tick=tick)
+    assert events[0] == "tick" and events.count("tick") >= 3
+    assert events.index("flush") > events.index("tick", 1)  # a tick precedes each flush
+
+
 def test_engine_state_round_trips_and_refuses_foreign_data(tmp_path: Path) -> None:
     saved = state.EngineState("pbt", tmp_path / "runs" / "x", {"a": [1, 2]})
     assert state.EngineState.from_bytes(saved.to_bytes()) == saved

@@ -95,3 +95,29 @@ def test_runs_live_beside_the_store_or_where_asked(tmp_path: Path) -> None:
     )
     saved = state.EngineState("pbt", tmp_path / "old" / "s", {})
     assert run._run_dir("s", store_path, None, saved) == tmp_path / "old" / "s"
+
+
+def test_ctrl_c_stops_the_trials_after_the_grace_the_job_asks_for() -> None:
+    from schedsearch.engine.interrupt import Interrupt
+    from schedsearch.engine.tuning import _InterruptStopper
+
+    now = [100.0]
+    halts: list[int] = []
+    interrupt = Interrupt()
+
+    def halt() -> float:
+        halts.append(1)
+        return 30.0
+
+    stopper = _InterruptStopper(interrupt, halt, clock=lambda: now[0])
+    assert not stopper.stop_all() and halts == []  # no Ctrl-C: nothing happens
+    interrupt.request()
+    assert not stopper.stop_all() and halts == [1]  # halted once, trials get 30 s
+    now[0] += 29.0
+    assert not stopper.stop_all()
+    now[0] += 1.0
+    assert stopper.stop_all() and halts == [1]
+    # A job that asks for no grace (a single trial saving only at safe points) stops at once.
+    at_once = Interrupt()
+    at_once.request()
+    assert _InterruptStopper(at_once, lambda: 0.0, clock=lambda: 0.0).stop_all()

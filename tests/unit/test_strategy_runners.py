@@ -155,6 +155,45 @@ def test_member_loop_checkpoints_reports_and_follows_an_exploit(
     assert saved == ["step-25.pt", "step-30.pt"]  # the oldest was removed
 
 
+def test_a_halt_cuts_the_interval_short_with_a_checkpoint_and_a_report(tmp_path: Path) -> None:
+    coordinator = ScriptedCoordinator([base.Continue(), base.Stop("interrupted")])
+    trainer = harness.Trainer(get_workload("regression"), seed=0, device="cpu")
+    loop = pbt_runner.MemberLoop(
+        1, trainer, {"lr": 0.01}, coordinator, total_steps=100, interval=20, checkpoint_dir=tmp_path
+    )
+    assert loop.advance()  # a whole interval
+    original_step = trainer.step
+
+    def step_then_halt(lr: float) -> Any:
+        result = original_step(lr)
+        if trainer.global_step == 27:
+            loop.request_halt()  # as the trial's pump does when the run is interrupted
+        return result
+
+    trainer.step = step_then_halt  # type: ignore[method-assign]
+    assert not loop.advance()
+    assert [(step, path is not None) for step, _, path in coordinator.reports] == [
+        (20, True),
+        (27, True),
+    ]
+    assert (tmp_path / "member-1" / "step-27.pt").exists() and loop.done
+    assert coordinator.finished == []  # stopped, not finished
+
+
+def test_a_halt_right_after_a_report_saves_the_same_step_once(tmp_path: Path) -> None:
+    coordinator = ScriptedCoordinator([base.Continue(), base.Continue(), base.Stop("interrupted")])
+    trainer = harness.Trainer(get_workload("regression"), seed=0, device="cpu")
+    loop = pbt_runner.MemberLoop(
+        0, trainer, {"lr": 0.01}, coordinator, total_steps=100, interval=10, checkpoint_dir=tmp_path
+    )
+    assert loop.advance() and loop.advance()
+    loop.request_halt()
+    assert not loop.advance()
+    assert [step for step, _, _ in coordinator.reports] == [10, 20, 20]
+    # The file both reports name is still there (it was kept, not rotated out as a duplicate).
+    assert sorted(p.name for p in (tmp_path / "member-0").iterdir()) == ["step-10.pt", "step-20.pt"]
+
+
 def test_member_loop_reports_divergence_without_a_checkpoint(tmp_path: Path) -> None:
     coordinator = ScriptedCoordinator([base.Stop("diverged and no member with a checkpoint")])
     trainer = harness.Trainer(get_workload("regression"), seed=0, device="cpu")

@@ -85,7 +85,14 @@ class MemberLoop:
         self.objective = math.nan
         self.waiting = False
         self.done = False
+        self.halt_requested = False
         self._saved: list[Path] = []
+
+    def request_halt(self) -> None:
+        """Cut the current interval short: save, evaluate and report at the next step boundary
+        (an interrupted run then resumes from this member's own newest checkpoint). Safe to call
+        from another thread."""
+        self.halt_requested = True
 
     def start_from(self, step: int, checkpoint_path: str | None, config: dict[str, float]) -> None:
         """Resume at ``step`` from a checkpoint (own or exploited) with ``config``."""
@@ -108,6 +115,8 @@ class MemberLoop:
         lr = self.config["lr"]
         diverged, loss = False, math.nan
         for _ in range(min(self.interval, self.total_steps - self.step)):
+            if self.halt_requested:
+                break
             result = self.trainer.step(lr)
             self.step += 1
             self.trained_steps += 1
@@ -157,6 +166,8 @@ class MemberLoop:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"step-{self.step}.pt"
         self.trainer.save(path)
+        if path in self._saved:  # saved again at the same step (a halt right after a report)
+            self._saved.remove(path)
         self._saved.append(path)
         while len(self._saved) > KEEP_CHECKPOINTS:
             self._saved.pop(0).unlink(missing_ok=True)
