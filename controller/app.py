@@ -100,6 +100,10 @@ def _port(text: str) -> int:
     return port
 
 
+# Passes of one reconcile while each acts and asks to look again soon (see Reconciler.reconcile).
+MAX_PASSES = 3
+
+
 class Reconciler:
     """Reconciles one search at a time: read, plan, apply. Safe to call at any moment."""
 
@@ -112,19 +116,36 @@ class Reconciler:
         self._wakeups: dict[tuple[str, str], asyncio.Event] = {}
 
     def reconcile(self, namespace: str, name: str) -> float | None:
-        """One pass; returns when to look again (None: only when something changes)."""
+        """Read, plan, apply; returns when to look again (None: only when something changes).
+
+        A plan that acted and asks to look again soon (it created the search's secret and
+        state, say, and the member pods come next) is followed by another pass at once, up to
+        ``MAX_PASSES``: the API server answers reads from etcd, so what was just created is
+        already observed, and a new search gets its pods without waiting for a requeue.
+        """
         with self.metrics.time_reconcile(namespace):
-            obj = self.api.get_search(namespace, name)
-            if obj is None or obj["metadata"].get("deletionTimestamp"):
-                self.metrics.forget_search(namespace, name)
-                return None
-            search = observe.SearchView.from_object(obj)
-            now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
-            seen = self.api.observe(search, now)
-            decided = plan.plan(search, seen, config=self.config)
-            self.api.apply(search, decided)
-            self._observe_metrics(search, decided)
-            return decided.requeue_after
+            again: float | None = None
+            for _ in range(MAX_PASSES):
+                decided = self._pass(namespace, name)
+                if decided is None:
+                    return None
+                again = decided.requeue_after
+                if not decided.actions or again is None or again > self.config.requeue_soon_seconds:
+                    break
+            return again
+
+    def _pass(self, namespace: str, name: str) -> plan.Plan | None:
+        obj = self.api.get_search(namespace, name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            self.metrics.forget_search(namespace, name)
+            return None
+        search = observe.SearchView.from_object(obj)
+        now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        seen = self.api.observe(search, now)
+        decided = plan.plan(search, seen, config=self.config)
+        self.api.apply(search, decided)
+        self._observe_metrics(search, decided)
+        return decided
 
     def _observe_metrics(self, search: observe.SearchView, decided: plan.Plan) -> None:
         current = decided.status or search.status
