@@ -81,6 +81,29 @@ def test_autolrs_resumes_from_its_directory_and_refuses_another_search(
         run_small_autolrs(tmp_path, total_steps=40)
 
 
+def test_an_autolrs_save_cut_short_resumes_from_the_last_complete_one(tmp_path: Path) -> None:
+    """A kill after the trainer file is written but before the state is: the state still names
+    the trainer it was saved with, which is still there."""
+    search = autolrs_runner.AutoLRSSearch(
+        SMALL_AUTOLRS, total_steps=60, lr_min=1e-3, lr_max=0.5, seed=3
+    )
+    trainer = harness.Trainer(get_workload("regression"), seed=3, device="cpu")
+    trainer.train(20, lambda _: 0.01)
+    autolrs_runner._save(tmp_path, search, trainer)
+    trainer.train(20, lambda _: 0.01)
+    # The next save got as far as the trainer file: the kill came before the state file.
+    trainer.save(tmp_path / autolrs_runner.TRAINER_PATTERN.format(step=trainer.global_step))
+    resumed = harness.Trainer(get_workload("regression"), seed=3, device="cpu")
+    fresh = autolrs_runner.AutoLRSSearch(
+        SMALL_AUTOLRS, total_steps=60, lr_min=1e-3, lr_max=0.5, seed=3
+    )
+    assert autolrs_runner._resume(tmp_path, fresh, resumed)
+    assert resumed.global_step == 20
+    # A complete save then removes the older trainer files.
+    autolrs_runner._save(tmp_path, fresh, resumed)
+    assert sorted(p.name for p in tmp_path.glob("autolrs-trainer*")) == ["autolrs-trainer-20.pt"]
+
+
 def test_autolrs_survives_diverging_probes() -> None:
     result = run_small_autolrs(lr_bounds=(1e-3, 1e4), total_steps=20)
     candidates = [c for stage in result.history[:-1] for c in stage["candidates"]]

@@ -28,7 +28,10 @@ from schedsearch.trainers.workloads import Workload, get_workload
 # later, leaving the loss at its initial plateau) and is retried from its start.
 MIN_STAGE_IMPROVEMENT = 1e-3
 STATE_FILE = "autolrs-state.json"
-TRAINER_FILE = "autolrs-trainer.pt"
+TRAINER_FILE = "autolrs-trainer.pt"  # read only: what older versions wrote
+# The trainer is saved at each committed stage under its step; the state names the file.
+TRAINER_PATTERN = "autolrs-trainer-{step}.pt"
+TRAINER_KEY = "trainerFile"
 
 
 def run_autolrs(
@@ -103,7 +106,9 @@ class _StageDriver:
             if isinstance(decision, base.TryCandidate):
                 self._probe(decision)
             else:
-                self._commit(decision)
+                if not self._commit(decision) and self.snapshot is not None:
+                    # The stage is retried from its start: that is what a resume must find too.
+                    self.trainer.load_state_dict(self.snapshot)
                 if out is not None:
                     _save(out, self.search, self.trainer)
 
@@ -153,7 +158,8 @@ class _StageDriver:
             forecast=value,
         )
 
-    def _commit(self, decision: base.Commit) -> None:
+    def _commit(self, decision: base.Commit) -> bool:
+        """Train the stage at the chosen LR; False when it failed (it is then retried)."""
         start = self.search.trained_steps
         self.reporter.on_event(
             "commit", f"stage {decision.stage}: lr={decision.lr:.3g} for {decision.steps} steps"
@@ -178,15 +184,21 @@ class _StageDriver:
                 lr=decision.lr,
             )
         self.search.report_commit(failed=problem is not None, trained=trained)
+        return problem is None
 
 
 def _save(out: Path, search: AutoLRSSearch, trainer: harness.Trainer) -> None:
+    """Save the trainer under a name of its own, then the state naming it (atomically), then
+    drop older trainer files: a kill at any point leaves a state whose trainer file matches."""
     out.mkdir(parents=True, exist_ok=True)
-    trainer.save(out / TRAINER_FILE)
-    # Written after the trainer, atomically: a state file always has its trainer file.
+    name = TRAINER_PATTERN.format(step=trainer.global_step)
+    trainer.save(out / name)
     tmp = out / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(search.state_dict(), allow_nan=False))
+    tmp.write_text(json.dumps({**search.state_dict(), TRAINER_KEY: name}, allow_nan=False))
     tmp.replace(out / STATE_FILE)
+    for old in [out / TRAINER_FILE, *out.glob(TRAINER_PATTERN.format(step="*"))]:
+        if old.name != name:
+            old.unlink(missing_ok=True)
 
 
 def _resume(out: Path, search: AutoLRSSearch, trainer: harness.Trainer) -> bool:
@@ -194,6 +206,8 @@ def _resume(out: Path, search: AutoLRSSearch, trainer: harness.Trainer) -> bool:
     if not state_path.exists():
         return False
     state = json.loads(state_path.read_text())
+    # States written before trainer files were named per stage name none: the one fixed file.
+    trainer_file = str(state.pop(TRAINER_KEY, TRAINER_FILE))
     wanted = search.state_dict()
     for key in ("config", "totalSteps", "lrMin", "lrMax", "seed"):
         if state[key] != wanted[key]:
@@ -202,5 +216,5 @@ def _resume(out: Path, search: AutoLRSSearch, trainer: harness.Trainer) -> bool:
                 f"{wanted[key]!r}; use another directory to start a new search"
             )
     search.load_state_dict(state)
-    trainer.load(out / TRAINER_FILE)
+    trainer.load(out / trainer_file)
     return True
