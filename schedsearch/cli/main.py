@@ -107,15 +107,22 @@ def _complete_search_names(
     return [CompletionItem(name) for name in names if name.startswith(incomplete)]
 
 
-store_option = click.option(
-    "--store",
-    "store_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    envvar=STORE_ENV,
-    show_envvar=True,
-    default=None,
-    help="Results store (SQLite file). Default: $XDG_DATA_HOME/schedsearch/results.db.",
-)
+DEFAULT_STORE_HELP = "Default: $XDG_DATA_HOME/schedsearch/results.db"
+
+
+def _store_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--store",
+        "store_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar=STORE_ENV,
+        show_envvar=True,
+        default=None,
+        help=help_text,
+    )
+
+
+store_option = _store_option(f"Results store (SQLite file). {DEFAULT_STORE_HELP}.")
 output_option = click.option(
     "-o",
     "--output",
@@ -144,7 +151,10 @@ def results_options(command: F) -> F:
         return command(*args, results=results, **kwargs)
 
     options = [
-        store_option,
+        _store_option(
+            f"Read the local results store (SQLite file). {DEFAULT_STORE_HELP}; when that file "
+            "does not exist and a kube context is current, the cluster is read instead."
+        ),
         click.option(
             "--kubeconfig",
             type=click.Path(dir_okay=False, path_type=Path),
