@@ -98,9 +98,9 @@ def _complete_search_names(
         params.get("store_path"),
         ClusterTarget(params.get("kubeconfig"), params.get("context"), params.get("namespace")),
     )
-    if results.source == "local" and not _store_path(results.store_path).is_file():
-        return []
     try:
+        if results.source == "local" and not _store_path(results.store_path).is_file():
+            return []
         names = [record.name for record in results.backend.list_searches()]
     except Exception:  # completion must never print a traceback into the shell
         return []
