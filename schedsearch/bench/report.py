@@ -96,7 +96,8 @@ def _run_commits(report: dict[str, Any]) -> str:
     if not counts:
         return ""
     listed = ", ".join(f"`{commit}` ({n} runs)" for commit, n in counts.items())
-    return f"; the runs came from {listed} (+dirty: with uncommitted changes)"
+    legend = " (+dirty: with uncommitted changes)" if any("+dirty" in c for c in counts) else ""
+    return f"; the runs came from {listed}{legend}"
 
 
 def _strategy_rows(section: dict[str, Any]) -> list[list[str]]:

@@ -320,7 +320,9 @@ def fake_report() -> dict[str, Any]:
 
 def test_report_renders_every_outcome() -> None:
     text = report.render(fake_report())
-    assert "the runs came from `abc1234` (3 runs), `0ld0ld0+dirty` (2 runs)" in text
+    assert "the runs came from `abc1234` (3 runs), `0ld0ld0+dirty` (2 runs) (+dirty:" in text
+    clean = report.render({**fake_report(), "runCommits": {"abc1234": 5}})
+    assert "`abc1234` (5 runs)." in clean and "+dirty" not in clean
     assert "Target (tuned baseline's final validation loss): **0.3**" in text
     assert "edge of the grid" in text
     assert "| autolrs | 0.35 ± 0.02 | not reached | not reached | seed 1: not reached |" in text
