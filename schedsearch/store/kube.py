@@ -97,9 +97,9 @@ class ClusterBackend:
                 namespace = target.namespace or _context_namespace(path, target.context)
                 self.where = f"namespace {namespace!r} of {api_client.configuration.host}"
         except Exception as err:  # the client raises ConfigException, OSError, ValueError, ...
-            raise StoreError(f"cannot load the kubeconfig {path}: {err}") from None
+            source = "the in-cluster service account" if in_cluster else f"the kubeconfig {path}"
+            raise StoreError(f"cannot load {source}: {err}") from None
         self.namespace = namespace
-        self._client = api_client
         self._api = kube_client.CustomObjectsApi(api_client)
 
     # --- ResultsBackend -------------------------------------------------------------------------

@@ -51,7 +51,7 @@ FLOOR_CLIENTS = 4
 LABEL_SEARCH = "schedsearch.io/search"
 
 
-class PodWatch:
+class FirstSeen:
     """Monotonic time at which a watch first saw each object of a collection (by namespace/name)."""
 
     def __init__(self, api: rest.RestClient, path: str) -> None:
@@ -72,6 +72,11 @@ class PodWatch:
     def first_seen(self, key: str) -> float | None:
         with self._lock:
             return self.seen.get(key)
+
+    def items(self) -> list[tuple[str, JsonObj]]:
+        """The objects seen so far (their latest version), by namespace/name."""
+        with self._lock:
+            return list(self.objects.items())
 
     def _run(self) -> None:
         version = ""
@@ -143,8 +148,8 @@ class Bench:
         self.cluster = cluster
         self.api = cluster.rest
         self.workdir = workdir
-        self.pods = PodWatch(self.api, "/api/v1/pods")
-        self.searches = PodWatch(self.api, f"{GROUP_PATH}/schedulesearches")
+        self.pods = FirstSeen(self.api, "/api/v1/pods")
+        self.searches = FirstSeen(self.api, f"{GROUP_PATH}/schedulesearches")
         self.controller: processes.ManagedProcess | None = None
 
     def start_controller(self) -> None:
@@ -181,13 +186,12 @@ class Bench:
         return name
 
     def pods_of(self, namespace: str, search: str) -> list[str]:
-        with self.pods._lock:
-            return [
-                key
-                for key, obj in self.pods.objects.items()
-                if key.startswith(namespace + "/")
-                and (obj["metadata"].get("labels") or {}).get(LABEL_SEARCH) == search
-            ]
+        return [
+            key
+            for key, obj in self.pods.items()
+            if key.startswith(namespace + "/")
+            and (obj["metadata"].get("labels") or {}).get(LABEL_SEARCH) == search
+        ]
 
     def apply_round(self, namespace: str, prefix: str, count: int) -> list[JsonObj]:
         """Apply ``count`` searches in one kubectl call; per search, the times to its pods."""
@@ -346,9 +350,8 @@ def run(out: Path) -> JsonObj:
                 )
                 time.sleep(3.0)  # the controller writes status after creating pods
                 if not templates:
-                    templates = [
-                        bench.pods.objects[k] for k in bench.pods_of(namespace, rows[0]["search"])
-                    ]
+                    seen = dict(bench.pods.items())
+                    templates = [seen[k] for k in bench.pods_of(namespace, rows[0]["search"])]
                 if r == rounds - 1:
                     sizes = bench.sizes()
                 bench.clean(namespace)
