@@ -229,14 +229,18 @@ def run_replica(job: ReplicaJob, reporter: base.Reporter) -> base.SearchResult |
                 step=replica.scheduler.step_count,
             )
         _train(replica, reporter if lead else base.NullReporter())
-        if not lead:
-            return None
-        result = _result(replica, time.perf_counter() - started)
-        job.result_path.parent.mkdir(parents=True, exist_ok=True)
-        job.result_path.write_text(json.dumps(result.to_dict(), indent=2))
-        reporter.on_event(
-            "finished", f"val_loss={replica.val_loss:.4f}", result=str(job.result_path)
-        )
+        result = None
+        if lead:
+            result = _result(replica, time.perf_counter() - started)
+            job.result_path.parent.mkdir(parents=True, exist_ok=True)
+            job.result_path.write_text(json.dumps(result.to_dict(), indent=2))
+            reporter.on_event(
+                "finished", f"val_loss={replica.val_loss:.4f}", result=str(job.result_path)
+            )
+        # Every replica tears the process group down together: one that leaves while a peer is
+        # still connected can abort inside gloo at exit ("terminate called without an active
+        # exception", seen on a loaded machine).
+        dist.barrier()
         return result
     finally:
         dist.destroy_process_group()
