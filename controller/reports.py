@@ -180,6 +180,12 @@ def _on_final(state: state_mod.SearchState, report: channel.Report) -> _Applied:
         state.population = population.state_dict()
     if report.result is not None:
         state.result = checked_result(report.result)
+        if state.population is None:
+            # Without a population the result is the whole search's: for HDET rank 0 reports it
+            # after the last parameter average, which every replica has reached, so every
+            # replica has trained its budget whether or not its own final report came first.
+            for other in state.members.values():
+                other.finished = True
     return _Applied(_answer(None), tuple(notes))
 
 

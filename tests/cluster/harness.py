@@ -140,6 +140,18 @@ class Cluster:
             )
         return result
 
+    def wait_crds_established(self, *names: str, timeout: float = 60.0) -> None:
+        """Wait until the API server serves each named CRD (condition Established=True).
+
+        Polled from the CRD objects rather than ``kubectl wait``: right after an apply a CRD can
+        have no ``status.conditions`` yet, which ``kubectl wait`` reports as an error.
+        """
+        deadline = time.monotonic() + timeout
+        for name in names:
+            path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
+            self._wait(f"CRD {name} to be established", lambda p=path: _established(self.rest, p),
+                       deadline)
+
     def service_account_kubeconfig(
         self, namespace: str, name: str, *, create: bool = True, expiration_seconds: int = 3600
     ) -> Path:
@@ -305,6 +317,15 @@ class Cluster:
     def _exists(self, path: str) -> bool:
         status, _ = self.rest.send("GET", path)
         return status == 200
+
+
+def _established(api: rest.RestClient, path: str) -> bool:
+    try:
+        crd = api.get(path)
+    except rest.ApiError:
+        return False  # not visible yet
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
 def _etcd_healthy(url: str) -> bool:

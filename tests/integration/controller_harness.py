@@ -36,8 +36,7 @@ def free_port() -> int:
 def install_crds(cluster: harness.Cluster) -> None:
     """Apply operator/crds and wait until the API serves both kinds."""
     cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "operator" / "crds"))
-    for crd in ("schedulesearches.schedsearch.io", "lrschedules.schedsearch.io"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+    cluster.wait_crds_established("schedulesearches.schedsearch.io", "lrschedules.schedsearch.io")
 
 
 class ControllerProcess:

@@ -109,9 +109,7 @@ def test_crd_schema_and_cel_rule_refuse_bad_objects_naming_the_field(
 ) -> None:
     k8s_cluster.kubectl("apply", "-f", "-", input=CRD)
     try:
-        k8s_cluster.kubectl(
-            "wait", "--for=condition=Established", f"crd/ranges.{CRD_GROUP}", "--timeout=30s"
-        )
+        k8s_cluster.wait_crds_established(f"ranges.{CRD_GROUP}", timeout=30)
         obj = "apiVersion: {g}/v1\nkind: Range\nmetadata: {{name: {n}}}\nspec: {s}\n"
         good = obj.format(g=CRD_GROUP, n="good", s="{low: 0.1, high: 0.5}")
         k8s_cluster.kubectl("apply", "-n", namespace, "-f", "-", input=good)

@@ -116,6 +116,24 @@ def test_final_result_is_recorded_once() -> None:
     assert base.decision_from_dict(late.answer["decision"]) == base.Stop("finished")
 
 
+def test_hdet_result_marks_every_replica_finished_whichever_final_lands_first() -> None:
+    # Rank 0's final (with the result) can land before rank 1's: the state must still say that
+    # both replicas trained their budget, and rank 1's late final changes nothing.
+    state = fresh_state(view("hdet"))
+    assert len(state.members) == 2
+    result = {"bestSchedule": SCHEDULE, "bestObjective": 0.2}
+    first = deliver(state, channel.Report(member=0, kind="final", step=1000, result=result))
+    assert all(m.finished for m in first.state.members.values())
+    late = deliver(first.state, channel.Report(member=1, kind="final", step=1000))
+    assert late.state.result == first.state.result
+    assert all(m.finished for m in late.state.members.values())
+    # The other order: rank 1 first, then rank 0 with the result.
+    ranks_first = deliver(state, channel.Report(member=1, kind="final", step=1000)).state
+    assert not ranks_first.result and not ranks_first.members[0].finished
+    both = deliver(ranks_first, channel.Report(member=0, kind="final", step=1000, result=result))
+    assert all(m.finished for m in both.state.members.values())
+
+
 def test_final_result_must_replay() -> None:
     state = fresh_state(view("autolrs"))
     bad = channel.Report(member=0, kind="final", step=1, result={"bestSchedule": {"points": []}})
