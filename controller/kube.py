@@ -343,7 +343,8 @@ def new_token() -> str:
 def _merge_members(
     current: state_mod.SearchState, action: plan.RecordMembers
 ) -> state_mod.SearchState | None:
-    """Attempts only grow and given-up stays given up, so merging twice changes nothing."""
+    """Attempts only grow and given-up stays given up (and out of the PBT population), so
+    merging twice changes nothing."""
     new = current.copy()
     changed = False
     for member, attempts in action.attempts:
@@ -351,6 +352,5 @@ def _merge_members(
         if attempts > record.attempts:
             record.attempts, changed = attempts, True
     for member in action.gave_up:
-        if not new.members[member].gave_up:
-            new.members[member].gave_up, changed = True, True
+        changed = state_mod.give_up(new, member) or changed
     return new if changed else None

@@ -266,7 +266,8 @@ def _record_members(
 
 
 def _given_up(state: state_mod.SearchState, member: int) -> bool:
-    return state.members[member].gave_up
+    # A state written before given-up members left the PBT population is repaired too.
+    return state.members[member].gave_up and not state_mod.in_population(state, member)
 
 
 def _gave_up_event(ctx: _Context, member: int) -> RecordEvent:

@@ -92,6 +92,8 @@ def _stopped_answer(state: state_mod.SearchState, member: int) -> Answer | None:
         return _answer(base.Stop("the search has its result" if state.result else "finished"))
     if record.fatal is not None:
         return _answer(base.Stop(record.fatal))
+    if record.gave_up:  # a pod of a member the controller gave up on: it must not train on
+        return _answer(base.Stop("the controller gave up on this member"))
     return None
 
 

@@ -177,6 +177,28 @@ def load_population(state: dict[str, Any]) -> Population:
     return population
 
 
+def give_up(state: SearchState, member: int) -> bool:
+    """Mark ``member`` failed for good, in the record and in the PBT population (where it stops
+    being a copy source); False when both already say so. Changes ``state`` in place."""
+    record = state.member(member)
+    changed = not record.gave_up
+    record.gave_up = True
+    if state.population is not None and in_population(state, member):
+        population = load_population(state.population)
+        population.fail(member)
+        state.population = population.state_dict()
+        changed = True
+    return changed
+
+
+def in_population(state: SearchState, member: int) -> bool:
+    """Whether the PBT population still counts ``member`` as training (False without one)."""
+    if state.population is None:
+        return False
+    member_state = state.population["members"][str(member)]
+    return not (member_state.get("finished") or member_state.get("stopped"))
+
+
 def start_point(state: SearchState, member: int) -> dict[str, Any] | None:
     """Where a (re)started PBT member resumes: its last checkpoint, or the checkpoint it was
     last told to exploit, with its config; its initial config if it has none yet."""

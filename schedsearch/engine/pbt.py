@@ -147,11 +147,7 @@ class PBTCoordinator:
     def fail(self, member: int) -> None:
         """``member``'s trial failed for good: it leaves the population, and since it never
         reached the end of the budget its last objective cannot make it the best member."""
-        # finish() is what releases a synchronous round the member was holding.
-        self.population.finish(member)
-        state = self.population.members[member]
-        state.finished, state.stopped, state.objective = False, True, None
-        self.population.history.append({"event": "failed", "member": member, "step": state.step})
+        self.population.fail(member)
 
     # -- engine bookkeeping ---------------------------------------------------------------------
 

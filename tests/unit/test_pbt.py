@@ -223,6 +223,35 @@ def test_synch_round_closes_when_a_member_finishes_or_stops() -> None:
     assert isinstance(pop.poll(1), base.Exploit)
 
 
+def test_a_failed_member_leaves_the_population() -> None:
+    pop = population(4, quantile_fraction=0.25, seed=3)
+    rank(pop, [0.1, 0.5, 0.6, 0.9])  # member 0 best (the only top member), 3 worst
+    pop.fail(0)
+    assert not pop.members[0].active and pop.members[0].objective is None
+    assert 0 not in [m for side in pop.quantiles() for m in side]
+    # The worst member now copies the best member left, never the failed one.
+    decision = pop.report(3, 20, 0.9, "m3-s20")
+    assert not (isinstance(decision, base.Exploit) and decision.src == 0)
+    assert pop.best_member() != 0
+    assert pop.report(0, 20, 0.05, "m0-s20") == base.Stop("stopped")
+    history = [e for e in pop.history if e["event"] == "failed"]
+    pop.fail(0)
+    assert (
+        [e for e in pop.history if e["event"] == "failed"]
+        == history
+        == [{"event": "failed", "member": 0, "step": 10}]
+    )
+
+
+def test_a_failed_member_releases_a_synchronous_round() -> None:
+    pop = population(3, synch=True)
+    assert pop.report(0, 10, 1.0, "m0") == base.Wait()
+    assert pop.report(1, 10, 2.0, "m1") == base.Wait()
+    pop.fail(2)
+    assert pop.poll(0) == base.Continue()
+    assert isinstance(pop.poll(1), base.Exploit)
+
+
 def test_unknown_member_is_refused() -> None:
     with pytest.raises(ValueError, match=r"member must be in 0\.\.3"):
         population(4).report(4, 10, 1.0, None)

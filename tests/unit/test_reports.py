@@ -163,3 +163,27 @@ def test_configmap_round_trip() -> None:
     data, binary = state.to_configmap()
     back = state_mod.SearchState.from_configmap({"data": data, "binaryData": binary})
     assert back == state
+
+
+def test_a_member_given_up_on_leaves_the_population_and_is_never_copied() -> None:
+    from schedsearch.controller import kube, plan
+
+    state = fresh_state(view("pbt"))  # population 4, interval 100: quantile of 1
+    for member, objective in enumerate([0.1, 0.5, 0.6, 0.9]):
+        state = deliver(state, checkpoint(member, 100, objective)).state
+    # The controller gives up on member 0, the best one, whose checkpoint others could copy.
+    merged = kube._merge_members(state, plan.RecordMembers((), (0,)))
+    assert merged is not None and merged.members[0].gave_up
+    assert not state_mod.in_population(merged, 0)
+    assert kube._merge_members(merged, plan.RecordMembers((), (0,))) is None
+    for step in (200, 300, 400):
+        for member in (1, 2, 3):
+            outcome = deliver(merged, checkpoint(member, step, 0.9 - 0.1 * member))
+            merged = outcome.state
+            decision = base.decision_from_dict(outcome.answer["decision"])
+            if isinstance(decision, base.Exploit):
+                assert decision.src != 0 and not decision.checkpoint_path.startswith("/ckpt/0/")
+    # A late report of the given-up member stops it and changes nothing else.
+    late = deliver(merged, checkpoint(0, 200, 0.01))
+    assert late.answer["decision"]["kind"] == "Stop"
+    assert not late.state.members[0].finished

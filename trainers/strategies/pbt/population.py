@@ -159,6 +159,23 @@ class Population:
         if self.config.synch:
             self._maybe_close_round()
 
+    def fail(self, member: int) -> None:
+        """``member`` failed for good (its runner gave up on it): it leaves the population.
+
+        It is no longer a copy source nor in the quantiles, holds no synchronous round, and
+        since it never reached the end of the budget its last objective cannot make it the best
+        member. Failing a member twice changes nothing.
+        """
+        state = self._member(member)
+        if state.stopped and state.objective is None and not state.finished:
+            return
+        state.finished, state.stopped, state.waiting = False, True, False
+        state.objective = None
+        self._round.pop(member, None)
+        self.history.append({"event": "failed", "member": member, "step": state.step})
+        if self.config.synch:
+            self._maybe_close_round()
+
     def _record(
         self,
         member: int,
