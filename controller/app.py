@@ -153,12 +153,15 @@ class Reconciler:
         for member in current.members:
             counts[member.phase] = counts.get(member.phase, 0) + 1
         best = current.best.objective if current.best is not None else None
+        objective = search.spec.objective if search.spec is not None else None
         self.metrics.observe_search(
             search.namespace,
             search.name,
             phase=current.phase,
             members=counts,
             best_objective=best,
+            metric=objective.metric if objective is not None else "",
+            mode=objective.mode if objective is not None else "",
         )
 
     def poke(self, namespace: str, name: str) -> None:
@@ -245,7 +248,7 @@ def load_kube_config() -> k8s.ApiClient:
 
 async def serve(options: Options) -> None:
     """Run until cancelled: report channel, metrics, and kopf's reconcile loops."""
-    metrics = metrics_mod.ControllerMetrics()
+    metrics = metrics_mod.ControllerMetrics(namespaces=options.namespaces)
     api = kube.Kube(kube.Rest(load_kube_config()), on_restart=metrics.count_member_restart)
     reconciler = Reconciler(api, options.settings, metrics)
     channel = server.ReportChannel(api, metrics, on_change=reconciler.poke)

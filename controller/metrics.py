@@ -1,9 +1,15 @@
 """The controller's Prometheus metrics: searches, members, best objectives, reconcile health.
 
 State-like series (searches by phase, members by state, best objective) are computed at scrape
-time from the last snapshot the reconciler recorded for each search, so a deleted search
-disappears from every series at once and no stale label set lingers. Event-like series (exploits,
-member restarts, reconcile errors) are counters; durations are histograms in seconds.
+time from the last snapshot the reconciler recorded for each search. Event-like series (exploits,
+member restarts, reconcile errors) are counters; durations are histograms in seconds. A deleted
+search disappears from every series at once, its counters included, so the label sets do not
+grow with every search ever seen. Counters expose no ``_created`` series (one per counter,
+doubling the series for no dashboard's use), and the reconcile error counter of a namespace
+exists at 0 from its first reconcile, so ``rate()`` of it is 0 rather than "no data".
+
+The ``namespace`` label is the search's namespace, not the controller's: the chart's
+ServiceMonitor honours the target's labels so Prometheus keeps it as it is.
 
 Each :class:`ControllerMetrics` owns its own ``CollectorRegistry`` (never the process-global
 one), so tests and embedded uses can create as many as they like.
@@ -18,7 +24,7 @@ from collections import Counter as Tally
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -37,6 +43,9 @@ class SearchSnapshot:
     phase: str
     members: Mapping[str, int] = field(default_factory=dict)  # state -> count
     best_objective: float | None = None
+    # What the objective is: a best of 0.08 means nothing without "val_loss, min".
+    metric: str = ""
+    mode: str = ""
 
 
 class _SearchCollector(Collector):
@@ -101,12 +110,12 @@ def _members_by_state(searches: Mapping[tuple[str, str], SearchSnapshot]) -> Met
 def _best_objective(searches: Mapping[tuple[str, str], SearchSnapshot]) -> Metric:
     family = GaugeMetricFamily(
         PREFIX + "search_best_objective",
-        "Best objective value a search has found so far.",
-        labels=["namespace", "search"],
+        "Best objective value a search has found so far (metric and mode say what it is).",
+        labels=["namespace", "search", "metric", "mode"],
     )
     for (namespace, name), snap in sorted(searches.items()):
         if snap.best_objective is not None:
-            family.add_metric([namespace, name], snap.best_objective)
+            family.add_metric([namespace, name, snap.metric, snap.mode], snap.best_objective)
     return family
 
 
@@ -124,7 +133,10 @@ class ControllerMetrics:
         registry: CollectorRegistry | None = None,
         *,
         phases: Sequence[str] = DEFAULT_PHASES,
+        namespaces: Sequence[str] = (),
     ) -> None:
+        # Process-wide in prometheus_client; every registry of ours wants it off.
+        disable_created_metrics()
         self.registry = registry if registry is not None else CollectorRegistry()
         self._searches = _SearchCollector(phases)
         self.registry.register(self._searches)
@@ -159,6 +171,8 @@ class ControllerMetrics:
             buckets=REPORT_BUCKETS,
             registry=self.registry,
         )
+        for namespace in namespaces:  # the watched namespaces: known before any reconcile
+            self.reconcile_errors.labels(namespace=namespace)
 
     def observe_search(
         self,
@@ -168,14 +182,18 @@ class ControllerMetrics:
         phase: str,
         members: Mapping[str, int] | None = None,
         best_objective: float | None = None,
+        metric: str = "",
+        mode: str = "",
     ) -> None:
         """Record the state of one search as the reconciler just read it."""
-        snapshot = SearchSnapshot(phase, dict(members or {}), best_objective)
+        snapshot = SearchSnapshot(phase, dict(members or {}), best_objective, metric, mode)
         self._searches.put(namespace, name, snapshot)
 
     def forget_search(self, namespace: str, name: str) -> None:
-        """The search was deleted: drop its series (its counters keep their last value)."""
+        """The search was deleted: drop every series of it, counters included."""
         self._searches.drop(namespace, name)
+        self.exploits.remove(namespace, name)
+        self.member_restarts.remove(namespace, name)
 
     def count_exploit(self, namespace: str, search: str, n: int = 1) -> None:
         self.exploits.labels(namespace=namespace, search=search).inc(n)
@@ -186,11 +204,12 @@ class ControllerMetrics:
     @contextlib.contextmanager
     def time_reconcile(self, namespace: str) -> Iterator[None]:
         """Observe the duration of the enclosed reconcile; count it as an error if it raises."""
+        errors = self.reconcile_errors.labels(namespace=namespace)  # exists at 0 from now on
         start = time.perf_counter()
         try:
             yield
         except Exception:
-            self.reconcile_errors.labels(namespace=namespace).inc()
+            errors.inc()
             raise
         finally:
             self.reconcile_duration.observe(time.perf_counter() - start)

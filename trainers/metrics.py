@@ -18,7 +18,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    disable_created_metrics,
+    start_http_server,
+)
 
 from schedsearch.trainers.strategies import base
 
@@ -52,6 +58,8 @@ class PrometheusReporter:
     ) -> None:
         if max_members < 1:
             raise ValueError(f"max_members must be >= 1, got {max_members}")
+        # No ``_created`` series: one per counter child, of use to no dashboard (process-wide).
+        disable_created_metrics()
         self.registry = registry
         self._fixed = {"namespace": namespace, "search": search}
         self._max_members = max_members

@@ -14,7 +14,7 @@ from schedsearch.trainers import metrics as trainer_metrics
 from schedsearch.trainers.metrics import PrometheusReporter
 from schedsearch.trainers.strategies.base import Reporter
 
-ALLOWED_LABELS = {"namespace", "search", "member", "phase", "state", "kind"}
+ALLOWED_LABELS = {"namespace", "search", "member", "phase", "state", "kind", "metric", "mode"}
 
 
 class FakeClock:
@@ -55,9 +55,7 @@ def test_every_series_follows_the_naming_conventions() -> None:
             assert family.name.startswith("schedsearch_"), family.name
             assert family.documentation, f"{family.name} has no help text"
             if family.type == "counter":
-                assert all(
-                    s.name.endswith("_total") for s in family.samples if "_created" not in s.name
-                )
+                assert all(s.name.endswith("_total") for s in family.samples)
             else:
                 assert not family.name.endswith("_total"), family.name
             if family.type == "histogram":
@@ -183,12 +181,15 @@ def test_controller_search_series_follow_snapshots() -> None:
     assert get("schedsearch_searches", namespace="ml", phase="Running") is None
     m.observe_search("ml", "a", phase="Running", members={"Running": 4, "Pending": 2})
     m.observe_search("ml", "b", phase="Running", best_objective=0.3)
-    m.observe_search("ml", "c", phase="Succeeded", best_objective=0.1)
+    m.observe_search(
+        "ml", "c", phase="Succeeded", best_objective=0.1, metric="val_loss", mode="min"
+    )
     assert get("schedsearch_searches", namespace="ml", phase="Running") == 2
     assert get("schedsearch_searches", namespace="ml", phase="Succeeded") == 1
     assert get("schedsearch_searches", namespace="ml", phase="Failed") == 0  # zero-filled
     assert get("schedsearch_search_members", namespace="ml", search="a", state="Pending") == 2
-    assert get("schedsearch_search_best_objective", namespace="ml", search="c") == 0.1
+    objective = {"metric": "val_loss", "mode": "min"}
+    assert get("schedsearch_search_best_objective", namespace="ml", search="c", **objective) == 0.1
     assert get("schedsearch_search_best_objective", namespace="ml", search="a") is None
 
     m.observe_search("ml", "a", phase="Succeeded", best_objective=0.05)
@@ -196,6 +197,57 @@ def test_controller_search_series_follow_snapshots() -> None:
     assert get("schedsearch_searches", namespace="ml", phase="Running") == 0
     assert get("schedsearch_searches", namespace="ml", phase="Succeeded") == 2
     assert get("schedsearch_search_best_objective", namespace="ml", search="b") is None
+
+
+def test_a_deleted_search_leaves_no_series_behind() -> None:
+    m = ControllerMetrics()
+    m.observe_search("ml", "a", phase="Running", members={"Running": 2}, best_objective=0.5)
+    m.count_exploit("ml", "a")
+    m.count_member_restart("ml", "a")
+    m.count_exploit("ml", "b")
+    m.forget_search("ml", "a")
+    labels_left = [
+        sample.labels
+        for family in m.registry.collect()
+        for sample in family.samples
+        if sample.labels.get("search") == "a"
+    ]
+    assert labels_left == []
+    assert (
+        m.registry.get_sample_value(
+            "schedsearch_exploits_total", {"namespace": "ml", "search": "b"}
+        )
+        == 1
+    )
+    m.forget_search("ml", "never-seen")  # nothing to drop is fine
+
+
+def test_counters_expose_no_created_series() -> None:
+    for registry in populated_registries():
+        names = [s.name for family in registry.collect() for s in family.samples]
+        assert names and not [n for n in names if n.endswith("_created")], names
+
+
+def test_reconcile_errors_are_zero_before_the_first_error() -> None:
+    m = ControllerMetrics(namespaces=["ml"])
+    get = m.registry.get_sample_value
+    assert get("schedsearch_reconcile_errors_total", {"namespace": "ml"}) == 0
+    assert get("schedsearch_reconcile_errors_total", {"namespace": "other"}) is None
+    with m.time_reconcile("other"):
+        pass
+    assert get("schedsearch_reconcile_errors_total", {"namespace": "other"}) == 0
+
+
+def test_best_objective_says_which_metric_and_mode() -> None:
+    m = ControllerMetrics()
+    m.observe_search("ml", "a", phase="Running", best_objective=0.9, metric="val_loss", mode="max")
+    (sample,) = [
+        s
+        for family in m.registry.collect()
+        if family.name == "schedsearch_search_best_objective"
+        for s in family.samples
+    ]
+    assert sample.labels == {"namespace": "ml", "search": "a", "metric": "val_loss", "mode": "max"}
 
 
 def test_controller_counters_and_histograms_move() -> None:
