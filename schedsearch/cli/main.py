@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib
 import io
+import shlex
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -445,7 +446,11 @@ class RunOptions:
 @click.argument("spec_path", metavar="SPEC", type=click.Path(dir_okay=False, path_type=Path))
 @store_option
 @click.option(
-    "--ray-address", default=None, help="Join this Ray cluster instead of starting one locally."
+    "--ray-address",
+    default=None,
+    help="Join this Ray cluster (HOST:PORT of `ray start --head`) instead of starting one "
+    "locally; $RAY_ADDRESS does the same. The project and the entrypoint's module are shipped "
+    "to its workers.",
 )
 @click.option("--resume", is_flag=True, help="Continue a search of the same name from its state.")
 @click.option("--name", default=None, help="Run under this name instead of metadata.name.")
@@ -465,6 +470,23 @@ def run(
         engine.run_search(search, options=options, store=SQLiteStore(options.store_path))
     except engine.SearchFailed as err:
         raise UserError(f"search {search.name!r} failed: {err}") from None
+    except engine.RayConnectError as err:
+        raise UserError(str(err)) from None
+    except engine.SearchInterrupted as stop:
+        click.echo(f"Interrupted ({stop}). Continue with: {_resume_command(options)}", err=True)
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+def _resume_command(options: RunOptions) -> str:
+    """The command that continues this run: its own spec file, name, store and Ray."""
+    words = ["schedsearch", "run", str(options.spec_path), "--resume"]
+    if options.name is not None:
+        words += ["--name", options.name]
+    if options.store_path != default_store_path():
+        words += ["--store", str(options.store_path)]
+    if options.ray_address is not None:
+        words += ["--ray-address", options.ray_address]
+    return shlex.join(words)
 
 
 def _named(search: ScheduleSearch, name: str | None) -> ScheduleSearch:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SearchFailed", "SearchInterrupted", "run_search"]
+__all__ = ["RayConnectError", "SearchFailed", "SearchInterrupted", "run_search"]
 
 
 def __getattr__(name: str) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -29,6 +30,24 @@ Trainable = Callable[[dict[str, Any]], None]
 # cuts its interval short within about a second (its trial checks once per result), then saves
 # and evaluates once.
 HALT_GRACE_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class BestSoFar:
+    """The best member of an unfinished search: its objective, where, and what it followed."""
+
+    objective: float
+    member: int
+    step: int
+    schedule: schedules.Schedule
+
+
+@dataclass(frozen=True)
+class ProgressSoFar:
+    """What an unfinished search has cost (member-steps) and its best so far (None: unknown)."""
+
+    member_steps: int | None = None
+    best: BestSoFar | None = None
 
 
 class Job(Protocol):
@@ -74,6 +93,10 @@ class Job(Protocol):
 
     def summary_rows(self) -> list[dict[str, Any]]:
         """Per-member figures for the final table."""
+        ...
+
+    def progress(self) -> ProgressSoFar:
+        """Cost and best so far, for a search that stops before its end."""
         ...
 
 
@@ -197,6 +220,21 @@ class PBTJob:
         self._sync()
         return self._local.member_rows()
 
+    def progress(self) -> ProgressSoFar:
+        self._sync()
+        outcome = self._local.outcome()
+        objective, member = outcome["bestObjective"], int(outcome["bestMember"])
+        best = None
+        if objective is not None and math.isfinite(objective):
+            schedule = schedules.Schedule.from_dict(outcome["schedule"])
+            best = BestSoFar(
+                objective=float(objective),
+                member=member,
+                step=self._local.population.members[member].step,
+                schedule=schedule.with_provenance(search=self.search.name),
+            )
+        return ProgressSoFar(member_steps=int(outcome["memberSteps"]), best=best)
+
     def _sync(self) -> None:
         """Copy the actor's state into the local twin (no-op if the actor is gone)."""
         if self._actor is None:
@@ -225,6 +263,13 @@ class SingleTrialJob:
         self._state = dict(state or {})
         self._result: SearchResult | None = None
         self._rows: dict[int, dict[str, Any]] = {}
+        # The step each reporting member was last seen at (this run only); a fresh run's
+        # members start at step 0, a resumed one's where their checkpoints were.
+        self._seen: dict[int, int] = {}
+        self._fresh = not state
+        hdet = search.spec.strategy.hdet
+        # HDET's rank 0 reports for the group: every replica trains each of its steps.
+        self._processes = hdet.replicas if hdet is not None else 1
 
     def start(self) -> None:
         pass
@@ -249,6 +294,7 @@ class SingleTrialJob:
 
     def on_result(self, result: dict[str, Any]) -> None:
         for member, step, _loss, lr, val_loss in result.get("progress", ()):
+            self._count(int(member), int(step))
             row = self._rows.setdefault(int(member), {"member": int(member), "status": "running"})
             row.update(step=int(step), lr=lr)
             if val_loss is not None:
@@ -270,3 +316,17 @@ class SingleTrialJob:
 
     def summary_rows(self) -> list[dict[str, Any]]:
         return [self._rows[m] for m in sorted(self._rows)]
+
+    def progress(self) -> ProgressSoFar:
+        # The trial's own result carries the exact cost; until then, the steps seen trained.
+        trained = self._state.get("trainedSteps")
+        return ProgressSoFar(member_steps=None if trained is None else int(trained))
+
+    def _count(self, member: int, step: int) -> None:
+        """Count the steps trained since the last report (an AutoLRS probe restores its stage
+        start, so steps go back and forward again; both ways forward are trained)."""
+        last = self._seen.get(member, 0 if self._fresh else None)
+        self._seen[member] = step
+        if last is not None and step > last:
+            trained = (step - last) * self._processes
+            self._state["trainedSteps"] = int(self._state.get("trainedSteps", 0)) + trained

@@ -18,12 +18,15 @@ Why our core and not Ray Tune's ``PopulationBasedTraining`` as the decision-make
   value (``Exploit(src, dst, new_config, ...)``) and the member loop, still running, loads the
   source checkpoint itself: no trial restarts, no process churn on a 2-core machine.
 
-What we give up: Ray's ``choose_trial_to_run`` time-sharing of a population larger than the
-cluster. The engine sizes member resources so the whole population runs at once (see
-``session.trial_resources``). Where the two differ in decisions (the source must have a
-checkpoint; a NaN member is rescued at once; the explored LR is clipped to lrBounds; an
-exploited member takes its source's score until its next ready point, where Ray keeps the
-member's stale score) is documented in ``population.py`` and checked against Ray in
+What we give up: Ray's ``choose_trial_to_run``, which pauses and resumes trials so that a
+population larger than the cluster takes turns. Here the whole population always runs at once:
+``session.trial_resources`` gives each member a share that fits (a fraction of a CPU when the
+population is larger than the CPUs), and the operating system time-shares the cores.
+
+Where the two differ in decisions (the source must have a checkpoint; a NaN member is
+rescued at once; the explored LR is clipped to lrBounds; an exploited member takes its
+source's score until its next ready point, where Ray keeps the member's stale score) is
+documented in ``population.py`` and checked against Ray in
 ``tests/unit/test_engine_pbt_agreement.py``.
 
 The coordinator also keeps what the engine needs beyond decisions: where each member resumes
@@ -193,8 +196,19 @@ class PBTCoordinator:
     def all_arrived(self) -> bool:
         """Every member still to train is up: they start together, so that the first ones to
         get a CPU do not race ahead of a population that is still starting."""
-        waiting = [m for m in self.population.members if not self.is_finished(m)]
-        return all(m in self.arrived for m in waiting)
+        return not self.missing()
+
+    def missing(self) -> list[int]:
+        """The members still to train whose trials are not up yet."""
+        return [
+            m for m in self.population.members if not self.is_finished(m) and m not in self.arrived
+        ]
+
+    def speaks_for_waiting(self, member: int) -> bool:
+        """Whether ``member`` is the one that reports the wait (the lowest waiting member), so
+        that a waiting population prints one line, not one per member."""
+        waiting = [m for m in self.arrived if not self.is_finished(m)]
+        return bool(waiting) and member == min(waiting)
 
     def is_finished(self, member: int) -> bool:
         state = self.population.members[member]

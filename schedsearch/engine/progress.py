@@ -24,6 +24,10 @@ from schedsearch.trainers import schedules
 
 # Events kept on screen below the table.
 RECENT_EVENTS = 6
+# No ETA until the rate has been measured over this long: the first results arrive in batches
+# (a trial sends what it trained in the last second at once), so a rate measured over the
+# first batch alone is far too high (an "ETA 0:00" at 15%).
+MIN_RATE_SECONDS = 5.0
 
 
 @dataclass
@@ -68,7 +72,8 @@ class ProgressBoard:
         self.events: list[str] = []
         self.exploits = 0
         self._started = time.monotonic()
-        self._first_progress: tuple[float, float] | None = None
+        # (time, fraction done) when the rate started to be measured: after the first batch.
+        self._rate_since: tuple[float, float] | None = None
         self._live: Live | None = None
 
     # -- context --------------------------------------------------------------------------------
@@ -103,15 +108,16 @@ class ProgressBoard:
         if val_loss is not None:
             row.val_loss = val_loss
         row.changed = True
-        if self._first_progress is None:
-            self._first_progress = (time.monotonic(), self.fraction_done())
 
     def tick(self) -> None:
-        """Plain mode: print the latest line of each member that moved and whose interval is
-        up. Called after each batch of reports, so a line shows the batch's last step."""
+        """After each batch of reports: start measuring the rate after the first batch and,
+        in plain mode, print the latest line of each member that moved and whose interval is
+        up (so a line shows the batch's last step)."""
+        now = time.monotonic()
+        if self._rate_since is None and any(r.changed for r in self.rows.values()):
+            self._rate_since = (now, self.fraction_done())
         if self.live:
             return
-        now = time.monotonic()
         for row in self.rows.values():
             if row.changed and now - row.printed_at >= self.line_interval:
                 row.printed_at, row.changed = now, False
@@ -127,10 +133,19 @@ class ProgressBoard:
             member = data.get("member")
             if isinstance(member, int):
                 self._row(member).status = kind
+        if kind == "waiting":
+            self._mark_waiting(data.get("missing"))
         text = f"[{kind}] {message}"
         self.events = [*self.events, text][-RECENT_EVENTS:]
         if not self.live:
             self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    def _mark_waiting(self, missing: Any) -> None:
+        """Members that are up wait for the ``missing`` ones, which are still starting."""
+        late = {m for m in missing if isinstance(m, int)} if isinstance(missing, list) else set()
+        for row in self.rows.values():
+            if row.status in ("pending", "waiting", "starting"):
+                row.status = "starting" if row.member in late else "waiting"
 
     def mark(self, member: int, status: str) -> None:
         """Set a member's status from the engine's side (trial finished, failed, stopped)."""
@@ -143,13 +158,14 @@ class ProgressBoard:
         return sum(steps) / (self.total_steps * max(1, len(steps)))
 
     def eta_seconds(self) -> float | None:
-        """Remaining time from the rate since the first progress (start-up excluded)."""
-        if self._first_progress is None:
+        """Remaining time from the rate since the first batch of progress (start-up excluded),
+        once that rate has been measured for :data:`MIN_RATE_SECONDS`."""
+        if self._rate_since is None:
             return None
-        since, done_then = self._first_progress
+        since, done_then = self._rate_since
         done = self.fraction_done()
         elapsed = time.monotonic() - since
-        if done <= done_then or elapsed <= 0:
+        if done <= done_then or elapsed < MIN_RATE_SECONDS:
             return None
         rate = (done - done_then) / elapsed
         return (1.0 - done) / rate

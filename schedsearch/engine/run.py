@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,10 +21,11 @@ from rich.console import Console
 
 from schedsearch.api import spec as api
 from schedsearch.api.fields import parse_quantity
-from schedsearch.engine import jobs, progress, session, state, tuning
+from schedsearch.engine import jobs, progress, session, shipping, state, tuning
 from schedsearch.engine.interrupt import Interrupt
 from schedsearch.engine.messages import Tee
-from schedsearch.store.base import NotFoundError, StoreError
+from schedsearch.engine.session import RayConnectError as RayConnectError
+from schedsearch.store.base import NotFoundError, SearchExistsError, StoreError
 from schedsearch.store.reporter import StoreReporter
 from schedsearch.store.sqlite import SQLiteStore
 from schedsearch.trainers.strategies.base import SearchResult
@@ -45,7 +48,9 @@ class RunOptions(Protocol):
 
 
 class SearchInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped the search; its state is saved and ``--resume`` continues it."""
+    """Ctrl-C stopped the search; its state is saved and ``--resume`` continues it. The
+    engine prints nothing about it: the caller knows how the run was started and says how to
+    continue it."""
 
 
 class SearchFailed(RuntimeError):
@@ -64,16 +69,17 @@ def run_search(
     """Run ``search`` to its end and store the result; print progress and the best schedule.
 
     ``console`` shows progress (default: stderr), ``out`` the final tables (default: stdout).
+    Nothing is written to the store before the engine has started or joined its Ray: a
+    cluster that cannot be reached leaves no record behind (:class:`RayConnectError`).
     """
     console = console or Console(stderr=True)
     out = out or Console(file=sys.stdout, highlight=False)
-    saved = _register(store, search, resume=options.resume, console=console)
-    run_dir = _run_dir(search.name, options.store_path, runs_dir, saved)
+    registration = _register(store, search, resume=options.resume, console=console)
+    run_dir = _run_dir(search.name, options.store_path, runs_dir, registration.saved)
     with state.run_lock(run_dir):
-        job = _make_job(search, run_dir, saved)
-        store.set_phase(search.name, "Running", message="resumed" if saved else None)
+        job = _make_job(search, run_dir, registration.saved)
         started = time.monotonic()
-        result = _run_job(search, job, store, options.ray_address, run_dir, console)
+        result = _run_job(search, job, store, options.ray_address, run_dir, console, registration)
         result.wall_seconds = time.monotonic() - started
     _print_result(out, search, job, result)
     return result
@@ -82,34 +88,54 @@ def run_search(
 # -- steps ---------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Registration:
+    """What the store holds of a search about to run: whether it exists, its saved state."""
+
+    exists: bool
+    saved: state.EngineState | None = None
+
+
 def _register(
     store: SQLiteStore, search: api.ScheduleSearch, *, resume: bool, console: Console
-) -> state.EngineState | None:
-    """Create the search, or check it may be resumed; the saved engine state, if any."""
+) -> Registration:
+    """Check that ``search`` may run under its name (reads only: see :func:`_record_start`)."""
     try:
         record = store.get_search(search.name)
     except NotFoundError:
-        record = None
-    if record is None:
         if resume:
             console.print(f"nothing to resume for {search.name!r}: starting it", markup=False)
-        store.create_search(search)
-        return None
-    # Refuses a different spec under the same name; without --resume, any existing search.
-    store.create_search(search, exist_ok=resume)
+        return Registration(exists=False)
     if record.phase == "Succeeded":
         raise StoreError(
-            f"search {search.name!r} already succeeded; nothing to resume "
-            "(run it under another name with --name)"
+            f"search {search.name!r} already succeeded (`schedsearch get {search.name}` shows "
+            f"it); to run the spec again, give the run another name (--name {search.name}-2) or "
+            f"delete the search first (`schedsearch delete {search.name}`)"
         )
+    if not resume:
+        raise SearchExistsError(
+            f"search {search.name!r} already exists ({record.phase}): continue it with --resume, "
+            f"or run under another name (--name {search.name}-2)"
+        )
+    # Refuses a different spec under the same name (writes nothing for an existing search).
+    store.create_search(search, exist_ok=True)
     blob = store.load_engine_state(search.name)
     if blob is None:
         console.print(f"no saved state for {search.name!r}: starting it over", markup=False)
-        return None
+        return Registration(exists=True)
     try:
-        return state.EngineState.from_bytes(blob)
+        return Registration(exists=True, saved=state.EngineState.from_bytes(blob))
     except ValueError as err:
         raise StoreError(f"cannot resume {search.name!r}: {err}") from None
+
+
+def _record_start(
+    store: SQLiteStore, search: api.ScheduleSearch, registration: Registration
+) -> None:
+    """The engine is up: create the search (if new) and mark it Running."""
+    if not registration.exists:
+        store.create_search(search)
+    store.set_phase(search.name, "Running", message="resumed" if registration.saved else None)
 
 
 def _make_job(
@@ -144,37 +170,78 @@ def _run_job(
     ray_address: str | None,
     run_dir: Path,
     console: Console,
+    registration: Registration,
 ) -> SearchResult:
     saver = _StateSaver(store, search.name, job, run_dir)
+    with tempfile.TemporaryDirectory(prefix="schedsearch-ship-") as stage:
+        address, _ = session.resolve_address(ray_address)
+        runtime_env = shipping.runtime_env(search, Path(stage)) if address else None
+        try:
+            with session.ray_session(ray_address, runtime_env=runtime_env) as ray_info:
+                _record_start(store, search, registration)
+                return _run_in_session(search, job, store, ray_info, run_dir, saver, console)
+        except SearchInterrupted:
+            raise
+        except KeyboardInterrupt:
+            if not _recorded(store, search.name):
+                raise  # Ctrl-C while Ray was still starting: nothing to keep
+            # A second Ctrl-C: no clean stop, but the state saved last still matches the disk.
+            _keep_progress(store, search.name, job)
+            store.set_phase(search.name, "Interrupted", message="interrupted (forced)")
+            raise SearchInterrupted("forced: the state saved last is kept") from None
+        except (SearchFailed, session.RayConnectError):
+            raise
+        except Exception as err:
+            if _recorded(store, search.name):
+                store.set_phase(search.name, "Failed", message=f"engine error: {err}")
+            raise
+
+
+def _run_in_session(
+    search: api.ScheduleSearch,
+    job: jobs.Job,
+    store: SQLiteStore,
+    ray_info: session.RaySession,
+    run_dir: Path,
+    saver: _StateSaver,
+    console: Console,
+) -> SearchResult:
+    console.print(_ray_line(ray_info), markup=False, highlight=False)
+    job.start()
     try:
-        with session.ray_session(ray_address) as ray_info:
-            console.print(_ray_line(ray_info), markup=False, highlight=False)
-            job.start()
-            try:
-                interrupt = _train(search, job, store, ray_info, run_dir, saver, console)
-            finally:
-                job.stop()
-            saver.save()
-        if interrupt.requested:
-            store.set_phase(search.name, "Interrupted", message="interrupted; resume with --resume")
-            console.print(
-                f"Interrupted: state saved. Continue with: schedsearch run SPEC --resume "
-                f"(search {search.name!r})",
-                markup=False,
-            )
-            raise SearchInterrupted()
-        return _finish(search, job, store)
-    except SearchInterrupted:
-        raise
-    except KeyboardInterrupt:
-        # A second Ctrl-C: no clean stop, but the state saved last still matches the disk.
-        store.set_phase(search.name, "Interrupted", message="interrupted (forced)")
-        raise SearchInterrupted() from None
-    except SearchFailed:
-        raise
-    except Exception as err:
-        store.set_phase(search.name, "Failed", message=f"engine error: {err}")
-        raise
+        interrupt = _train(search, job, store, ray_info, run_dir, saver, console)
+    finally:
+        job.stop()
+    saver.save()
+    if interrupt.requested:
+        _keep_progress(store, search.name, job)
+        store.set_phase(search.name, "Interrupted", message="interrupted; resume with --resume")
+        raise SearchInterrupted("state saved")
+    return _finish(search, job, store)
+
+
+def _recorded(store: SQLiteStore, name: str) -> bool:
+    try:
+        store.get_search(name)
+    except NotFoundError:
+        return False
+    return True
+
+
+def _keep_progress(store: SQLiteStore, name: str, job: jobs.Job) -> None:
+    """An unfinished search still shows what it cost and its best member so far."""
+    progress_so_far = job.progress()
+    if progress_so_far.member_steps is not None:
+        store.append_history(name, [], member_steps=progress_so_far.member_steps)
+    best = progress_so_far.best
+    if best is not None:
+        store.save_best(
+            name,
+            schedule=best.schedule,
+            objective=best.objective,
+            member=best.member,
+            step=best.step,
+        )
 
 
 def _train(
@@ -193,6 +260,10 @@ def _train(
         cpu=float(parse_quantity(search.spec.resources.cpu)),
         gpu=float(search.spec.resources.gpu * _processes_per_trial(search)),
     )
+    if configs:
+        console.print(
+            _resources_line(len(configs), resources, ray_info), markup=False, highlight=False
+        )
     steps = search.spec.budget.steps
     board = progress.ProgressBoard(
         title=f"{search.name} ({job.strategy})",
@@ -271,10 +342,20 @@ def _history_every(steps: int) -> int:
 
 def _ray_line(info: session.RaySession) -> str:
     if info.started_here:
-        where = f"joined {info.address}" if info.address else "started locally"
+        source = f" (${session.ADDRESS_ENV})" if info.address_from_env else ""
+        where = f"joined {info.address}{source}" if info.address else "started locally"
     else:
         where = "already running in this process"
     return f"Ray {where} in {info.startup_seconds:.1f}s ({info.cpus:g} CPU, {info.gpus:g} GPU)"
+
+
+def _resources_line(count: int, resources: session.TrialResources, info: session.RaySession) -> str:
+    """How the trials share the machine: all of them run at once, a crowd time-shares."""
+    each = f"{resources.cpu:g} CPU" + (f" + {resources.gpu:g} GPU" if resources.gpu else "")
+    if count == 1:
+        return f"1 trial ({each})"
+    shared = " (time-shared: more trials than CPUs)" if count > info.cpus else ""
+    return f"{count} trials at once on {info.cpus:g} CPU, {each} each{shared}"
 
 
 class _StateSaver:

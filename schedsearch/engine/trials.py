@@ -23,8 +23,12 @@ from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.base import SearchResult
 
 RESULT_KEY = "searchResult"
-# A member waits this long for the rest of the population to start before it trains alone.
+# The members' shares always fit (session.trial_resources), so the population's trials all
+# start; waiting is for their processes to come up. Should a trial never start (a cluster that
+# other jobs keep busy), the members that are up stop waiting after this long.
 GATHER_TIMEOUT_SECONDS = 600.0
+# While members wait, one of them reports who is still missing this often.
+WAIT_REPORT_SECONDS = 5.0
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -158,15 +162,35 @@ class ActorCoordinator:
     def finish(self, member: int, step: int) -> None:
         self._call("finish", member, step)
 
-    def gather(self, member: int, *, timeout: float, poll: float = 0.5) -> bool:
-        """Announce ``member`` and wait (up to ``timeout`` s) for the rest of the population."""
+    def gather(
+        self,
+        member: int,
+        *,
+        timeout: float,
+        poll: float = 0.5,
+        on_wait: Callable[[list[int], float], None] = lambda missing, waited: None,
+        report_every: float = WAIT_REPORT_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> list[int]:
+        """Announce ``member`` and wait (up to ``timeout`` s) for the rest of the population;
+        the members still missing when it stops waiting (empty: all are up).
+
+        ``on_wait(missing, seconds waited)`` is called every ``report_every`` s on the member
+        that speaks for the waiting ones, so the person at the terminal sees who is awaited.
+        """
         self._call("arrive", member)
-        deadline = time.monotonic() + timeout
-        while not self._call("all_arrived"):
-            if time.monotonic() >= deadline or self.is_halted():
-                return False
+        started = clock()
+        next_report = started
+        while missing := list(self._call("missing")):
+            now = clock()
+            if now - started >= timeout or self.is_halted():
+                return missing
+            if now >= next_report:
+                next_report = now + report_every
+                if self._call("speaks_for_waiting", member):
+                    on_wait(missing, now - started)
             time.sleep(poll)
-        return True
+        return []
 
     def is_halted(self) -> bool:
         """Whether the run is being interrupted."""
@@ -178,6 +202,10 @@ class ActorCoordinator:
         if start.checkpoint_path is not None and not Path(start.checkpoint_path).exists():
             start = self._call("restart_point", member)
         return start
+
+
+def _names(members: list[int]) -> str:
+    return ", ".join(str(m) for m in members)
 
 
 def pbt_member(config: dict[str, Any]) -> None:
@@ -208,8 +236,25 @@ def pbt_member(config: dict[str, Any]) -> None:
         reporter=(reporter := messages.TrialReporter()),
     )
     loop.start_from(start.step, start.checkpoint_path, start.config)
-    if not coordinator.gather(member, timeout=GATHER_TIMEOUT_SECONDS):
-        reporter.on_event("start", f"member {member} starts without the late ones", member=member)
+
+    def on_wait(missing: list[int], waited: float) -> None:
+        reporter.on_event(
+            "waiting",
+            f"waiting for member(s) {_names(missing)} to start ({waited:.0f}s)",
+            member=member,
+            missing=missing,
+        )
+        reporter.flush()
+
+    late = coordinator.gather(member, timeout=GATHER_TIMEOUT_SECONDS, on_wait=on_wait)
+    if late and not coordinator.is_halted():
+        reporter.on_event(
+            "start",
+            f"member {member} waited {GATHER_TIMEOUT_SECONDS:.0f}s for member(s) {_names(late)} "
+            "to start and trains without them (they join when Ray starts them; is the cluster "
+            "short of free CPUs?)",
+            member=member,
+        )
     if start.checkpoint_path is not None:
         reporter.on_event("start", f"member {member} resumes at step {start.step}", member=member)
 

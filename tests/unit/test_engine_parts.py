@@ -150,14 +150,37 @@ def test_plain_progress_prints_events_and_throttled_member_lines() -> None:
     assert board.fraction_done() == pytest.approx(30 / 200)
 
 
-def test_eta_follows_the_rate_since_the_first_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_eta_follows_the_rate_measured_after_the_first_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     now = [100.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
     board = progress.ProgressBoard(title="t", total_steps=100, members=1, live=False)
-    board.on_progress(0, 0, 1.0, 0.1)
-    now[0] += 10
-    board.on_progress(0, 25, 1.0, 0.1)
-    assert board.eta_seconds() == pytest.approx(30.0)
+    board.on_progress(0, 10, 1.0, 0.1)
+    board.on_progress(0, 25, 1.0, 0.1)  # one batch: what the trial trained in its last second
+    board.tick()
+    assert board.eta_seconds() is None  # no rate yet (it once said "ETA 0:00" here)
+    now[0] += 1
+    board.on_progress(0, 26, 1.0, 0.1)
+    board.tick()
+    assert board.eta_seconds() is None  # measured for too short a time
+    now[0] += 9
+    board.on_progress(0, 50, 1.0, 0.1)
+    board.tick()
+    # 25 steps in 10 s since the first batch: 50 steps to go take 20 s.
+    assert board.eta_seconds() == pytest.approx(20.0)
+
+
+def test_waiting_members_and_the_late_ones_show_on_the_board() -> None:
+    buffer = io.StringIO()
+    board = progress.ProgressBoard(
+        title="t", total_steps=10, members=3, console=Console(file=buffer, width=200), live=False
+    )
+    board.on_event("waiting", "waiting for member(s) 2 to start (5s)", member=0, missing=[2])
+    assert [row.status for row in board.rows.values()] == ["waiting", "waiting", "starting"]
+    assert "[waiting] waiting for member(s) 2 to start (5s)" in buffer.getvalue()
+    board.on_progress(0, 1, 1.0, 0.1)
+    assert board.rows[0].status == "running"
 
 
 def test_live_table_lists_every_member() -> None:
