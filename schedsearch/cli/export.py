@@ -1,20 +1,26 @@
-"""A stored schedule as a file others consume: JSON data, per-step CSV, or a torch module.
+"""A stored schedule as a file others consume: JSON or YAML data, per-step CSV, or a torch module.
 
 JSON is the trainers' schedule format (``Schedule.from_json`` reads it back, provenance
-included); CSV has one ``step,lr`` row per training step; torch is a standalone Python module
-with an ``LRScheduler`` subclass holding the change points (``export_torch``).
+included); YAML is the same document (``Schedule.from_dict(yaml.safe_load(text))``); CSV has one
+``step,lr`` row per training step; torch is a standalone Python module with an ``LRScheduler``
+subclass holding the change points (``export_torch``).
 """
 
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Literal, get_args
+
+import yaml
 
 from schedsearch.trainers.schedules import Schedule
 
-ExportFormat = Literal["json", "csv", "torch"]
+ExportFormat = Literal["json", "yaml", "csv", "torch"]
 FORMATS: tuple[str, ...] = get_args(ExportFormat)
 MAX_CSV_STEPS = 10_000_000
+# The format a file's extension implies when no format is given.
+SUFFIX_FORMATS = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".csv": "csv", ".py": "torch"}
 
 
 def export_schedule(schedule: Schedule, fmt: str, *, module_name: str = "schedule") -> str:
@@ -22,6 +28,9 @@ def export_schedule(schedule: Schedule, fmt: str, *, module_name: str = "schedul
     import name a torch module's usage example shows."""
     if fmt == "json":
         return schedule.to_json(indent=2) + "\n"
+    if fmt == "yaml":
+        # PyYAML writes floats with repr(): the LRs read back exactly.
+        return yaml.safe_dump(schedule.to_dict(), sort_keys=False)
     if fmt == "csv":
         return to_csv(schedule)
     if fmt == "torch":
@@ -30,6 +39,15 @@ def export_schedule(schedule: Schedule, fmt: str, *, module_name: str = "schedul
 
         return render_torch_module(schedule, module_name=module_name)
     raise ValueError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
+
+
+def format_for(path: Path | None, fmt: str | None) -> str:
+    """The format asked for, else the one ``path``'s extension implies, else JSON."""
+    if fmt is not None:
+        return fmt
+    if path is not None:
+        return SUFFIX_FORMATS.get(path.suffix.lower(), "json")
+    return "json"
 
 
 def to_csv(schedule: Schedule) -> str:

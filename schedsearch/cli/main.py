@@ -25,10 +25,12 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from schedsearch import __version__
-from schedsearch.api import SpecError, load_spec, load_specs
+from schedsearch.api import SpecError, load_spec
 from schedsearch.api.spec import MemberPhase, MemberSummary, ScheduleSearch
-from schedsearch.cli import render
-from schedsearch.cli.export import FORMATS, export_schedule
+from schedsearch.cli import render, run_metrics
+from schedsearch.cli.export import FORMATS, export_schedule, format_for
+from schedsearch.cli.plotting import IMAGE_FORMATS
+from schedsearch.cli.validation import validate_source
 from schedsearch.store import (
     STORE_ENV,
     HistoryPoint,
@@ -124,10 +126,59 @@ def _store_option(help_text: str) -> Callable[[F], F]:
 
 
 store_option = _store_option(f"Results store (SQLite file). {DEFAULT_STORE_HELP}.")
+
+
+class FormatChoice(click.Choice):  # type: ignore[type-arg]
+    """``-o/--output``: the output format, in every command (as in kubectl).
+
+    In ``export`` and ``plot`` ``-o`` once named the file to write; a value that is not a format
+    is answered with where the file goes now instead of a bare "not one of".
+    """
+
+    def __init__(self, choices: Sequence[str], *, file_hint: bool = False) -> None:
+        super().__init__(choices)
+        self.file_hint = file_hint
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            if not self.file_hint:
+                raise
+            self.fail(
+                f"{value!r} is not a format ({', '.join(map(str, self.choices))}): -o/--output "
+                f"is the output format; write to a file with -f/--file {value}",
+                param,
+                ctx,
+            )
+
+
+class OutputFile(click.ParamType):
+    """``-f/--file``: the file a command writes. A bare format name is refused: it is what
+    ``export -f`` meant before, and writing a file called ``torch`` would hide the mistake."""
+
+    name = "file"
+
+    def __init__(self, formats: Sequence[str]) -> None:
+        self.formats = tuple(formats)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, Path):
+            return value
+        if value in self.formats:
+            self.fail(
+                f"{value!r} is a format, not a file: give the format with -o {value} "
+                f"(to write a file named {value}, say ./{value})",
+                param,
+                ctx,
+            )
+        return Path(value).expanduser()
+
+
 output_option = click.option(
     "-o",
     "--output",
-    type=click.Choice(render.OUTPUT_FORMATS),
+    type=FormatChoice(render.OUTPUT_FORMATS),
     default="table",
     show_default=True,
     help="Output format.",
@@ -202,13 +253,20 @@ class Results:
 
     @functools.cached_property
     def backend(self) -> ResultsBackend:
-        """The backend to read. Reading never creates a store: a missing file means no searches."""
+        """The backend to read. Reading never creates a store: a missing default store means no
+        searches yet; a missing store the user named (``--store``, ``$SCHEDSEARCH_STORE``) is an
+        error, most likely a typo."""
         if self.source == "cluster":
             return ClusterBackend(self.target)
         path = _store_path(self.store_path)
-        if not path.is_file():
-            return _EmptyBackend(path)
-        return SQLiteStore(path)
+        if path.is_file():
+            return SQLiteStore(path)
+        if self.store_path is not None:
+            raise StoreError(
+                f"no results store at {path} (from --store or ${STORE_ENV}): check the path; "
+                "`schedsearch run --store PATH` creates one"
+            )
+        return _EmptyBackend(path)
 
     @property
     def where(self) -> str:
@@ -240,6 +298,20 @@ class _EmptyBackend:
         return NotFoundError("search", name, f"the store {self.path} does not exist yet")
 
 
+def _write_file(path: Path, write: Callable[[Path], object]) -> None:
+    """Run ``write(path)``; a folder that does not exist or cannot be written is a user error
+    that names the path, not a traceback."""
+    if path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise UserError(f"cannot write {path}: the folder {path.parent} does not exist")
+    try:
+        write(path)
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror or err}") from None
+    click.echo(f"wrote {path}", err=True)
+
+
 def _echo_table(*renderables: Any) -> None:
     """Print rich tables as plain text (no colour, no trailing blanks) so the output is the same
     on a terminal, in a pipe and in a test."""
@@ -264,19 +336,22 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--local",
+    is_flag=True,
+    help="Check for a local run (schedsearch run): no image or shared claim needed, the "
+    "entrypoint must import here. Default: the cluster's checks, as the API server's.",
+)
 @click.pass_context
-def validate(ctx: click.Context, files: Sequence[Path]) -> None:
-    """Check ScheduleSearch spec files; print every problem with its field path."""
+def validate(ctx: click.Context, files: Sequence[Path], local: bool) -> None:
+    """Check ScheduleSearch spec files (- reads standard input); print every problem with its
+    field path, and import and check a user entrypoint."""
     failed = False
     for path in files:
-        try:
-            specs = load_specs(path)
-        except SpecError as err:
-            failed = True
-            for line in err.lines():
-                click.echo(line)
-            continue
-        click.echo(f"{path}: ok ({', '.join(spec.name for spec in specs)})")
+        report = validate_source(path, "local" if local else "cluster")
+        for line in report.lines:
+            click.echo(line)
+        failed = failed or not report.ok
     ctx.exit(EXIT_USER_ERROR if failed else EXIT_OK)
 
 
@@ -348,57 +423,71 @@ def best(name: str, results: Results, output: str) -> None:
 @cli.command()
 @name_argument
 @click.option(
-    "-f",
-    "--format",
-    "fmt",
-    type=click.Choice(FORMATS),
-    default="json",
-    show_default=True,
-    help="json: change points (Schedule.from_json reads it); csv: step,lr per step; "
-    "torch: a standalone LRScheduler module.",
-)
-@click.option(
     "-o",
     "--output",
+    "--format",
+    "fmt",
+    type=FormatChoice(FORMATS, file_hint=True),
+    default=None,
+    help="json or yaml: change points (Schedule.from_json / Schedule.from_dict read them); "
+    "csv: step,lr per step; torch: a standalone LRScheduler module. "
+    "Default: from the file's extension (.json, .yaml, .yml, .csv, .py), else json.",
+)
+@click.option(
+    "-f",
+    "--file",
     "output_file",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=OutputFile(FORMATS),
     default=None,
     help="Write to this file instead of standard output.",
 )
 @results_options
 @_translating_errors
-def export(name: str, fmt: str, output_file: Path | None, results: Results) -> None:
+def export(name: str, fmt: str | None, output_file: Path | None, results: Results) -> None:
     """Export the best schedule of a search."""
     stored = results.backend.best_schedule(name)
     try:
         module = output_file.stem if output_file is not None else "schedule"
-        text = export_schedule(stored.schedule, fmt, module_name=module)
+        text = export_schedule(stored.schedule, format_for(output_file, fmt), module_name=module)
     except ValueError as err:
         raise UserError(str(err)) from None
     if output_file is None:
         click.echo(text, nl=False)
         return
-    output_file.write_text(text, encoding="utf-8")
-    click.echo(f"wrote {output_file}", err=True)
+    _write_file(output_file, lambda path: path.write_text(text, encoding="utf-8"))
 
 
 @cli.command()
 @name_argument
 @click.option(
+    "-f",
+    "--file",
+    "output_file",
+    type=OutputFile(IMAGE_FORMATS),
+    required=True,
+    help="Image file to write (.png, .svg, .pdf).",
+)
+@click.option(
     "-o",
     "--output",
-    "output_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Image file (.png, .svg, .pdf).",
+    "image_format",
+    type=FormatChoice(IMAGE_FORMATS, file_hint=True),
+    default=None,
+    help="Image format. Default: from the file's extension.",
 )
 @results_options
 @_translating_errors
-def plot(name: str, output_file: Path, results: Results) -> None:
+def plot(name: str, output_file: Path, image_format: str | None, results: Results) -> None:
     """Plot the best schedule against the base schedule, and the members' losses (from a
     cluster: each member's latest point only)."""
     from schedsearch.cli.plotting import plot_search
 
+    image_format = image_format or output_file.suffix.lower().removeprefix(".")
+    if image_format not in IMAGE_FORMATS:
+        raise UserError(
+            f"cannot tell the image format of {output_file}: name a .png, .svg or .pdf file, "
+            "or give -o png|svg|pdf"
+        )
     backend = results.backend
     record = backend.get_search(name)
     stored = backend.best_schedule(name)
@@ -406,15 +495,40 @@ def plot(name: str, output_file: Path, results: Results) -> None:
         base = record.parsed().spec.base_schedule_for_budget()
     except (ValidationError, ValueError):
         base = None  # a spec that no longer validates still has a best schedule to show
-    plot_search(
+    history = backend.history(name)
+    _write_file(
         output_file,
-        title=f"{name} ({record.strategy}, {record.workload})",
-        best=stored.schedule,
-        base=base,
-        history=backend.history(name),
-        best_member=record.best_member,
+        lambda path: plot_search(
+            path,
+            title=f"{name} ({record.strategy}, {record.workload})",
+            best=stored.schedule,
+            base=base,
+            history=history,
+            best_member=record.best_member,
+            image_format=image_format,
+        ),
     )
-    click.echo(f"wrote {output_file}", err=True)
+
+
+@cli.command()
+@name_argument
+@click.option(
+    "--with-schedule",
+    is_flag=True,
+    help="Delete its best schedule (NAME-best) too. Kept by default: a stored schedule outlives "
+    "its search, and `best`/`export NAME` still read it.",
+)
+@results_options
+@_translating_errors
+def delete(name: str, with_schedule: bool, results: Results) -> None:
+    """Delete a search: its record, history and checkpoints (local store), or its ScheduleSearch
+    (cluster: the controller stops its pods)."""
+    from schedsearch.cli import deletion
+
+    for line in deletion.delete_search(
+        results.backend, name, where=results.where, with_schedule=with_schedule
+    ):
+        click.echo(line)
 
 
 @cli.command()
@@ -454,6 +568,13 @@ class RunOptions:
 )
 @click.option("--resume", is_flag=True, help="Continue a search of the same name from its state.")
 @click.option("--name", default=None, help="Run under this name instead of metadata.name.")
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve the members' metrics (loss, LR, steps) for Prometheus at "
+    "http://0.0.0.0:PORT/metrics while the search runs.",
+)
 @_translating_errors
 def run(
     spec_path: Path,
@@ -461,13 +582,17 @@ def run(
     ray_address: str | None,
     resume: bool,
     name: str | None,
+    metrics_port: int | None,
 ) -> None:
     """Run a search on this machine (the embedded engine) and store its results."""
     options = RunOptions(spec_path, _store_path(store_path), ray_address, resume, name)
     search = _named(load_spec(options.spec_path), options.name)
     engine = _load_engine()
     try:
-        engine.run_search(search, options=options, store=SQLiteStore(options.store_path))
+        with run_metrics.serving(search, metrics_port) as reporters:
+            engine.run_search(
+                search, options=options, store=SQLiteStore(options.store_path), reporters=reporters
+            )
     except engine.SearchFailed as err:
         raise UserError(f"search {search.name!r} failed: {err}") from None
     except engine.RayConnectError as err:

@@ -1,7 +1,6 @@
 """``schedsearch plot``: the best schedule against the base schedule, and the members' losses.
 
-Rendered with matplotlib's Agg backend (no display needed) into a PNG/SVG/PDF chosen by the
-output file's extension.
+Rendered with matplotlib's Agg backend (no display needed) into a PNG, SVG or PDF file.
 """
 
 from __future__ import annotations
@@ -13,6 +12,10 @@ from schedsearch.store.base import HistoryPoint
 from schedsearch.trainers.schedules import Schedule
 
 SAMPLES = 800
+IMAGE_FORMATS = ("png", "svg", "pdf")
+# A loss series this short is drawn with markers: a cluster search keeps one point per member,
+# and a one-point line draws nothing.
+MARKERS_BELOW = 30
 
 
 def plot_search(
@@ -23,6 +26,7 @@ def plot_search(
     base: Schedule | None,
     history: Sequence[HistoryPoint],
     best_member: int | None,
+    image_format: str = "png",
 ) -> None:
     """Write a two-panel figure: LR over steps (best vs base) and loss over steps."""
     import matplotlib
@@ -36,7 +40,7 @@ def plot_search(
         _loss_panel(loss_ax, history, best_member)
         fig.suptitle(title)
         fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        fig.savefig(path, dpi=120, format=image_format)
     finally:
         plt.close(fig)
 
@@ -74,8 +78,9 @@ def _series(ax, points: Sequence[HistoryPoint], field: str, is_best: bool, label
         return
     steps, values = zip(*pairs, strict=True)
     style = "-" if field == "val_loss" else ":"
+    marker = "o" if len(pairs) < MARKERS_BELOW else None
     if is_best:
-        ax.plot(steps, values, style, label=label, linewidth=1.8)
+        ax.plot(steps, values, style, label=label, linewidth=1.8, marker=marker)
     else:
         # Other members give context without competing with the winner.
-        ax.plot(steps, values, style, color="lightgray", linewidth=0.8)
+        ax.plot(steps, values, style, color="lightgray", linewidth=0.8, marker=marker)

@@ -9,10 +9,11 @@ few seconds), so even a killed process leaves a state that matches checkpoints o
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,14 +22,14 @@ from rich.console import Console
 
 from schedsearch.api import spec as api
 from schedsearch.api.fields import parse_quantity
-from schedsearch.engine import jobs, progress, session, shipping, state, tuning
+from schedsearch.engine import jobs, progress, session, shipping, state, trials, tuning
 from schedsearch.engine.interrupt import Interrupt
 from schedsearch.engine.messages import Tee
 from schedsearch.engine.session import RayConnectError as RayConnectError
 from schedsearch.store.base import NotFoundError, SearchExistsError, StoreError
 from schedsearch.store.reporter import StoreReporter
 from schedsearch.store.sqlite import SQLiteStore
-from schedsearch.trainers.strategies.base import SearchResult
+from schedsearch.trainers.strategies.base import Reporter, SearchResult
 
 # Seconds between two engine-state saves while nothing else asks for one.
 SAVE_EVERY_SECONDS = 5.0
@@ -65,10 +66,12 @@ def run_search(
     runs_dir: Path | None = None,
     console: Console | None = None,
     out: Console | None = None,
+    reporters: Sequence[Reporter] = (),
 ) -> SearchResult:
     """Run ``search`` to its end and store the result; print progress and the best schedule.
 
-    ``console`` shows progress (default: stderr), ``out`` the final tables (default: stdout).
+    ``console`` shows progress (default: stderr), ``out`` the final tables (default: stdout);
+    ``reporters`` also receive every member's progress and events (``run --metrics-port``).
     Nothing is written to the store before the engine has started or joined its Ray: a
     cluster that cannot be reached leaves no record behind (:class:`RayConnectError`).
     """
@@ -79,8 +82,11 @@ def run_search(
     with state.run_lock(run_dir):
         job = _make_job(search, run_dir, registration.saved)
         started = time.monotonic()
-        result = _run_job(search, job, store, options.ray_address, run_dir, console, registration)
+        result = _run_job(
+            search, job, store, options.ray_address, run_dir, console, registration, reporters
+        )
         result.wall_seconds = time.monotonic() - started
+        _prune_checkpoints(run_dir)
     _print_result(out, search, job, result)
     return result
 
@@ -163,6 +169,12 @@ def _run_dir(
     return state.default_run_dir(store_path, name)
 
 
+def _prune_checkpoints(run_dir: Path) -> None:
+    """A succeeded search is never resumed (its result is in the store, and ``--resume``
+    refuses it), so its members' checkpoints only take space."""
+    shutil.rmtree(trials.checkpoint_dir(run_dir), ignore_errors=True)
+
+
 def _run_job(
     search: api.ScheduleSearch,
     job: jobs.Job,
@@ -171,6 +183,7 @@ def _run_job(
     run_dir: Path,
     console: Console,
     registration: Registration,
+    reporters: Sequence[Reporter] = (),
 ) -> SearchResult:
     saver = _StateSaver(store, search.name, job, run_dir)
     with tempfile.TemporaryDirectory(prefix="schedsearch-ship-") as stage:
@@ -179,7 +192,9 @@ def _run_job(
         try:
             with session.ray_session(ray_address, runtime_env=runtime_env) as ray_info:
                 _record_start(store, search, registration)
-                return _run_in_session(search, job, store, ray_info, run_dir, saver, console)
+                return _run_in_session(
+                    search, job, store, ray_info, run_dir, saver, console, reporters
+                )
         except SearchInterrupted:
             raise
         except KeyboardInterrupt:
@@ -205,11 +220,12 @@ def _run_in_session(
     run_dir: Path,
     saver: _StateSaver,
     console: Console,
+    reporters: Sequence[Reporter] = (),
 ) -> SearchResult:
     console.print(_ray_line(ray_info), markup=False, highlight=False)
     job.start()
     try:
-        interrupt = _train(search, job, store, ray_info, run_dir, saver, console)
+        interrupt = _train(search, job, store, ray_info, run_dir, saver, console, reporters)
     finally:
         job.stop()
     saver.save()
@@ -252,6 +268,7 @@ def _train(
     run_dir: Path,
     saver: _StateSaver,
     console: Console,
+    reporters: Sequence[Reporter] = (),
 ) -> Interrupt:
     configs = job.trial_configs()
     resources = session.trial_resources(
@@ -287,7 +304,7 @@ def _train(
                 name="tune",
                 storage=run_dir,
                 resources=resources,
-                reporter=Tee([board, history]),
+                reporter=Tee([board, history, *reporters]),
                 interrupt=interrupt,
                 max_failures=search.spec.failure_policy.max_member_restarts,
                 after_result=after_result,

@@ -2,7 +2,8 @@
 
 ``ClusterBackend`` reads one namespace through the official Kubernetes client, configured from a
 kubeconfig (``--kubeconfig``/``--context``, else ``$KUBECONFIG`` or ``~/.kube/config``) or from
-the pod's service account when it runs inside the cluster. It only reads; the controller writes.
+the pod's service account when it runs inside the cluster. It reads, and deletes what a user asks
+to delete; everything else is written by the controller.
 
 What the cluster keeps is coarser than the local store: a search's status holds each member's
 latest step, LR and best objective (at most ``MAX_STATUS_MEMBERS`` of them), not every evaluation,
@@ -162,6 +163,39 @@ class ClusterBackend:
             for m in sorted(record.members or (), key=lambda m: m.id)
         ]
 
+    # --- deletes --------------------------------------------------------------------------------
+
+    def delete_search(self, name: str) -> None:
+        """Delete the ScheduleSearch; the controller then stops its pods and removes its state.
+        Its LRSchedule is owned by no one and stays."""
+        self._call(
+            self._api.delete_namespaced_custom_object,
+            api.API_GROUP,
+            api.API_VERSION_NAME,
+            self.namespace,
+            SEARCHES,
+            name,
+            missing=("search", name),
+            verb="delete",
+        )
+
+    def delete_schedule(self, name: str) -> bool:
+        """Delete the LRSchedule ``name``; False if there was none."""
+        try:
+            self._call(
+                self._api.delete_namespaced_custom_object,
+                api.API_GROUP,
+                api.API_VERSION_NAME,
+                self.namespace,
+                SCHEDULES,
+                name,
+                missing=("schedule", name),
+                verb="delete",
+            )
+        except NotFoundError:
+            return False
+        return True
+
     # --- requests -------------------------------------------------------------------------------
 
     def _search_object(self, name: str) -> dict[str, Any]:
@@ -175,7 +209,9 @@ class ClusterBackend:
             missing=("search", name),
         )
 
-    def _call(self, method: Any, *args: Any, missing: tuple[str, str] | None) -> dict[str, Any]:
+    def _call(
+        self, method: Any, *args: Any, missing: tuple[str, str] | None, verb: str = "read"
+    ) -> dict[str, Any]:
         """One request; a 404 becomes ``NotFoundError`` for ``missing`` (kind, name), any other
         failure a ``StoreError`` that says where and why."""
         from kubernetes.client.exceptions import ApiException
@@ -193,7 +229,7 @@ class ClusterBackend:
                 ) from None
             if err.status in (401, 403):
                 raise StoreError(
-                    f"not allowed to read {SEARCHES if missing is None else missing[0]} in "
+                    f"not allowed to {verb} {SEARCHES if missing is None else missing[0]} in "
                     f"{self.where}: {err.status} {err.reason}"
                 ) from None
             raise StoreError(f"the API server answered {err.status} {err.reason}") from None

@@ -31,7 +31,7 @@ from schedsearch.store.base import (
 from schedsearch.trainers.schedules import Schedule
 
 STORE_ENV = "SCHEDSEARCH_STORE"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_TIMEOUT_SECONDS = 30.0
 
 
@@ -41,6 +41,14 @@ def default_store_path(env: Mapping[str, str] | None = None) -> Path:
     env = os.environ if env is None else env
     if env.get(STORE_ENV):
         return Path(env[STORE_ENV]).expanduser()
+    return xdg_store_path(env)
+
+
+def xdg_store_path(env: Mapping[str, str] | None = None) -> Path:
+    """The built-in location, ``$XDG_DATA_HOME/schedsearch/results.db``: the one store whose
+    folder the store creates. A path the user chose must be in a folder that exists, so a typo
+    is an error instead of a new, empty store somewhere unexpected."""
+    env = os.environ if env is None else env
     data_home = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(data_home).expanduser() / "schedsearch" / "results.db"
 
@@ -93,8 +101,33 @@ def _create_v1(conn: sqlite3.Connection) -> None:
     )
 
 
+def _schedules_outlive_searches(conn: sqlite3.Connection) -> None:
+    """v2: a stored schedule no longer goes with its search (``delete`` keeps it unless asked,
+    as an LRSchedule outlives its ScheduleSearch in a cluster). SQLite cannot drop a foreign key,
+    so the table is copied without it."""
+    _execute_script(
+        conn,
+        """
+        CREATE TABLE schedules_v2 (
+            name TEXT PRIMARY KEY,
+            search TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        INSERT INTO schedules_v2 (name, search, spec, created_at)
+            SELECT name, search, spec, created_at FROM schedules;
+        DROP TABLE schedules;
+        ALTER TABLE schedules_v2 RENAME TO schedules;
+        CREATE INDEX schedules_by_search ON schedules(search);
+        """,
+    )
+
+
 # Migration ``n`` brings a store from version n-1 to n; each runs in the opening transaction.
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _create_v1}
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _create_v1,
+    2: _schedules_outlive_searches,
+}
 
 
 def _now() -> datetime:
@@ -120,11 +153,22 @@ class SQLiteStore:
     ) -> None:
         self.path = Path(path).expanduser() if path is not None else default_store_path()
         self._timeout = timeout
+        self._check_folder()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._initialise()
         except sqlite3.DatabaseError as err:
             raise StoreError(f"{self.path}: not a usable results store ({err})") from err
+
+    def _check_folder(self) -> None:
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder; the results store is a file in a folder")
+        if self.path == xdg_store_path():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.parent.is_dir():
+            raise StoreError(
+                f"cannot create the results store {self.path}: the folder {self.path.parent} "
+                "does not exist (check the path, or create the folder first)"
+            )
 
     # --- connections and transactions -----------------------------------------------------------
 
@@ -216,10 +260,16 @@ class SQLiteStore:
         return self.get_search(search.name)
 
     def delete_search(self, name: str) -> None:
-        """Remove a search with its history and schedules."""
+        """Remove a search with its history and engine state. Its stored schedules stay (as an
+        LRSchedule outlives its ScheduleSearch): ``delete_schedule`` removes one."""
         with self._transaction(write=True) as conn:
             if conn.execute("DELETE FROM searches WHERE name = ?", (name,)).rowcount == 0:
                 raise NotFoundError("search", name)
+
+    def delete_schedule(self, name: str) -> bool:
+        """Remove the stored schedule ``name``; False if there was none."""
+        with self._transaction(write=True) as conn:
+            return bool(conn.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount)
 
     def set_phase(self, name: str, phase: StorePhase, *, message: str | None = None) -> None:
         """Move a search to ``phase``; Running stamps the start, Succeeded/Failed the end."""
@@ -319,13 +369,14 @@ class SQLiteStore:
             return _record(self._require(conn, name))
 
     def best_schedule(self, name: str) -> StoredSchedule:
+        """The best schedule ``name`` stored; it outlives a deleted search."""
         with self._transaction(write=False) as conn:
-            self._require(conn, name)
             row = conn.execute(
                 "SELECT * FROM schedules WHERE name = ?", (api.best_schedule_name(name),)
             ).fetchone()
-        if row is None:
-            raise NotFoundError("best schedule of search", name, "none stored yet")
+            if row is None:
+                self._require(conn, name)
+                raise NotFoundError("best schedule of search", name, "none stored yet")
         spec = api.LRScheduleSpec.model_validate_json(row["spec"])
         return StoredSchedule(row["name"], name, spec.to_schedule(), spec.provenance)
 

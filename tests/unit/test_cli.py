@@ -113,11 +113,28 @@ def test_list_table_and_json(store_path: Path) -> None:
     assert items[0]["status"]["best"]["schedule"] == "digits-pbt-best"
 
 
-def test_list_on_a_missing_store_creates_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "none.db"
-    code, output = invoke("list", "--store", str(path))
+def test_a_missing_default_store_lists_nothing_and_creates_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.delenv("SCHEDSEARCH_STORE", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    code, output = invoke("list")
     assert code == 0 and "No searches" in output
-    assert not path.exists()
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("command", ["list", "get", "best", "export", "delete"])
+def test_a_store_the_user_named_must_exist(tmp_path: Path, command: str) -> None:
+    """A mistyped --store is an error naming the path, not an empty list (exit 0)."""
+    path = tmp_path / "nonexistent9" / "x.db"
+    args = [command] + ([] if command == "list" else ["s"]) + ["--store", str(path)]
+    code, output = invoke(*args)
+    assert code == 1, output
+    assert f"no results store at {path}" in output
+    assert not path.parent.exists()
+    result = CliRunner().invoke(cli, ["list"], env={"SCHEDSEARCH_STORE": str(path)})
+    assert result.exit_code == 1 and "SCHEDSEARCH_STORE" in result.output
 
 
 def test_store_from_environment(store_path: Path) -> None:
@@ -208,7 +225,7 @@ def test_unknown_search_exits_3(store_path: Path, tmp_path: Path) -> None:
     for command in ("get", "best", "export", "plot"):
         args = [command, "nope", "--store", str(store_path)]
         if command == "plot":
-            args += ["-o", str(tmp_path / "x.png")]
+            args += ["-f", str(tmp_path / "x.png")]
         code, output = invoke(*args)
         assert code == 3, (command, output)
         assert "'nope' not found" in output
@@ -246,7 +263,7 @@ def test_export_json_round_trips(store_path: Path) -> None:
 
 
 def test_export_csv_has_every_step_exactly(store_path: Path) -> None:
-    code, output = invoke("export", "digits-pbt", "-f", "csv", "--store", str(store_path))
+    code, output = invoke("export", "digits-pbt", "-o", "csv", "--store", str(store_path))
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(output)))
     assert [int(r["step"]) for r in rows] == list(range(600))
@@ -259,7 +276,7 @@ def test_exported_torch_scheduler_replays_the_schedule_step_for_step(
     torch = pytest.importorskip("torch")
     module_path = tmp_path / "found_schedule.py"
     code, _ = invoke(
-        "export", "digits-pbt", "-f", "torch", "-o", str(module_path), "--store", str(store_path)
+        "export", "digits-pbt", "-o", "torch", "-f", str(module_path), "--store", str(store_path)
     )
     assert code == 0
     spec = importlib.util.spec_from_file_location("found_schedule", module_path)
@@ -278,11 +295,101 @@ def test_exported_torch_scheduler_replays_the_schedule_step_for_step(
     assert applied == FOUND.lrs()
 
 
+def test_export_yaml_round_trips(store_path: Path, tmp_path: Path) -> None:
+    code, output = invoke("export", "digits-pbt", "-o", "yaml", "--store", str(store_path))
+    assert code == 0
+    schedule = Schedule.from_dict(yaml.safe_load(output))
+    assert schedule.points == FOUND.points and schedule.lrs() == FOUND.lrs()
+    # The format follows the file's extension when -o is not given.
+    target = tmp_path / "found.yml"
+    assert invoke("export", "digits-pbt", "-f", str(target), "--store", str(store_path))[0] == 0
+    assert Schedule.from_dict(yaml.safe_load(target.read_text())).points == FOUND.points
+
+
+def test_the_old_long_format_option_still_works(store_path: Path) -> None:
+    code, output = invoke("export", "digits-pbt", "--format", "csv", "--store", str(store_path))
+    assert code == 0 and output.startswith("step,lr\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        # -o once named the file in export and plot: now it is the format everywhere.
+        (["export", "digits-pbt", "-o", "s.py"], "write to a file with -f/--file s.py"),
+        (["export", "digits-pbt", "--output", "out.json"], "-f/--file out.json"),
+        (["plot", "digits-pbt", "-f", "x.png", "-o", "y.png"], "-f/--file y.png"),
+        # -f once was the format of export: a bare format name is not taken for a file.
+        (["export", "digits-pbt", "-f", "torch"], "give the format with -o torch"),
+        (["get", "digits-pbt", "-o", "x.json"], "not one of"),
+    ],
+)
+def test_one_meaning_per_flag(
+    store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], said: str
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    code, output = invoke(*args, "--store", str(store_path))
+    assert code == 2, output
+    assert said in output, output
+    assert list(work.iterdir()) == []  # nothing written under a wrong name
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plot", "digits-pbt", "-f", "/nonexistent/x.png"],
+        ["export", "digits-pbt", "-o", "torch", "-f", "/nonexistent/s.py"],
+    ],
+)
+def test_an_unwritable_file_is_a_message_not_a_traceback(store_path: Path, args: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*args, "--store", str(store_path)])
+    assert result.exit_code == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "cannot write /nonexistent/" in result.output
+    assert "the folder /nonexistent does not exist" in result.output
+
+
+def test_a_folder_is_not_an_output_file(store_path: Path, tmp_path: Path) -> None:
+    code, output = invoke(
+        "plot", "digits-pbt", "-f", str(tmp_path), "-o", "png", "--store", str(store_path)
+    )
+    assert code == 1 and "it is a folder" in output
+
+
 def test_plot_writes_an_image(store_path: Path, tmp_path: Path) -> None:
     image = tmp_path / "best.png"
-    code, _ = invoke("plot", "digits-pbt", "-o", str(image), "--store", str(store_path))
+    code, _ = invoke("plot", "digits-pbt", "-f", str(image), "--store", str(store_path))
     assert code == 0
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = tmp_path / "best.image"
+    code, _ = invoke("plot", "digits-pbt", "-f", str(svg), "-o", "svg", "--store", str(store_path))
+    assert code == 0 and b"<svg" in svg.read_bytes()[:500]
+    code, output = invoke(
+        "plot", "digits-pbt", "-f", str(tmp_path / "x.txt"), "--store", str(store_path)
+    )
+    assert code == 1 and "cannot tell the image format" in output
+
+
+def test_a_loss_series_of_few_points_is_drawn_with_markers() -> None:
+    """A cluster search keeps one point per member: a plain line of one point draws nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from schedsearch.cli import plotting
+
+    one_point_each = [HistoryPoint(m, 600, 0.05, None, 0.3 + m / 10) for m in range(4)]
+    dense = [HistoryPoint(0, s, 0.05, 1.0, 1.0) for s in range(plotting.MARKERS_BELOW * 2)]
+    for history, marked in ((one_point_each, True), (dense, False)):
+        fig, ax = plt.subplots()
+        try:
+            plotting._loss_panel(ax, history, best_member=0)
+            markers = {line.get_marker() for line in ax.get_lines()}
+        finally:
+            plt.close(fig)
+        assert markers == ({"o"} if marked else {"None"}), markers
 
 
 @pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
@@ -316,6 +423,14 @@ def test_run_refuses_an_invalid_spec_before_starting(tmp_path: Path) -> None:
         str(tmp_path / "r"),
     )
     assert code == 1 and "--name" in output
+
+
+def test_run_refuses_a_store_in_a_folder_that_does_not_exist(tmp_path: Path) -> None:
+    store = tmp_path / "nonexistent" / "dir" / "r.db"
+    code, output = invoke("run", str(EXAMPLES / "digits-pbt.yaml"), "--store", str(store))
+    assert code == 1, output
+    assert f"the folder {store.parent} does not exist" in output
+    assert not (tmp_path / "nonexistent").exists()
 
 
 def exit_code_of_main(args: list[str]) -> int:

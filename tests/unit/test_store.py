@@ -272,15 +272,16 @@ def test_store_written_by_a_newer_version_is_refused(tmp_path: Path) -> None:
 def test_migrations_run_in_order_on_open(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = SQLiteStore(tmp_path / "r.db")
     store.create_search(search_named("alpha"))
-    assert store.schema_version() == 1
+    current = sqlite_store.SCHEMA_VERSION
+    assert store.schema_version() == current
 
     def add_notes(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE searches ADD COLUMN notes TEXT")
 
-    monkeypatch.setattr(sqlite_store, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(sqlite_store.MIGRATIONS, 2, add_notes)
+    monkeypatch.setattr(sqlite_store, "SCHEMA_VERSION", current + 1)
+    monkeypatch.setitem(sqlite_store.MIGRATIONS, current + 1, add_notes)
     upgraded = SQLiteStore(store.path)
-    assert upgraded.schema_version() == 2
+    assert upgraded.schema_version() == current + 1
     assert upgraded.get_search("alpha").name == "alpha"
     with sqlite3.connect(store.path) as conn:
         columns = [row[1] for row in conn.execute("PRAGMA table_info(searches)")]
