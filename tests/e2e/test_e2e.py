@@ -123,7 +123,7 @@ def _cli_reads_the_cluster(cluster: harness.Cluster, namespace: str) -> None:
         assert f"schedule {name}-best of search {name} " in shown, shown
         as_yaml = yaml.safe_load(_cli("best", name, *where, "-o", "yaml"))
         assert as_yaml["spec"]["points"] == stored["spec"]["points"]
-        csv_lines = _cli("export", name, *where, "-f", "csv").splitlines()
+        csv_lines = _cli("export", name, *where, "-o", "csv").splitlines()
         assert len(csv_lines) == spec["budget"]["steps"] + 1  # header + one line per step
         lrs = [float(line.split(",")[1]) for line in csv_lines[1:]]
         assert lrs == pytest.approx(schedule.lrs(), rel=1e-12)
