@@ -269,3 +269,17 @@ def test_controller_counters_and_histograms_move() -> None:
     assert get("schedsearch_report_duration_seconds_count", {"kind": "event"}) == 1
     with pytest.raises(ValueError, match="progress"), m.time_report("upload"):
         pass
+
+
+def test_the_reconciler_labels_the_best_objective_with_the_specs_objective() -> None:
+    from schedsearch.controller import app, plan
+
+    from .controller_fixtures import CONFIG, view
+
+    metrics = ControllerMetrics()
+    reconciler = app.Reconciler(None, CONFIG, metrics)  # type: ignore[arg-type]
+    best = {"objective": 0.2, "member": 1, "step": 40, "schedule": "s1-best"}
+    search = view("pbt", status={"phase": "Running", "best": best})
+    reconciler._observe_metrics(search, plan.Plan())
+    labels = {"namespace": "ml", "search": "s1", "metric": "val_loss", "mode": "min"}
+    assert metrics.registry.get_sample_value("schedsearch_search_best_objective", labels) == 0.2
