@@ -174,6 +174,11 @@ class OutputFile(click.ParamType):
             )
         return Path(value).expanduser()
 
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        return [CompletionItem(incomplete, type="file")]  # the shell completes paths
+
 
 output_option = click.option(
     "-o",

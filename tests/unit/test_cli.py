@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+import click
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -463,3 +464,9 @@ def test_text_plot_draws_levels_and_jumps() -> None:
     assert all(line[8] == textplot.RISER for line in lines[1:4])  # the jump is connected
     assert lines[-1].split() == ["0", "9"]
     assert "no finite values" in textplot.plot_values([float("nan")], x_range=(0, 1))
+
+
+def test_the_file_option_completes_paths() -> None:
+    file_type = cli_main.OutputFile(("json",))
+    items = file_type.shell_complete(click.Context(cli), click.Option(["-f"]), "out/x")
+    assert [(i.value, i.type) for i in items] == [("out/x", "file")]
