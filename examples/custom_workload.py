@@ -7,9 +7,18 @@ Point a search at it with an entrypoint, ``module:function``:
         entrypoint: custom_workload:make_workload     # with this folder on PYTHONPATH
     # or, from the repository root:  entrypoint: examples/custom_workload.py:make_workload
 
-A workload is any object with the members of ``schedsearch.trainers.workloads.Workload``; this one
-spells them all out. The harness owns the loop, the LR (set on the optimizer before every step),
-checkpoints and the device; the workload only says what to train and how to score it.
+A workload is any object with five methods (``schedsearch.trainers.workloads.Workload``):
+``build_model(seed)``, ``make_optimizer(params, lr)``, ``train_batches(seed)``,
+``loss(model, batch)`` and ``evaluate(model)`` (a dict with the spec's objective metric,
+``val_loss``). ``name`` (default: the entrypoint) and ``default_lr`` (default: 1e-3, the LR the
+optimizer is built with before the schedule sets it) are optional. The harness owns the loop, the
+LR (set on the optimizer before every step), checkpoints and the device; the workload only says
+what to train and how to score it.
+
+``train_batches`` returns a stream that resumes from a small state dict (here
+``PermutationBatchStream``: its position is ``(epoch, index)``). A plain generator works too: it is
+wrapped so that a restored member replays the batches it already took, which costs their loading
+time on every resume. ``schedsearch validate --local SPEC`` imports this file and checks all of it.
 """
 
 from __future__ import annotations
@@ -42,8 +51,7 @@ def spirals(n_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 class SpiralsWorkload:
     name = "spirals-mlp"
     default_lr = 0.1
-    default_steps = 1500
-    batch_size = 64
+    batch_size = 64  # this workload's own setting: the harness does not read it
 
     def __init__(self) -> None:
         # The data are fixed for every run; only initialisation and batch order follow the seed.

@@ -33,7 +33,7 @@ DEFAULT_MAX_PROPERTIES = 64
 CATEGORY = "schedsearch"
 # JSON Schema keys a structural schema cannot carry (or that we never emit on purpose).
 _FORBIDDEN = ("$ref", "allOf", "oneOf", "not", "prefixItems", "patternProperties", "$defs")
-_DROPPED = ("title",)
+_DROPPED = ("title", "readOnly")
 
 Schema = dict[str, Any]
 
@@ -42,11 +42,18 @@ class SchemaError(ValueError):
     """A model cannot be expressed as a structural schema; the message names the field."""
 
 
-def structural(model: type[BaseModel], *, nullable: bool) -> Schema:
+def structural(
+    model: type[BaseModel], *, nullable: bool, written_by_programs: bool = False
+) -> Schema:
     """The structural schema of ``model``. With ``nullable`` an optional field accepts null
     (status writers may clear a value); without it null is pruned by the API server, which the
-    models read as "absent" - the same meaning, and what ``has()`` in CEL rules expects."""
-    raw = model.model_json_schema(by_alias=True)
+    models read as "absent" - the same meaning, and what ``has()`` in CEL rules expects.
+
+    ``written_by_programs`` (the status): the schema of what the models *write*, so computed
+    fields (kubectl's formatted columns) are kept by the API server instead of pruned."""
+    raw = model.model_json_schema(
+        by_alias=True, mode="serialization" if written_by_programs else "validation"
+    )
     defs = raw.pop("$defs", {})
     return _convert(raw, defs, nullable=nullable, path=model.__name__)
 
@@ -58,6 +65,12 @@ def _convert(node: Schema, defs: Schema, *, nullable: bool, path: str) -> Schema
     out: Schema = {}
     for key, value in node.items():
         _convert_key(out, key, value, defs, nullable=nullable, path=path)
+    if "required" in out:
+        # A computed field is always written, but never required from a writer.
+        derived = _read_only(node, defs)
+        out["required"] = [name for name in out["required"] if name not in derived]
+        if not out["required"]:
+            del out["required"]
     _bound_sizes(out)
     if "type" not in out and not _untyped_allowed(out):
         raise SchemaError(f"{path}: no type (structural schemas need one on every node)")
@@ -92,6 +105,11 @@ def _convert_key(
         # False: unknown fields are pruned by the API server (structural schemas forbid false).
     else:
         out[key] = value
+
+
+def _read_only(node: Schema, defs: Schema) -> set[str]:
+    properties = node.get("properties", {})
+    return {name for name, sub in properties.items() if _inline(sub, defs).get("readOnly")}
 
 
 def _inline(node: Schema, defs: Schema) -> Schema:
@@ -145,9 +163,9 @@ def _root_schema(
     model: type[BaseModel], spec: Schema, status: Schema | None, metadata: Schema
 ) -> Schema:
     properties: Schema = {
-        "apiVersion": {"type": "string"},
-        "kind": {"type": "string"},
-        "metadata": metadata,
+        "apiVersion": {"type": "string", "description": f"{api.API_VERSION}"},
+        "kind": {"type": "string", "description": model.__name__},
+        "metadata": metadata,  # explained by the API server's ObjectMeta docs
         "spec": spec,
     }
     if status is not None:
@@ -230,14 +248,21 @@ def schedulesearch_crd() -> dict[str, Any]:
     schema = _root_schema(
         api.ScheduleSearch,
         structural(api.ScheduleSearchSpec, nullable=False),
-        structural(api.ScheduleSearchStatus, nullable=True),
+        structural(api.ScheduleSearchStatus, nullable=True, written_by_programs=True),
         metadata,
     )
     columns = [
         _column("Strategy", "string", ".status.strategy", "autolrs, pbt or hdet."),
         _column("Workload", "string", ".spec.workload.builtin", "Built-in workload.", 1),
         _column("Phase", "string", ".status.phase", "Pending, Running, Succeeded or Failed."),
-        _column("Best", "number", ".status.best.objective", "Best objective so far."),
+        _column(
+            "Best",
+            "string",
+            ".status.best.objectiveRounded",
+            f"Best objective so far ({api.OBJECTIVE_DIGITS} significant digits).",
+        ),
+        _column("Steps", "integer", ".status.stepsDone", "Steps done by the slowest member."),
+        _column("Budget", "integer", ".spec.budget.steps", "Steps each member trains."),
         _column("Cost", "integer", ".status.memberSteps", "Member-steps spent.", 1),
         _AGE,
     ]

@@ -55,22 +55,37 @@ def parse_quantity(text: str) -> Decimal:
         raise ValueError(f"{text!r} is not a Kubernetes quantity") from err
 
 
+QUANTITY_MAX_LENGTH = 64
+
+
 def _quantity_from_number(value: Any) -> Any:
-    # YAML reads `cpu: 2` as an int and `cpu: 0.5` as a float; Kubernetes accepts both forms.
+    # The CRD types a quantity as int-or-string, as the core API does: `cpu: 2` is an int, and a
+    # whole float (`2.0`) reaches the API server as 2. A fraction must be written as a string.
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     if isinstance(value, float):
-        return repr(value) if value != int(value) else str(int(value))
+        raise ValueError(f'write {value!r} as a string ("{value!r}" or in m: "500m")')
     return value
 
 
 def _positive_quantity(text: str) -> str:
+    if len(text) > QUANTITY_MAX_LENGTH:
+        raise ValueError(f"at most {QUANTITY_MAX_LENGTH} characters")
     if parse_quantity(text) <= 0:
         raise ValueError(f"{text!r} must be greater than zero")
     return text
 
+
+# The API server's copy of _positive_quantity (the pattern alone admits "0", and an integer
+# is not matched against a pattern at all).
+_POSITIVE_QUANTITY_RULE = {
+    "rule": "type(self) == string ? isQuantity(self) && quantity(self).sign() == 1 : self > 0",
+    "message": "must be a quantity greater than zero",
+}
 
 Quantity = Annotated[
     str,
@@ -81,10 +96,12 @@ Quantity = Annotated[
             "x-kubernetes-int-or-string": True,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "pattern": QUANTITY_PATTERN,
+            "maxLength": QUANTITY_MAX_LENGTH,
+            "x-kubernetes-validations": [_POSITIVE_QUANTITY_RULE],
         }
     ),
 ]
-"""A positive Kubernetes quantity such as ``500m``, ``2`` or ``4Gi`` (numbers are accepted)."""
+"""A positive Kubernetes quantity such as ``500m``, ``2`` or ``4Gi`` (whole numbers accepted)."""
 
 
 def _name_checker(pattern: str, max_length: int, what: str) -> AfterValidator:

@@ -3,11 +3,16 @@
 Every consumer of spec files (``schedsearch validate``, ``schedsearch run``, tests) goes through
 ``load_specs`` so a bad spec reads the same everywhere: one line per problem, the field path in
 camelCase as written in the YAML (``spec.strategy.pbt.population: Input should be ...``).
+
+``target`` says where the spec will run: ``"cluster"`` adds what only the cluster needs (an image
+for an entrypoint, a shared claim for PBT), as the API server does; ``"local"`` (the local
+engine's default) leaves those out. ``"-"`` as a path reads standard input.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +22,10 @@ from typing import Annotated, Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from schedsearch.api.spec import FieldProblems, Loc, ScheduleSearch
+from schedsearch.api.spec import ScheduleSearch, Target
+from schedsearch.trainers.config import FieldProblems, Loc, dotted
+
+STDIN = "-"
 
 # Messages of the trainers' validators start with the field they are about ("minLR: must ...").
 _FIELD_PREFIX = re.compile(r"^([A-Za-z][A-Za-z0-9]*): (.+)$", re.DOTALL)
@@ -49,11 +57,6 @@ class SpecError(ValueError):
         return [f"{self.source}: {problem}" for problem in self.problems]
 
 
-def dotted(loc: Loc) -> str:
-    """``("spec", "tolerations", 0, "key")`` -> ``spec.tolerations[0].key``."""
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-
-
 def validation_problems(
     error: ValidationError, root: type[BaseModel] = ScheduleSearch, *, document: int | None = None
 ) -> list[Problem]:
@@ -74,45 +77,61 @@ def format_validation_error(
     return [str(problem) for problem in validation_problems(error, root)]
 
 
-def parse_spec(data: Any, *, source: str = "<spec>", document: int | None = None) -> ScheduleSearch:
-    """Validate one already-parsed document; raises ``SpecError`` listing every problem."""
+def parse_spec(
+    data: Any,
+    *,
+    source: str = "<spec>",
+    document: int | None = None,
+    target: Target = "local",
+) -> ScheduleSearch:
+    """Validate one already-parsed document for ``target``; raises ``SpecError`` listing every
+    problem."""
     if not isinstance(data, Mapping):
         got = type(data).__name__
         raise SpecError(
             source, [Problem("", f"expected a ScheduleSearch mapping, got {got}", document)]
         )
     try:
-        return ScheduleSearch.model_validate(data)
+        return ScheduleSearch.model_validate(data, context={"target": target})
     except ValidationError as err:
         raise SpecError(source, validation_problems(err, document=document)) from None
 
 
-def load_specs(path: str | Path) -> list[ScheduleSearch]:
-    """Every ScheduleSearch of a (multi-document) YAML file; ``SpecError`` lists all problems."""
-    source = str(path)
+def load_specs(path: str | Path, *, target: Target = "local") -> list[ScheduleSearch]:
+    """Every ScheduleSearch of a (multi-document) YAML file, or of standard input for ``"-"``;
+    ``SpecError`` lists all problems."""
+    source, documents = read_documents(path)
+    return parse_documents(source, documents, target)
+
+
+def read_documents(path: str | Path) -> tuple[str, list[Any]]:
+    """(source name, the non-empty YAML documents) of a file or of standard input (``"-"``)."""
+    source = "<stdin>" if str(path) == STDIN else str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as err:
-        raise SpecError(source, [Problem("", f"cannot read: {err.strerror or err}")]) from None
+        text = sys.stdin.read() if str(path) == STDIN else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise SpecError(source, [Problem("", f"cannot read: {reason}")]) from None
     try:
         documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except yaml.YAMLError as err:
         raise SpecError(source, [Problem("", f"not valid YAML: {err}")]) from None
     if not documents:
         raise SpecError(source, [Problem("", "no ScheduleSearch in this file")])
-    return _parse_documents(source, documents)
+    return source, documents
 
 
-def load_spec(path: str | Path) -> ScheduleSearch:
+def load_spec(path: str | Path, *, target: Target = "local") -> ScheduleSearch:
     """The single ScheduleSearch of a file (``schedsearch run``)."""
-    specs = load_specs(path)
+    specs = load_specs(path, target=target)
     if len(specs) != 1:
         problem = Problem("", f"expected one ScheduleSearch, found {len(specs)}")
         raise SpecError(str(path), [problem])
     return specs[0]
 
 
-def _parse_documents(source: str, documents: list[Any]) -> list[ScheduleSearch]:
+def parse_documents(source: str, documents: list[Any], target: Target) -> list[ScheduleSearch]:
+    """The searches of ``read_documents``; ``SpecError`` lists the problems of all of them."""
     numbered = len(documents) > 1
     specs: list[ScheduleSearch] = []
     problems: list[Problem] = []
@@ -120,7 +139,7 @@ def _parse_documents(source: str, documents: list[Any]) -> list[ScheduleSearch]:
     for index, data in enumerate(documents, start=1):
         document = index if numbered else None
         try:
-            spec = parse_spec(data, source=source, document=document)
+            spec = parse_spec(data, source=source, document=document, target=target)
         except SpecError as err:
             problems.extend(err.problems)
             continue

@@ -10,15 +10,32 @@ on the wire, snake_case in Python, and unknown fields are refused.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 from schedsearch.api.fields import DNSLabel, DNSSubdomain, LabelValue, Quantity
 from schedsearch.trainers import families, schedules
-from schedsearch.trainers.config import BaseScheduleConfig, camel_alias
+from schedsearch.trainers.config import (
+    MAX_LR,
+    BaseScheduleConfig,
+    FieldProblems,
+    Loc,
+    camel_alias,
+    cel,
+    raise_if_any,
+    validations,
+)
 from schedsearch.trainers.strategies.config import StrategyConfig
 
 API_GROUP: Final = "schedsearch.io"
@@ -42,43 +59,17 @@ Metric = Literal["val_loss"]
 StrategyName = Literal["autolrs", "pbt", "hdet"]
 
 
-# --- errors that name a field below the model that found them -----------------------------------
-
-Loc = tuple[str | int, ...]
-
-
-class FieldProblems(ValueError):
-    """Cross-field problems found by a model validator, each with the path (relative to that
-    model, camelCase) of the field it is about. ``schedsearch.api.loading`` reads ``problems`` to
-    report ``spec.strategy.pbt.perturbationInterval: ...`` instead of just ``spec: ...``."""
-
-    def __init__(self, problems: Sequence[tuple[Loc, str]]) -> None:
-        self.problems = tuple(problems)
-        super().__init__("; ".join(f"{_dotted(loc)}: {msg}" for loc, msg in self.problems))
+# Where a spec runs. The cluster needs what a pod needs (a container image for an entrypoint, a
+# shared claim for PBT's checkpoints); the local engine needs neither. Models check the cluster's
+# requirements only when the validation context says {"target": "cluster"} (``schedsearch
+# validate`` by default); the API server always checks them (their CEL rules are in the CRD).
+Target = Literal["cluster", "local"]
+TARGETS: tuple[Target, ...] = ("cluster", "local")
 
 
-def _dotted(loc: Loc) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-
-
-def _raise_if_any(problems: list[tuple[Loc, str]]) -> None:
-    if problems:
-        raise FieldProblems(problems)
-
-
-# --- CEL rules (the API server's copy of the cross-field checks) --------------------------------
-
-
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    """One ``x-kubernetes-validations`` entry; ``field_path`` is relative to the rule's object."""
-    entry = {"rule": rule, "message": message}
-    if field_path is not None:
-        entry["fieldPath"] = field_path
-    return entry
-
-
-def validations(*rules: dict[str, str]) -> dict[str, Any]:
-    return {"x-kubernetes-validations": list(rules)}
+def on_cluster(info: ValidationInfo) -> bool:
+    """Whether this validation is for the cluster (``context={"target": "cluster"}``)."""
+    return isinstance(info.context, Mapping) and info.context.get("target") == "cluster"
 
 
 class ApiModel(BaseModel):
@@ -92,21 +83,42 @@ class ApiModel(BaseModel):
         """The JSON-ready dict as Kubernetes and YAML files see it (camelCase, no nulls)."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _ignore_derived(cls, data: Any) -> Any:
+        # Computed fields (for kubectl's columns) are written with the object and come back
+        # when it is read: they are derived, so they are dropped rather than refused as unknown.
+        derived = {n for name in cls.model_computed_fields for n in (name, camel_alias(name))}
+        if derived and isinstance(data, Mapping) and derived & data.keys():
+            return {key: value for key, value in data.items() if key not in derived}
+        return data
+
+
+class SpecModel(ApiModel):
+    """Base of the spec's models: types are strict (``steps: "3000"`` is refused, as the API
+    server refuses it), while status and stored schedules, written by programs, stay lax."""
+
+    model_config = ConfigDict(strict=True)
+
 
 # --- metadata -----------------------------------------------------------------------------------
 
 LabelKey = str  # the API server checks qualified names; keys here only need bounded length
 
 
-class ObjectMeta(ApiModel):
+class ObjectMeta(SpecModel):
     """The part of Kubernetes metadata a spec file may set."""
 
     name: DNSLabel = Field(
         description="Search name; also used as a label value on its pods, hence at most 63 chars."
     )
-    namespace: DNSLabel | None = None
-    labels: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=MAX_MAP_ENTRIES)
-    annotations: dict[str, str] | None = Field(default=None, max_length=MAX_MAP_ENTRIES)
+    namespace: DNSLabel | None = Field(default=None, description="Namespace of the search.")
+    labels: dict[LabelKey, LabelValue] | None = Field(
+        default=None, max_length=MAX_MAP_ENTRIES, description="Labels of the object."
+    )
+    annotations: dict[str, str] | None = Field(
+        default=None, max_length=MAX_MAP_ENTRIES, description="Annotations of the object."
+    )
     generation: int | None = Field(default=None, ge=0, description="Set by the API server.")
 
 
@@ -137,19 +149,15 @@ def _builtin_enum(schema: dict[str, Any]) -> None:
     schema["enum"] = builtin_workload_names()
 
 
-class WorkloadSpec(ApiModel):
-    """What is trained: a built-in workload, or a user entrypoint packaged in a container image."""
+class WorkloadSpec(SpecModel):
+    """What is trained: a built-in workload, or a user entrypoint (on the cluster, packaged in a
+    container image; locally, importable from PYTHONPATH or a .py path)."""
 
     model_config = ConfigDict(
         json_schema_extra=validations(
             cel(
                 "has(self.builtin) != has(self.entrypoint)",
                 "set exactly one of workload.builtin and workload.entrypoint",
-            ),
-            cel(
-                "!has(self.entrypoint) || has(self.image)",
-                "workload.entrypoint needs workload.image (the container that holds it)",
-                ".image",
             ),
         )
     )
@@ -168,7 +176,11 @@ class WorkloadSpec(ApiModel):
         "then a (dotted) attribute.",
     )
     image: str | None = Field(
-        default=None, min_length=1, max_length=512, description="Trainer container image."
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="Trainer container image holding the entrypoint; required on the cluster "
+        "with an entrypoint, unused by a local run.",
     )
 
     @field_validator("builtin")
@@ -186,10 +198,6 @@ class WorkloadSpec(ApiModel):
     def _one_source(self) -> WorkloadSpec:
         if (self.builtin is None) == (self.entrypoint is None):
             raise ValueError("set exactly one of builtin (a built-in workload) and entrypoint")
-        if self.entrypoint is not None and self.image is None:
-            raise FieldProblems(
-                [(("image",), "required with entrypoint (the image that holds it)")]
-            )
         return self
 
     @property
@@ -198,20 +206,22 @@ class WorkloadSpec(ApiModel):
         return self.builtin if self.builtin is not None else str(self.entrypoint)
 
 
-class ObjectiveSpec(ApiModel):
+class ObjectiveSpec(SpecModel):
     """The metric the search optimises, measured on the members' evaluations."""
 
-    metric: Metric = "val_loss"
-    mode: Literal["min", "max"] = "min"
+    metric: Metric = Field(default="val_loss", description="Metric name (val_loss).")
+    mode: Literal["min", "max"] = Field(default="min", description="min or max.")
 
 
-class BudgetSpec(ApiModel):
+class BudgetSpec(SpecModel):
     """Training length of the found schedule (each member trains this many steps)."""
 
-    steps: int = Field(gt=0, le=MAX_BUDGET_STEPS)
+    steps: int = Field(
+        gt=0, le=MAX_BUDGET_STEPS, description="Training steps of the schedule (an integer)."
+    )
 
 
-class LRBounds(ApiModel):
+class LRBounds(SpecModel):
     """The range every LR the search tries stays in."""
 
     model_config = ConfigDict(
@@ -220,8 +230,12 @@ class LRBounds(ApiModel):
         )
     )
 
-    min: float = Field(gt=0)
-    max: float = Field(gt=0)
+    min: float = Field(gt=0, le=MAX_LR, description="Lowest LR tried (a number > 0).")
+    max: float = Field(
+        gt=0,
+        le=MAX_LR,
+        description=f"Highest LR tried, at most {MAX_LR:g} (larger LRs overflow in training).",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> LRBounds:
@@ -232,18 +246,25 @@ class LRBounds(ApiModel):
         return self
 
 
-class Resources(ApiModel):
-    """Per-pod resources of a member (requests = limits)."""
+class Resources(SpecModel):
+    """Per-member resources: on the cluster each member pod's requests and limits; locally the
+    share of this machine each member may use."""
 
-    cpu: Quantity = "1"
-    memory: Quantity = "2Gi"
-    gpu: int = Field(default=0, ge=0, le=64)
+    cpu: Quantity = Field(
+        default="1",
+        description='CPU per member (a quantity > 0: 2, 500m, "0.5"). A local run gives '
+        "members at most this, and less when more members run than the machine has CPUs.",
+    )
+    memory: Quantity = Field(default="2Gi", description="Memory per member (a quantity > 0).")
+    gpu: int = Field(default=0, ge=0, le=64, description="GPUs per member.")
 
 
-class EmptyDirCheckpoints(ApiModel):
+class EmptyDirCheckpoints(SpecModel):
     """Pod-local checkpoints: lost with the pod, not shared between pods."""
 
-    size_limit: Quantity | None = None
+    size_limit: Quantity | None = Field(
+        default=None, description="Size limit of the emptyDir (a quantity > 0)."
+    )
 
 
 def _one_checkpoint_source_rule() -> dict[str, str]:
@@ -253,7 +274,7 @@ def _one_checkpoint_source_rule() -> dict[str, str]:
     )
 
 
-class CheckpointsSpec(ApiModel):
+class CheckpointsSpec(SpecModel):
     """Where members keep checkpoints: a shared PersistentVolumeClaim or a pod-local emptyDir."""
 
     model_config = ConfigDict(json_schema_extra=validations(_one_checkpoint_source_rule()))
@@ -261,7 +282,9 @@ class CheckpointsSpec(ApiModel):
     persistent_volume_claim: DNSSubdomain | None = Field(
         default=None, description="Name of a ReadWriteMany claim shared by all members."
     )
-    empty_dir: EmptyDirCheckpoints | None = None
+    empty_dir: EmptyDirCheckpoints | None = Field(
+        default=None, description="A pod-local volume (single-pod strategies only)."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> CheckpointsSpec:
@@ -270,25 +293,35 @@ class CheckpointsSpec(ApiModel):
         return self
 
 
-class Toleration(ApiModel):
+class Toleration(SpecModel):
     """A pod toleration, as in the core API."""
 
-    key: str | None = Field(default=None, max_length=317)
-    operator: Literal["Exists", "Equal"] = "Equal"
-    value: str | None = Field(default=None, max_length=63)
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    key: str | None = Field(default=None, max_length=317, description="Taint key to tolerate.")
+    operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
+    value: str | None = Field(default=None, max_length=63, description="Taint value (Equal).")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        default=None, description="Taint effect to tolerate (all when empty)."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, description="NoExecute: how long the pod stays after the taint appears."
+    )
 
 
-class SchedulingSpec(ApiModel):
+class SchedulingSpec(SpecModel):
     """Where member pods may run."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict, max_length=MAX_MAP_ENTRIES)
-    tolerations: list[Toleration] = Field(default_factory=list, max_length=MAX_TOLERATIONS)
-    service_account_name: DNSSubdomain | None = None
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, max_length=MAX_MAP_ENTRIES, description="Node labels to match."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=MAX_TOLERATIONS, description="Pod tolerations."
+    )
+    service_account_name: DNSSubdomain | None = Field(
+        default=None, description="Service account of the member pods."
+    )
 
 
-class FailurePolicy(ApiModel):
+class FailurePolicy(SpecModel):
     """How much member failure a search absorbs before it fails."""
 
     max_member_restarts: int = Field(
@@ -305,19 +338,62 @@ class FailurePolicy(ApiModel):
     )
 
 
+# CEL twins of the base schedule's checks against the budget (``_base_schedule_problems``, which
+# lets ``families.build_schedule`` find them). The API server defaults warmupSteps to 0 first.
+_STEPS, _WARMUP = "self.budget.steps", "self.baseSchedule.warmupSteps"
+
+
+def _cel_phase_steps(field: str) -> str:
+    """CEL for ``families._phase_steps``: the field if set, else max(1, round(20% of the steps
+    after warm-up)); round(x/5) is (2x + 5) / 10 in integers, since x/5 is never a half."""
+    rest = f"({_STEPS} - {_WARMUP})"
+    fifth = f"((2 * {rest} + 5) / 10)"
+    default = f"({fifth} > 1 ? {fifth} : 1)"
+    return f"(has(self.baseSchedule.{field}) ? self.baseSchedule.{field} : {default})"
+
+
+def _base_schedule_rules() -> list[dict[str, str]]:
+    family = "self.baseSchedule.family"
+    return [
+        cel(
+            "self.baseSchedule.peakLR >= self.lrBounds.min && "
+            "self.baseSchedule.peakLR <= self.lrBounds.max",
+            "baseSchedule.peakLR must lie within lrBounds",
+            ".baseSchedule.peakLR",
+        ),
+        cel(
+            f"{_WARMUP} < {_STEPS}",
+            "baseSchedule.warmupSteps must be smaller than budget.steps",
+            ".baseSchedule.warmupSteps",
+        ),
+        cel(
+            f"{family} != 'onecycle' || {_STEPS} >= 2",
+            "family onecycle needs budget.steps >= 2 (a rise and an anneal)",
+            ".budget.steps",
+        ),
+        cel(
+            f"{family} != 'wsd' || {_WARMUP} + {_cel_phase_steps('decaySteps')} <= {_STEPS}",
+            "baseSchedule.warmupSteps + decaySteps must not exceed budget.steps",
+            ".baseSchedule.decaySteps",
+        ),
+        cel(
+            f"{family} != 'infinite' || {_WARMUP} + {_cel_phase_steps('cooldownSteps')} + "
+            f"{_cel_phase_steps('decaySteps')} <= {_STEPS}",
+            "baseSchedule.warmupSteps + cooldownSteps + decaySteps must not exceed budget.steps",
+            ".baseSchedule.cooldownSteps",
+        ),
+        cel(
+            f"{family} != 'sgdr' || !has(self.baseSchedule.t0) || "
+            f"{_STEPS} - {_WARMUP} <= {families.MAX_SGDR_CYCLES} * self.baseSchedule.t0",
+            f"baseSchedule.t0 must be at least 1/{families.MAX_SGDR_CYCLES} of the steps after "
+            "warm-up",
+            ".baseSchedule.t0",
+        ),
+    ]
+
+
 _SPEC_RULES = validations(
-    cel(
-        "self.baseSchedule.peakLR >= self.lrBounds.min && "
-        "self.baseSchedule.peakLR <= self.lrBounds.max",
-        "baseSchedule.peakLR must lie within lrBounds",
-        ".baseSchedule.peakLR",
-    ),
-    cel(
-        "!has(self.baseSchedule.warmupSteps) || self.baseSchedule.family == 'onecycle' || "
-        "self.baseSchedule.warmupSteps < self.budget.steps",
-        "baseSchedule.warmupSteps must be smaller than budget.steps",
-        ".baseSchedule.warmupSteps",
-    ),
+    *_base_schedule_rules(),
     cel(
         "!has(self.strategy.pbt) || self.strategy.pbt.perturbationInterval < self.budget.steps",
         "strategy.pbt.perturbationInterval must be smaller than budget.steps",
@@ -328,11 +404,18 @@ _SPEC_RULES = validations(
         "strategy.pbt.burnInPeriod must be smaller than budget.steps",
         ".strategy.pbt.burnInPeriod",
     ),
+    # What only the cluster needs (``_cluster_problems``).
+    cel(
+        "!has(self.workload.entrypoint) || has(self.workload.image)",
+        "workload.entrypoint needs workload.image on the cluster (the container that holds it)",
+        ".workload.image",
+    ),
     cel(
         "!has(self.strategy.pbt) || "
         "(has(self.checkpoints) && has(self.checkpoints.persistentVolumeClaim))",
         "PBT runs one pod per member and copies checkpoints between them: "
-        "set checkpoints.persistentVolumeClaim (an emptyDir is private to one pod)",
+        "set checkpoints.persistentVolumeClaim (an emptyDir is private to one pod; a local run "
+        "needs neither)",
         ".checkpoints",
     ),
     cel(
@@ -378,7 +461,7 @@ _STRATEGY_RULES = validations(
 )
 
 
-class ScheduleSearchSpec(ApiModel):
+class ScheduleSearchSpec(SpecModel):
     """A search for the LR schedule of one workload, with one strategy, within a step budget."""
 
     model_config = ConfigDict(json_schema_extra=_SPEC_RULES)
@@ -393,7 +476,13 @@ class ScheduleSearchSpec(ApiModel):
     strategy: StrategyConfig = Field(
         description="Exactly one of autolrs, pbt, hdet.", json_schema_extra=_STRATEGY_RULES
     )
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**31 - 1,
+        description="Seed of every member's initialisation, data order and the strategy's draws; "
+        "the same spec and seed repeat the same search.",
+    )
     resources: Resources = Field(default_factory=Resources)
     checkpoints: CheckpointsSpec = Field(
         default_factory=lambda: CheckpointsSpec(empty_dir=EmptyDirCheckpoints()),
@@ -403,10 +492,12 @@ class ScheduleSearchSpec(ApiModel):
     failure_policy: FailurePolicy = Field(default_factory=FailurePolicy)
 
     @model_validator(mode="after")
-    def _cross_field(self) -> ScheduleSearchSpec:
+    def _cross_field(self, info: ValidationInfo) -> ScheduleSearchSpec:
         steps = self.budget.steps
         problems = _base_schedule_problems(self, steps) + _strategy_problems(self, steps)
-        _raise_if_any(problems)
+        if on_cluster(info):
+            problems += _cluster_problems(self)
+        raise_if_any(problems)
         return self
 
     @property
@@ -425,6 +516,17 @@ def _base_schedule_problems(spec: ScheduleSearchSpec, steps: int) -> list[tuple[
             (
                 ("baseSchedule", "peakLR"),
                 f"{peak:g} is outside lrBounds [{bounds.min:g}, {bounds.max:g}]",
+            )
+        ]
+    base = spec.base_schedule
+    after_warmup = steps - base.warmup_steps
+    # Stricter than the builder's own limit for tMult > 1, so the API server can check it.
+    if base.t0 is not None and after_warmup > families.MAX_SGDR_CYCLES * base.t0:
+        return [
+            (
+                ("baseSchedule", "t0"),
+                f"must be at least 1/{families.MAX_SGDR_CYCLES} of the steps after warm-up "
+                f"({base.t0} * {families.MAX_SGDR_CYCLES} < {after_warmup})",
             )
         ]
     try:
@@ -456,15 +558,6 @@ def _strategy_problems(spec: ScheduleSearchSpec, steps: int) -> list[tuple[Loc, 
                 (
                     (*where, "pbt", "burnInPeriod"),
                     f"must be smaller than budget.steps ({pbt.burn_in_period} >= {steps})",
-                )
-            )
-        if spec.checkpoints.persistent_volume_claim is None:
-            problems.append(
-                (
-                    ("checkpoints",),
-                    f"PBT runs one pod per member ({pbt.population}) and exploit copies "
-                    "checkpoints between them: set checkpoints.persistentVolumeClaim to a "
-                    "ReadWriteMany claim (an emptyDir is private to one pod)",
                 )
             )
         failed = spec.failure_policy.max_failed_members
@@ -503,6 +596,32 @@ def _strategy_problems(spec: ScheduleSearchSpec, steps: int) -> list[tuple[Loc, 
     return problems
 
 
+def _cluster_problems(spec: ScheduleSearchSpec) -> list[tuple[Loc, str]]:
+    """What only the cluster needs (the CRD's rules check it at admission); reported together
+    with the spec's other cross-field problems."""
+    problems: list[tuple[Loc, str]] = []
+    if spec.workload.entrypoint is not None and spec.workload.image is None:
+        problems.append(
+            (
+                ("workload", "image"),
+                "required with entrypoint on the cluster (the image that holds it); a local run "
+                "needs none (schedsearch validate --local)",
+            )
+        )
+    pbt = spec.strategy.pbt
+    if pbt is not None and spec.checkpoints.persistent_volume_claim is None:
+        problems.append(
+            (
+                ("checkpoints",),
+                f"PBT runs one pod per member ({pbt.population}) and exploit copies "
+                "checkpoints between them: set checkpoints.persistentVolumeClaim to a "
+                "ReadWriteMany claim (an emptyDir is private to one pod; a local run needs "
+                "neither: schedsearch validate --local)",
+            )
+        )
+    return problems
+
+
 # --- status -------------------------------------------------------------------------------------
 
 
@@ -514,60 +633,100 @@ def _list_map(key: str) -> dict[str, Any]:
 class Condition(ApiModel):
     """A condition as in metav1.Condition (Ready, Progressing, Degraded, ...)."""
 
-    type: str = Field(max_length=316, pattern=r"^([a-z0-9.-]+/)?[A-Za-z][A-Za-z0-9_]*$")
-    status: Literal["True", "False", "Unknown"]
-    reason: str = Field(max_length=1024, pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
-    message: str = Field(default="", max_length=32768)
-    last_transition_time: datetime
-    observed_generation: int | None = Field(default=None, ge=0)
+    type: str = Field(
+        max_length=316,
+        pattern=r"^([a-z0-9.-]+/)?[A-Za-z][A-Za-z0-9_]*$",
+        description="Condition type: Running, Succeeded, Failed or Degraded.",
+    )
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="Why, in one CamelCase word (e.g. InvalidSpec, ScheduleStored).",
+    )
+    message: str = Field(default="", max_length=32768, description="Why, for humans.")
+    last_transition_time: datetime = Field(description="When the status last changed.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The spec generation the condition was set for."
+    )
 
 
 class MemberSummary(ApiModel):
     """One member (PBT member, AutoLRS trainer, HDET replica group) in a few fields."""
 
-    id: int = Field(ge=0)
-    phase: MemberPhase = "Pending"
-    step: int = Field(default=0, ge=0)
-    lr: float | None = Field(default=None, ge=0)
-    objective: float | None = None
-    restarts: int = Field(default=0, ge=0)
+    id: int = Field(ge=0, description="Member index, from 0.")
+    phase: MemberPhase = Field(
+        default="Pending",
+        description="Pending, Running, Restarting, Succeeded or Failed.",
+    )
+    step: int = Field(default=0, ge=0, description="Training steps the member has done.")
+    lr: float | None = Field(default=None, ge=0, description="Its current learning rate.")
+    objective: float | None = Field(default=None, description="Its last objective value.")
+    restarts: int = Field(default=0, ge=0, description="Times its pod was restarted.")
+
+
+# Significant digits of the objective in kubectl's BEST column.
+OBJECTIVE_DIGITS = 4
 
 
 class BestResult(ApiModel):
     """The best objective seen so far and the stored schedule that reached it."""
 
-    objective: float
-    member: int = Field(ge=0)
-    step: int = Field(ge=0)
+    objective: float = Field(description="The best objective value (full precision).")
+    member: int = Field(ge=0, description="The member that reached it.")
+    step: int = Field(ge=0, description="The step at which it was measured.")
     schedule: DNSSubdomain = Field(description="Name of the LRSchedule holding the schedule.")
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description=f"The objective to {OBJECTIVE_DIGITS} significant digits (kubectl's BEST)."
+    )
+    @property
+    def objective_rounded(self) -> str:
+        return f"{self.objective:.{OBJECTIVE_DIGITS}g}"
 
 
 class ScheduleSearchStatus(ApiModel):
     """What the controller (or the local engine) observed; written via the status subresource."""
 
-    phase: Phase = "Pending"
-    message: str | None = Field(default=None, max_length=4096)
+    phase: Phase = Field(default="Pending", description="Pending, Running, Succeeded or Failed.")
+    message: str | None = Field(
+        default=None, max_length=4096, description="What the search is doing or why it ended."
+    )
     strategy: StrategyName | None = Field(
         default=None, description="The spec's strategy, for printing."
     )
     conditions: list[Condition] = Field(
-        default_factory=list, max_length=MAX_CONDITIONS, json_schema_extra=_list_map("type")
+        default_factory=list,
+        max_length=MAX_CONDITIONS,
+        description="Running, Succeeded, Failed and Degraded, as in metav1.Condition.",
+        json_schema_extra=_list_map("type"),
     )
-    observed_generation: int | None = Field(default=None, ge=0)
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The spec generation this status describes."
+    )
     members: list[MemberSummary] = Field(
         default_factory=list,
         max_length=MAX_STATUS_MEMBERS,
         description=f"At most {MAX_STATUS_MEMBERS} members; larger populations list the best.",
         json_schema_extra=_list_map("id"),
     )
-    best: BestResult | None = None
+    best: BestResult | None = Field(
+        default=None, description="The best objective so far and where its schedule is stored."
+    )
     member_steps: int | None = Field(
         default=None,
         ge=0,
         description="The search's cost: steps summed over all members and probes.",
     )
-    start_time: datetime | None = None
-    completion_time: datetime | None = None
+    start_time: datetime | None = Field(default=None, description="When members started.")
+    completion_time: datetime | None = Field(default=None, description="When the search ended.")
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="Steps done by the slowest listed member (kubectl's STEPS, next to BUDGET)."
+    )
+    @property
+    def steps_done(self) -> int | None:
+        return min((member.step for member in self.members), default=None)
 
 
 # --- the resources ------------------------------------------------------------------------------
@@ -603,8 +762,10 @@ class ScheduleSearch(ApiModel):
 
 
 class ObjectiveValue(ApiModel):
-    metric: Metric
-    value: float
+    """An objective value and the metric it is of."""
+
+    metric: Metric = Field(description="Metric name (val_loss).")
+    value: float = Field(description="Its value.")
 
 
 class Provenance(ApiModel):
@@ -612,24 +773,36 @@ class Provenance(ApiModel):
 
     model_config = ConfigDict(extra="allow")
 
-    search: str | None = Field(default=None, max_length=253)
-    namespace: str | None = Field(default=None, max_length=63)
-    strategy: StrategyName | None = None
-    workload: str | None = Field(default=None, max_length=253)
-    objective: ObjectiveValue | None = None
-    member: int | None = Field(default=None, ge=0)
-    created_at: datetime | None = None
+    search: str | None = Field(
+        default=None, max_length=253, description="The search that found it."
+    )
+    namespace: str | None = Field(
+        default=None, max_length=63, description="Namespace of that search."
+    )
+    strategy: StrategyName | None = Field(default=None, description="autolrs, pbt or hdet.")
+    workload: str | None = Field(
+        default=None, max_length=253, description="Built-in name or entrypoint trained."
+    )
+    objective: ObjectiveValue | None = Field(
+        default=None, description="The objective the schedule reached."
+    )
+    member: int | None = Field(default=None, ge=0, description="The member that followed it.")
+    created_at: datetime | None = Field(default=None, description="When it was stored.")
 
 
 class SchedulePoint(ApiModel):
     """A change point: from step on the LR moves from lr by interp towards the next point's LR
     (or endLR, reached after span steps); the last point holds."""
 
-    step: int = Field(ge=0)
-    lr: float = Field(ge=0)
-    interp: schedules.Interp = "constant"
-    end_lr: float | None = Field(default=None, ge=0)
-    span: int | None = Field(default=None, ge=1)
+    step: int = Field(ge=0, description="Step at which this point starts.")
+    lr: float = Field(ge=0, description="LR at that step.")
+    interp: schedules.Interp = Field(
+        default="constant", description="How the LR moves on until the next point."
+    )
+    end_lr: float | None = Field(
+        default=None, ge=0, description="LR reached after span steps (instead of the next LR)."
+    )
+    span: int | None = Field(default=None, ge=1, description="Steps to reach endLR.")
 
 
 class LRScheduleSpec(ApiModel):
@@ -646,9 +819,17 @@ class LRScheduleSpec(ApiModel):
         )
     )
 
-    total_steps: int = Field(gt=0, le=MAX_BUDGET_STEPS)
-    points: list[SchedulePoint] = Field(min_length=1, max_length=MAX_SCHEDULE_POINTS)
-    provenance: Provenance = Field(default_factory=Provenance)
+    total_steps: int = Field(
+        gt=0, le=MAX_BUDGET_STEPS, description="Training steps the schedule spans."
+    )
+    points: list[SchedulePoint] = Field(
+        min_length=1,
+        max_length=MAX_SCHEDULE_POINTS,
+        description="Change points in increasing step order, the first at step 0.",
+    )
+    provenance: Provenance = Field(
+        default_factory=Provenance, description="Where the schedule came from."
+    )
 
     @model_validator(mode="after")
     def _replays(self) -> LRScheduleSpec:

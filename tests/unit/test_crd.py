@@ -148,8 +148,12 @@ def test_status_subresource_printer_columns_and_names() -> None:
         "Strategy",
         "Phase",
         "Best",
+        "Steps",
+        "Budget",
         "Age",
     ]
+    best = next(c for c in version["additionalPrinterColumns"] if c["name"] == "Best")
+    assert best["type"] == "string"  # a formatted string: a number column prints every digit
     schema = root_schema("schedulesearches")
     for column in version["additionalPrinterColumns"]:
         if column["jsonPath"].startswith(".metadata"):
@@ -160,6 +164,27 @@ def test_status_subresource_printer_columns_and_names() -> None:
     assert status["members"]["maxItems"] == 64
     assert status["best"]["nullable"] is True
     assert status["conditions"]["x-kubernetes-list-map-keys"] == ["type"]
+
+
+@pytest.mark.parametrize("name", sorted(CRDS))
+def test_every_field_has_a_description_for_kubectl_explain(name: str) -> None:
+    undescribed = [
+        f"{path}.{field}"
+        for path, node in walk(root_schema(name))
+        for field, sub in node.get("properties", {}).items()
+        if not sub.get("description", "").strip()
+        and f"{path}.{field}" != ".metadata"
+        and not path.startswith(".metadata")  # kubectl explains metadata from ObjectMeta
+    ]
+    assert not undescribed, undescribed
+
+
+def test_the_printed_columns_are_written_with_the_status() -> None:
+    status = root_schema("schedulesearches")["properties"]["status"]
+    assert status["properties"]["stepsDone"]["type"] == "integer"
+    best = status["properties"]["best"]
+    assert best["properties"]["objectiveRounded"]["type"] == "string"
+    assert "objectiveRounded" not in best.get("required", [])  # computed, not asked of writers
 
 
 def test_provenance_keeps_unknown_fields_and_nothing_else_does() -> None:

@@ -21,7 +21,7 @@ from schedsearch.api import (
     parse_spec,
 )
 from schedsearch.api.fields import parse_quantity
-from schedsearch.api.spec import builtin_workload_names
+from schedsearch.api.spec import Target, builtin_workload_names
 from schedsearch.trainers.schedules import ChangePoint, Schedule
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,9 +63,9 @@ def changed(changes: dict[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def problems_of(doc: dict[str, Any]) -> list[str]:
+def problems_of(doc: dict[str, Any], target: Target = "cluster") -> list[str]:
     with pytest.raises(SpecError) as caught:
-        parse_spec(doc)
+        parse_spec(doc, target=target)
     return [str(p) for p in caught.value.problems]
 
 
@@ -110,8 +110,71 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
     (
         "tauPrime >= tau",
         {"spec.strategy": {"autolrs": {"tau": 100, "tauPrime": 100}}},
-        "spec.strategy.autolrs",
-        "tauPrime (100) must be smaller than tau (100)",
+        "spec.strategy.autolrs.tauPrime",
+        "must be smaller than tau (100 >= 100)",
+    ),
+    (
+        "tauMax < tau",
+        {"spec.strategy": {"autolrs": {"tau": 100, "tauPrime": 20, "tauMax": 50}}},
+        "spec.strategy.autolrs.tauMax",
+        "must be at least tau (50 < 100)",
+    ),
+    (
+        "negative perturbation factor",
+        {"spec.strategy.pbt.perturbationFactors": [1.2, -1]},
+        "spec.strategy.pbt.perturbationFactors[1]",
+        "greater than 0",
+    ),
+    (
+        "population beyond the state ConfigMap's room",
+        {"spec.strategy.pbt.population": 100000},
+        "spec.strategy.pbt.population",
+        "less than or equal to 256",
+    ),
+    ("LR too large to train", {"spec.lrBounds.max": 1e308}, "spec.lrBounds.max", "1000"),
+    ("budget as a string", {"spec.budget.steps": "3000"}, "spec.budget.steps", "valid integer"),
+    ("LR bound as a string", {"spec.lrBounds.min": "0.001"}, "spec.lrBounds.min", "valid number"),
+    ("flag as a string", {"spec.strategy.pbt.synch": "true"}, "spec.strategy.pbt.synch", "bool"),
+    (
+        "decaySteps on a cosine family",
+        {"spec.baseSchedule.decaySteps": 100},
+        "spec.baseSchedule.decaySteps",
+        "applies only to family wsd or infinite",
+    ),
+    (
+        "sgdr without t0",
+        {"spec.baseSchedule": {"family": "sgdr", "peakLR": 0.05}},
+        "spec.baseSchedule.t0",
+        "family sgdr needs",
+    ),
+    (
+        "WSD decay longer than the budget",
+        {"spec.baseSchedule": {"family": "wsd", "peakLR": 0.05, "decaySteps": 2000}},
+        "spec.baseSchedule.decaySteps",
+        "exceed total steps 1000",
+    ),
+    (
+        "sgdr with more than 1000 restarts",
+        {
+            "spec.budget.steps": 5000,
+            "spec.baseSchedule": {"family": "sgdr", "peakLR": 0.05, "t0": 1, "tMult": 2.0},
+        },
+        "spec.baseSchedule.t0",
+        "at least 1/1000 of the steps after warm-up",
+    ),
+    (
+        "fractional CPU as a number",
+        {"spec.resources.cpu": 0.5},
+        "spec.resources.cpu",
+        'write 0.5 as a string ("0.5"',
+    ),
+    ("negative CPU", {"spec.resources.cpu": -1}, "spec.resources.cpu", "not a Kubernetes quantity"),
+    ("zero memory", {"spec.resources.memory": 0}, "spec.resources.memory", "greater than zero"),
+    (
+        "zero emptyDir size",
+        {"spec.strategy": {"autolrs": {}}, "spec.checkpoints": {"emptyDir": {"sizeLimit": 0}}},
+        "spec.checkpoints.emptyDir.sizeLimit",
+        "greater than zero",
     ),
     (
         "AutoLRS tau beyond the budget",
@@ -323,9 +386,9 @@ def test_several_cross_field_problems_are_reported_together() -> None:
 
 
 def test_defaults_and_camel_case_round_trip() -> None:
-    search = parse_spec(changed({"spec.resources": {"cpu": 2, "memory": 0.5}}))
+    search = parse_spec(changed({"spec.resources": {"cpu": 2, "memory": 1.0}}))
     assert search.spec.resources.cpu == "2"
-    assert search.spec.resources.memory == "0.5"
+    assert search.spec.resources.memory == "1"
     assert search.spec.failure_policy.max_member_restarts == 3
     wire = search.to_wire()
     assert "lrBounds" in wire["spec"] and "lr_bounds" not in wire["spec"]
@@ -341,6 +404,39 @@ def test_from_object_ignores_server_managed_metadata() -> None:
     assert search.metadata.generation == 2
     with pytest.raises(SpecError):
         parse_spec(obj)  # a spec file may not carry them (typos there must not pass silently)
+
+
+def test_image_and_claim_are_required_on_the_cluster_only() -> None:
+    doc = changed(
+        {"spec.workload": {"entrypoint": "mypkg.train:workload"}, "spec.checkpoints": DELETE}
+    )
+    assert sorted(p.split(": ")[0] for p in problems_of(doc)) == [
+        "spec.checkpoints",
+        "spec.workload.image",
+    ]
+    assert parse_spec(doc, target="local").spec.workload.image is None
+    assert parse_spec(doc).spec.strategy_name == "pbt"  # the local engine's default
+
+
+def test_base_schedule_problems_are_reported_together() -> None:
+    problems = problems_of(
+        changed({"spec.baseSchedule": {"family": "cosine", "peakLR": 0.05, "minLR": 0.1, "t0": 5}})
+    )
+    paths = sorted(p.split(": ")[0] for p in problems)
+    assert paths == ["spec.baseSchedule.minLR", "spec.baseSchedule.t0"]
+
+
+def test_status_carries_the_formatted_best_and_the_steps_done() -> None:
+    search = parse_spec(base_spec())
+    status = {
+        "phase": "Running",
+        "members": [{"id": 0, "step": 300}, {"id": 1, "step": 250}],
+        "best": {"objective": 0.029723016545176506, "member": 0, "step": 250, "schedule": "x"},
+    }
+    wire = ScheduleSearch.model_validate({**search.to_wire(), "status": status}).to_wire()
+    assert wire["status"]["best"]["objectiveRounded"] == "0.02972"
+    assert wire["status"]["stepsDone"] == 250
+    assert ScheduleSearch.model_validate(wire).to_wire() == wire  # read back as written
 
 
 @pytest.mark.parametrize(

@@ -87,8 +87,12 @@ class BadValues:
     [
         ("no_such_module_xyz:make", "cannot import 'no_such_module_xyz'"),
         (f"{__name__}:missing", "has no attribute 'missing'"),
-        (f"{__name__}:NotAWorkload", "NotAWorkload without default_steps, batch_size, build_model"),
-        (f"{__name__}:BadValues", "default_lr must be a finite number > 0.*default_steps must be"),
+        (
+            f"{__name__}:NotAWorkload",
+            "NotAWorkload with problems: no build_model; no make_optimizer; no train_batches; "
+            "no evaluate",
+        ),
+        (f"{__name__}:BadValues", "default_lr must be a finite number > 0, got inf"),
         ("/no/such/file.py:make", "cannot import '/no/such/file.py'"),
         (":make", "must look like 'module:function'"),
     ],

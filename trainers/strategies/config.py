@@ -9,17 +9,32 @@ Ray Tune's PopulationBasedTraining.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+
+from schedsearch.trainers.config import FieldProblems, Loc
+
+# Members (PBT) and replicas (HDET) are pods, and the controller keeps one record per member in
+# the search's state ConfigMap, which the API server caps at 1 MiB. 256 members fill about a
+# quarter of it (tests/unit/test_admission_bounds.py measures it; 1024 would not fit), leaving
+# room for the spec and the population's history.
+MAX_MEMBERS: Final = 256
+MAX_PERTURBATION_FACTOR: Final = 10.0
+PerturbationFactor = Annotated[float, Field(gt=0, le=MAX_PERTURBATION_FACTOR)]
 
 
 class StrategyModel(BaseModel):
     """Base for strategy parameters: camelCase in YAML/JSON, unknown fields refused."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        allow_inf_nan=False,
     )
 
 
@@ -53,20 +68,32 @@ class AutoLRSConfig(StrategyModel):
 
     @model_validator(mode="after")
     def _check_lengths(self) -> AutoLRSConfig:
+        problems: list[tuple[Loc, str]] = []
         if self.tau_prime >= self.tau:
-            raise ValueError(
-                f"tauPrime ({self.tau_prime}) must be smaller than tau ({self.tau}): "
-                "each candidate is a short probe of the stage it chooses the LR for"
+            problems.append(
+                (
+                    ("tauPrime",),
+                    f"must be smaller than tau ({self.tau_prime} >= {self.tau}): "
+                    "each candidate is a short probe of the stage it chooses the LR for",
+                )
             )
         if self.tau_max < self.tau:
-            raise ValueError(f"tauMax ({self.tau_max}) must be at least tau ({self.tau})")
+            problems.append((("tauMax",), f"must be at least tau ({self.tau_max} < {self.tau})"))
+        if problems:
+            raise FieldProblems(problems)
         return self
 
 
 class PBTConfig(StrategyModel):
     """Population-based training with Ray Tune's semantics and names."""
 
-    population: int = Field(8, ge=2, description="Number of members trained in parallel.")
+    population: int = Field(
+        8,
+        ge=2,
+        le=MAX_MEMBERS,
+        description=f"Number of members trained in parallel, 2 to {MAX_MEMBERS} (each member is a "
+        "pod and a record in the search's state ConfigMap, which must stay under 1 MiB).",
+    )
     perturbation_interval: int = Field(
         250, gt=0, description="A member is ready to exploit/explore every this many steps."
     )
@@ -80,18 +107,16 @@ class PBTConfig(StrategyModel):
     resample_probability: float = Field(
         0.25, ge=0.0, le=1.0, description="Probability of resampling the LR from its prior."
     )
-    perturbation_factors: tuple[float, ...] = Field(
-        (1.2, 0.8), min_length=1, description="Factors the LR is multiplied by when not resampled."
+    perturbation_factors: tuple[PerturbationFactor, ...] = Field(
+        (1.2, 0.8),
+        min_length=1,
+        max_length=16,
+        strict=False,  # a list in YAML; each factor stays a strict number
+        description="Factors the LR is multiplied by when not resampled: 1 to 16 numbers in "
+        f"(0, {MAX_PERTURBATION_FACTOR:g}].",
     )
     synch: bool = Field(False, description="Wait for the whole population at each interval.")
     seed: int = Field(0, description="Seed of the exploit/explore draws.")
-
-    @model_validator(mode="after")
-    def _check_factors(self) -> PBTConfig:
-        bad = [f for f in self.perturbation_factors if not (math.isfinite(f) and f > 0)]
-        if bad:
-            raise ValueError(f"perturbationFactors must be finite and > 0, got {bad}")
-        return self
 
     def quantile_size(self) -> int:
         """Members in each of the top and bottom quantiles: ceil(N*q) capped at floor(N/2)."""
@@ -101,7 +126,9 @@ class PBTConfig(StrategyModel):
 class HDETConfig(StrategyModel):
     """HDET (Cheng et al., 2026): replicas fan out over LRs, average weights, move the base LR."""
 
-    replicas: int = Field(4, ge=2, description="Data-parallel replicas (N).")
+    replicas: int = Field(
+        4, ge=2, le=MAX_MEMBERS, description=f"Data-parallel replicas (N), 2 to {MAX_MEMBERS}."
+    )
     alpha: float = Field(
         1.0 / 9.0, gt=0.0, lt=1.0, description="Half-width of the LR spread [1-alpha, 1+alpha]."
     )

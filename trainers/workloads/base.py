@@ -33,12 +33,19 @@ class BatchStream(Protocol):
 @runtime_checkable
 class Workload(Protocol):
     """What a training job provides. Schedules are searched on the LR passed to
-    ``make_optimizer`` (the optimizer's base LR); ``default_lr`` is a sensible value of it."""
+    ``make_optimizer`` (the optimizer's base LR), which the harness sets before every step.
+
+    ``default_lr`` is the LR the optimizer is built with before the schedule takes over; per
+    parameter-group LRs keep their ratio to it. A user workload may leave out ``name`` (the
+    entrypoint is used) and ``default_lr`` (``DEFAULT_LR``). The built-ins also carry
+    ``default_steps`` and ``batch_size``, which describe them and are read by nothing else: a
+    search's length is the spec's ``budget.steps``, and batching is the workload's own business.
+
+    ``train_batches`` should return a ``BatchStream``; any other iterable (a generator, a
+    DataLoader) is wrapped in a ``ReplayBatchStream``, which resumes by replaying."""
 
     name: str
     default_lr: float
-    default_steps: int
-    batch_size: int
 
     def build_model(self, seed: int) -> nn.Module: ...
 
@@ -49,6 +56,71 @@ class Workload(Protocol):
     def loss(self, model: nn.Module, batch: Any) -> torch.Tensor: ...
 
     def evaluate(self, model: nn.Module) -> dict[str, float]: ...
+
+
+DEFAULT_LR = 1e-3
+
+
+class ReplayBatchStream:
+    """A plain iterable of batches made resumable by counting: the state is the number of
+    batches taken, and loading it replays that many from a fresh ``factory(seed)``.
+
+    The cost is on resume only: a member restored at step ``n`` fetches ``n`` batches again
+    before it continues (seconds for in-memory data, longer for a slow loader; a ``BatchStream``
+    with its own ``state_dict`` avoids it). A finite iterable is an epoch: when it ends the
+    factory is called again. Replaying gives the same batches only if ``factory(seed)`` yields
+    the same sequence every time, as it must for any resumable stream.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[int], Iterable[Any]],
+        seed: int,
+        first: Iterable[Any] | None = None,
+    ) -> None:
+        self.factory, self.seed, self.taken = factory, seed, 0
+        self._it: Iterator[Any] = iter(first if first is not None else factory(seed))
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            self._it = iter(self.factory(self.seed))
+            try:
+                batch = next(self._it)
+            except StopIteration:
+                raise ValueError("train_batches: the iterable gave no batches") from None
+        self.taken += 1
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seed": self.seed, "taken": self.taken}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        for key in ("seed", "taken"):
+            value = state.get(key)
+            if not isinstance(value, int) or value < 0:
+                raise ValueError(f"data.{key}: expected an integer >= 0, got {value!r}")
+        self.seed, self.taken = state["seed"], 0
+        self._it = iter(self.factory(self.seed))
+        for _ in range(state["taken"]):
+            next(self)
+
+
+def resumable(factory: Callable[[int], Iterable[Any]], seed: int) -> BatchStream:
+    """``factory(seed)`` if it is a ``BatchStream``, else that iterable in a
+    ``ReplayBatchStream``."""
+    stream = factory(seed)
+    if isinstance(stream, BatchStream):
+        return stream
+    if not isinstance(stream, Iterable):
+        raise TypeError(
+            f"train_batches must return an iterable of batches, got {type(stream).__name__}"
+        )
+    return ReplayBatchStream(factory, seed, first=stream)
 
 
 class PermutationBatchStream:
