@@ -114,6 +114,27 @@ def test_pbt_search_runs_through_the_cli_into_the_store(ray_address: str, tmp_pa
     assert list((tmp_path / "runs" / "pbt-e2e" / "checkpoints").glob("member-*/step-*.pt"))
 
 
+def test_a_population_that_does_not_divide_the_cpus_runs_at_once(
+    ray_address: str, tmp_path: Path
+) -> None:
+    # One member more than the CPUs (3 on 2): each asked 2/3 CPU rounded up, one never fitted
+    # and the others waited 10 minutes for it. Now they time-share the CPUs, all at once.
+    cpus = int(ray.cluster_resources()["CPU"])
+    population = cpus + 1
+    pbt = f"pbt: {{population: {population}, perturbationInterval: 50, seed: 3}}"
+    store_path = tmp_path / "results.db"
+    started = time.monotonic()
+    result = _run(store_path, _spec(tmp_path, "pbt-crowd", pbt))
+    assert result.exit_code == 0, result.output
+    assert time.monotonic() - started < 180, result.output
+    share = int(cpus / population * 10_000) / 10_000
+    assert f"{population} trials at once on {cpus} CPU, {share:g} CPU each" in result.output
+    assert "trains without them" not in result.output
+    store = SQLiteStore(store_path)
+    assert store.get_search("pbt-crowd").phase == "Succeeded"
+    assert {point.member for point in store.history("pbt-crowd")} == set(range(population))
+
+
 def test_autolrs_runs_as_one_trial(ray_address: str, tmp_path: Path) -> None:
     autolrs = "autolrs: {tau: 60, tauPrime: 15, tauMax: 120, candidates: 3}"
     store_path = tmp_path / "results.db"
