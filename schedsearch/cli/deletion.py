@@ -86,7 +86,7 @@ def _delete_local(store: SQLiteStore, name: str, *, where: str) -> list[str]:
     with state.run_lock(run_dir):  # RunInUseError (a StoreError) while it runs
         store.delete_search(name)
         shutil.rmtree(run_dir)
-    return [said, f"deleted its run folder {run_dir} (checkpoints)"]
+    return [said, f"deleted its run folder {run_dir} (checkpoints, Ray Tune files)"]
 
 
 def _run_dir(store: SQLiteStore, name: str) -> Path:
