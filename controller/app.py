@@ -143,7 +143,13 @@ class Reconciler:
         now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
         seen = self.api.observe(search, now)
         decided = plan.plan(search, seen, config=self.config)
-        self.api.apply(search, decided)
+        try:
+            self.api.apply(search, decided)
+        except kube.Refused as refusal:
+            # Retrying would be refused again (and use up nothing but time): fail once, saying
+            # what the API server answered.
+            decided = plan.refused(search, seen, refusal.reason, refusal.message)
+            self.api.apply(search, decided)
         self._observe_metrics(search, decided)
         return decided
 

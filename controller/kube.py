@@ -9,12 +9,13 @@ create that finds its object already there (409) and a delete that finds it gone
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime
 import json
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -37,12 +38,41 @@ TIMEOUT = (5.0, 30.0)  # connect, read
 
 
 class ApiError(Exception):
-    """A non-2xx answer of the API server."""
+    """A non-2xx answer of the API server: its HTTP status, Status reason and message."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(f"{status}: {message}")
+    def __init__(self, status: int, message: str, reason: str = "") -> None:
+        super().__init__(f"{status} {reason}: {message}" if reason else f"{status}: {message}")
         self.status = status
         self.message = message
+        self.reason = reason
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the same request would be refused again: the request itself is wrong (400,
+        413, 422) or forbidden by policy (403: a missing ServiceAccount, a denied
+        PodSecurity level, missing RBAC). Not terminal: a quota that pods ending will free, a
+        namespace being deleted (the search goes with it), conflicts, and a busy, restarting or
+        unreachable API server (429, 5xx), which the reconciler retries with backoff."""
+        if self.status in (400, 413, 422):
+            return True
+        if self.status == 403:
+            return not any(text in self.message for text in _TRANSIENT_FORBIDDEN)
+        return False
+
+
+# What a 403 says when waiting fixes it: ResourceQuota admission, a terminating namespace.
+_TRANSIENT_FORBIDDEN = ("exceeded quota", "because it is being terminated")
+
+
+class Refused(Exception):
+    """The API server refused to create or update an object the search needs, for a reason
+    retrying does not fix (see :attr:`ApiError.terminal`): the search fails with it."""
+
+    def __init__(self, kind: str, name: str, err: ApiError) -> None:
+        why = f"{err.status} {err.reason}".strip()
+        self.reason = f"{kind}Refused"
+        self.message = f"the API server refused {kind} {name} ({why}): {err.message}"
+        super().__init__(self.message)
 
 
 class NotReady(Exception):
@@ -79,7 +109,7 @@ class Rest:
         response.read()
         data = response.data or b""
         if response.status >= 400:
-            raise ApiError(response.status, _message(data))
+            raise ApiError(response.status, *_message(data))
         return json.loads(data) if data else {}
 
     def get(self, path: str, **query: str) -> JsonObj:
@@ -104,11 +134,13 @@ class Rest:
         return True
 
 
-def _message(data: bytes) -> str:
+def _message(data: bytes) -> tuple[str, str]:
+    """The message and reason of a Status body (or the body itself, shortened)."""
     try:
-        return str(json.loads(data).get("message", data[:500]))
+        body = json.loads(data)
+        return str(body.get("message", data[:500])), str(body.get("reason") or "")
     except (ValueError, AttributeError):
-        return data[:500].decode(errors="replace")
+        return data[:500].decode(errors="replace"), ""
 
 
 def _ns(namespace: str) -> str:
@@ -180,7 +212,11 @@ class Kube:
     # -- acting ----------------------------------------------------------------------------------
 
     def apply(self, search: SearchView, decided: plan.Plan) -> None:
-        """Carry out the plan's actions in order, then write its status."""
+        """Carry out the plan's actions in order, then write its status.
+
+        Raises :class:`Refused` when the API server refuses an object for good (the caller
+        fails the search with it); other API errors propagate to be retried with backoff, after
+        an Event that says what the API server answered."""
         for action in decided.actions:
             self._act(search, action)
         if decided.status is not None:
@@ -190,24 +226,30 @@ class Kube:
         ns = search.namespace
         match action:
             case plan.CreatePod(attempt=attempt, manifest=manifest):
-                created = self.rest.create(f"{_ns(ns)}/pods", manifest)
+                created = self._create(search, "pods", manifest)
                 if created and attempt > 1 and self._on_restart is not None:
                     self._on_restart(ns, search.name)
             case plan.DeletePod(name=name, uid=uid):
                 self._delete_pod(ns, name, uid)
             case plan.CreateService(manifest=manifest):
-                self.rest.create(f"{_ns(ns)}/services", manifest)
+                self._create(search, "services", manifest)
             case plan.CreateSecret(ref=ref):
-                self.rest.create(f"{_ns(ns)}/secrets", pods.token_secret(ref, new_token()))
+                self._create(search, "secrets", pods.token_secret(ref, new_token()))
             case plan.CreateState(manifest=manifest):
-                self.rest.create(f"{_ns(ns)}/configmaps", manifest)
+                self._create(search, "configmaps", manifest)
             case plan.RecordMembers():
-                self.update_state(ns, search.name, lambda s: _merge_members(s, action))
+                with _refusal(self, search, "ConfigMap", names.state_configmap(search.name)):
+                    self.update_state(ns, search.name, lambda s: _merge_members(s, action))
             case plan.CreateSchedule(manifest=manifest):
-                self._store_schedule(ns, search.uid, manifest)
+                with _refusal(self, search, "LRSchedule", manifest["metadata"]["name"]):
+                    self._store_schedule(ns, search.uid, manifest)
             case plan.RecordEvent(type=kind, reason=reason, message=message):
                 ref = pods.SearchRef(ns, search.name, search.uid)
                 self.record_event(ref, kind, reason, message)
+
+    def _create(self, search: SearchView, plural: str, manifest: JsonObj) -> bool:
+        with _refusal(self, search, manifest["kind"], manifest["metadata"]["name"]):
+            return self.rest.create(f"{_ns(search.namespace)}/{plural}", manifest)
 
     def _delete_pod(self, namespace: str, name: str, uid: str) -> None:
         # The uid precondition: never delete a newer pod that took the name meanwhile.
@@ -286,6 +328,7 @@ class Kube:
             raise ValueError("write_state needs the resourceVersion the state was read at")
         path = f"{_ns(namespace)}/configmaps/{names.state_configmap(search)}"
         data, binary = new.to_configmap()
+        state_mod.check_size(data, binary)
         # A resourceVersion in a patch is a precondition: the API answers 409 if it moved on.
         patch = {
             "metadata": {"resourceVersion": new.resource_version},
@@ -340,6 +383,23 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+@contextlib.contextmanager
+def _refusal(api: Kube, search: SearchView, kind: str, name: str) -> Iterator[None]:
+    """Writing ``kind`` ``name``: a terminal refusal becomes :class:`Refused`; any other API
+    error is retried by the caller, after an Event saying what the API server answered."""
+    try:
+        yield
+    except state_mod.StateTooLarge as err:
+        raise Refused(kind, name, ApiError(413, str(err), "RequestEntityTooLarge")) from None
+    except ApiError as err:
+        if err.terminal:
+            raise Refused(kind, name, err) from None
+        message = f"writing {kind} {name}: {err}; retrying"
+        ref = pods.SearchRef(search.namespace, search.name, search.uid)
+        api.record_event(ref, "Warning", "WriteFailed", message)
+        raise
+
+
 def _merge_members(
     current: state_mod.SearchState, action: plan.RecordMembers
 ) -> state_mod.SearchState | None:
@@ -351,6 +411,10 @@ def _merge_members(
         record = new.members[member]
         if attempts > record.attempts:
             record.attempts, changed = attempts, True
+    for member, attempt in action.failed:
+        record = new.members[member]
+        if attempt not in record.failed:
+            record.failed, changed = sorted({*record.failed, attempt}), True
     for member in action.gave_up:
         changed = state_mod.give_up(new, member) or changed
     return new if changed else None

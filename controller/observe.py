@@ -19,6 +19,8 @@ from schedsearch.controller import names
 from schedsearch.controller import state as state_mod
 
 JsonObj = dict[str, Any]
+# The pod condition Kubernetes sets on a pod it is about to remove for reasons of its own.
+DISRUPTION_TARGET = "DisruptionTarget"
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,13 @@ class PodView:
     exit_code: int | None = None
     terminated_reason: str | None = None
     created: datetime.datetime | None = None
+    # Why Kubernetes disrupted the pod (its DisruptionTarget condition: eviction, preemption,
+    # node drain or loss); None for a pod that was not disrupted.
+    disruption: str | None = None
+
+    @property
+    def disrupted(self) -> bool:
+        return self.disruption is not None
 
 
 def pod_view(pod: Mapping[str, Any]) -> PodView | None:
@@ -119,7 +128,16 @@ def pod_view(pod: Mapping[str, Any]) -> PodView | None:
         exit_code=terminated.get("exitCode"),
         terminated_reason=terminated.get("reason"),
         created=_timestamp(meta.get("creationTimestamp")),
+        disruption=_disruption(status),
     )
+
+
+def _disruption(status: Mapping[str, Any]) -> str | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == DISRUPTION_TARGET and condition.get("status") == "True":
+            reason, message = condition.get("reason") or "", condition.get("message") or ""
+            return ": ".join(part for part in (reason, message) if part) or DISRUPTION_TARGET
+    return None
 
 
 def _container_state(status: Mapping[str, Any]) -> tuple[JsonObj, JsonObj]:

@@ -9,10 +9,15 @@ with 409, and a delete of a pod that is gone is a no-op. The thin layer that tal
 
 Member lifecycle: a member's pod is created (attempt 1); if it fails or disappears before the
 member's final report, it is deleted and recreated (attempt k+1, resuming from the member's last
-checkpoint) until ``failurePolicy.maxMemberRestarts`` restarts are used, and then the member has
-failed for good. HDET replicas restart as a group: a collective cannot continue with a rank
-missing. A spec that cannot run (unknown workload, unpullable image) fails the search with a
-message instead of being retried.
+checkpoint). Only failures count against ``failurePolicy.maxMemberRestarts``: a pod that
+crashed (seen ended, no disruption). A disrupted pod (a ``DisruptionTarget`` condition: eviction,
+preemption, drain) or one deleted by someone else (seen terminating, or gone without having been
+seen ended) is replaced for free, as a Job's pod failure policy ignores disruptions. Once more
+failures than allowed are counted the member has failed for good. HDET replicas restart as a
+group: a collective cannot continue with a rank missing. A spec that cannot run (unknown
+workload, unpullable image, a trainer's configuration or arithmetic error, a pod the API server
+refuses, a state too large for a ConfigMap) fails the search with a message instead of being
+retried.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from schedsearch.controller import names, pods, results, settings, status
 from schedsearch.controller import state as state_mod
 from schedsearch.controller.observe import Observed, PodView, SearchView, parse_spec
 from schedsearch.trainers import channel
+from schedsearch.trainers.evaluation import search_phases
 
 JsonObj = dict[str, Any]
 TERMINAL = ("Succeeded", "Failed")
@@ -75,10 +81,12 @@ class CreateState:
 
 @dataclass(frozen=True)
 class RecordMembers:
-    """Merge into the state: attempts are raised to at least these, members marked given up."""
+    """Merge into the state: attempts are raised to at least these, members marked given up,
+    the attempts (member, attempt) of pods that failed counted against the restart limit."""
 
     attempts: tuple[tuple[int, int], ...] = ()
     gave_up: tuple[int, ...] = ()
+    failed: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,9 @@ def plan(
             "(--image)"
         )
         return _fail(search, observed, "NoTrainerImage", message)
+    too_large = _state_size_problem(ctx)
+    if too_large is not None:
+        return _fail(search, observed, "StateTooLarge", too_large, state=observed.state)
     setup = _setup(ctx)
     if setup:
         return _running(ctx, tuple(setup), requeue=config.requeue_soon_seconds)
@@ -198,6 +209,21 @@ def _setup(ctx: _Context) -> list[Action]:
     return actions
 
 
+def _state_size_problem(ctx: _Context) -> str | None:
+    """Why this search's state cannot be kept (it would outgrow its ConfigMap), or None."""
+    state = ctx.observed.state
+    new = state is None
+    problem = state_mod.size_problem(_initial_state(ctx) if state is None else state, new=new)
+    if problem is None:
+        return None
+    if ctx.spec.strategy.pbt is not None:
+        problem += (
+            f": spec.strategy.pbt.population ({ctx.spec.strategy.pbt.population}) is too "
+            "large for one search"
+        )
+    return problem
+
+
 def _initial_state(ctx: _Context) -> state_mod.SearchState:
     spec = ctx.spec
     return state_mod.initial(
@@ -211,6 +237,7 @@ def _initial_state(ctx: _Context) -> state_mod.SearchState:
         lr_max=spec.lr_bounds.max,
         total_steps=spec.budget.steps,
         mode=spec.objective.mode,
+        phases=search_phases(spec) if spec.strategy.pbt is not None else None,
     )
 
 
@@ -225,6 +252,7 @@ class _Outcome:
     restarts: int
     problem: tuple[str, str] | None = None  # (reason, message) that fails the whole search
     gave_up: bool = False
+    failed: int | None = None  # the attempt whose pod failed, now seen (counts as a failure)
 
 
 def _members(
@@ -259,10 +287,15 @@ def _record_members(
         if seen > record.attempts:
             attempts.append((member, seen))
     gave_up = [m for m, o in sorted(outcomes.items()) if o.gave_up and not _given_up(state, m)]
-    if not attempts and not gave_up:
+    failed = [
+        (m, o.failed)
+        for m, o in sorted(outcomes.items())
+        if o.failed is not None and o.failed not in state.members[m].failed
+    ]
+    if not attempts and not gave_up and not failed:
         return []
     events = [_gave_up_event(ctx, m) for m in gave_up]
-    return [RecordMembers(tuple(attempts), tuple(gave_up)), *events]
+    return [RecordMembers(tuple(attempts), tuple(gave_up), tuple(failed)), *events]
 
 
 def _given_up(state: state_mod.SearchState, member: int) -> bool:
@@ -296,15 +329,21 @@ def _member(
     if record.gave_up:
         return _Outcome("Failed", restarts, gave_up=True), []
     if pod is None:
-        if attempts > ctx.max_restarts:
+        if len(record.failed) > ctx.max_restarts:
             return _Outcome("Failed", restarts, gave_up=True), []
-        return _Outcome("Pending" if attempts == 0 else "Restarting", restarts), _start(
-            ctx, state, member, attempts + 1
-        )
+        actions = _start(ctx, state, member, attempts + 1)
+        if attempts and attempts not in record.failed:
+            # Gone without having been seen ended: deleted by someone else, not a failure.
+            message = (
+                f"member {member}: the pod of attempt {attempts} was deleted before it ended; "
+                "replacing it (not counted against failurePolicy.maxMemberRestarts)"
+            )
+            actions.insert(0, RecordEvent("Warning", "MemberDisrupted", message))
+        return _Outcome("Pending" if attempts == 0 else "Restarting", restarts), actions
     if pod.terminating:
         return _Outcome("Restarting", restarts), []
     if pod.phase in TERMINAL:
-        return _ended(ctx, member, pod, attempts, restarts)
+        return _ended(ctx, record, pod, restarts)
     problem = _pull_problem(ctx, member, pod)
     phase = pod.phase if pod.phase in ("Pending", "Running") else "Pending"
     return _Outcome(phase, restarts, problem), []
@@ -324,28 +363,43 @@ def _start(ctx: _Context, state: state_mod.SearchState, member: int, attempt: in
     if attempt == 1:
         event = RecordEvent("Normal", "MemberStarted", f"member {member}: created pod {name}")
     else:
+        failures = len(state.members[member].failed)
         message = (
-            f"member {member}: created pod {name} (restart {attempt - 1} of "
-            f"{ctx.max_restarts}), resuming from its last checkpoint"
+            f"member {member}: created pod {name} (attempt {attempt}; {failures} of "
+            f"{ctx.max_restarts} allowed failure(s) used), resuming from its last checkpoint"
         )
         event = RecordEvent("Normal", "MemberRestarted", message)
     return [CreatePod(member, attempt, manifest), event]
 
 
 def _ended(
-    ctx: _Context, member: int, pod: PodView, attempts: int, restarts: int
+    ctx: _Context, record: state_mod.MemberRecord, pod: PodView, restarts: int
 ) -> tuple[_Outcome, list[Action]]:
     """A member pod ended without the member's final report."""
-    how = _how_it_ended(pod)
+    member, how = pod.member, _how_it_ended(pod)
     if pod.exit_code == channel.EXIT_CONFIG:
         message = f"member {member}: pod {pod.name} {how}: the trainer cannot run this spec"
         return _Outcome("Failed", restarts, ("Unrunnable", message)), []
-    if attempts > ctx.max_restarts:
+    replace = DeletePod(pod.name, pod.uid)
+    if pod.disrupted:
+        message = (
+            f"member {member}: pod {pod.name} was disrupted ({pod.disruption}); replacing it "
+            "(not counted against failurePolicy.maxMemberRestarts)"
+        )
+        return _Outcome("Restarting", restarts), [
+            replace,
+            RecordEvent("Warning", "MemberDisrupted", message),
+        ]
+    failures = len({*record.failed, pod.attempt})
+    if failures > ctx.max_restarts:
         # Keep the last pod (and its logs) for whoever investigates.
-        return _Outcome("Failed", restarts, gave_up=True), []
-    message = f"member {member}: pod {pod.name} {how}; replacing it"
-    return _Outcome("Restarting", restarts), [
-        DeletePod(pod.name, pod.uid),
+        return _Outcome("Failed", restarts, gave_up=True, failed=pod.attempt), []
+    message = (
+        f"member {member}: pod {pod.name} {how}; replacing it (failure {failures}, "
+        f"failurePolicy.maxMemberRestarts {ctx.max_restarts})"
+    )
+    return _Outcome("Restarting", restarts, failed=pod.attempt), [
+        replace,
         RecordEvent("Warning", "MemberFailed", message),
     ]
 
@@ -380,10 +434,14 @@ def _gang(ctx: _Context, state: state_mod.SearchState) -> tuple[dict[int, _Outco
     problem = _gang_problem(ctx, state, found)
     live = [p for p in found.values() if p is not None and not p.terminating]
     broken = [m for m in members if _replica_broken(state, found[m])]
-    exhausted = attempts > ctx.max_restarts or any(r.gave_up for r in state.members.values())
+    # A group attempt in which any replica failed is one failure of the group.
+    crashed = {m: p.attempt for m, p in found.items() if p is not None and _crashed(state, p)}
+    failures = {a for r in state.members.values() for a in r.failed} | set(crashed.values())
+    exhausted = len(failures) > ctx.max_restarts or any(r.gave_up for r in state.members.values())
     if problem is not None or (broken and exhausted):
         outcomes = {
-            m: _Outcome("Failed", restarts, problem, gave_up=problem is None) for m in members
+            m: _Outcome("Failed", restarts, problem, problem is None, crashed.get(m))
+            for m in members
         }
         return outcomes, [DeletePod(p.name, p.uid) for p in live if p.phase not in TERMINAL]
     if all(p is None for p in found.values()):
@@ -391,17 +449,26 @@ def _gang(ctx: _Context, state: state_mod.SearchState) -> tuple[dict[int, _Outco
         actions = [a for m in members for a in _start(ctx, state, m, attempts + 1)]
         return {m: _Outcome(phase, restarts) for m in members}, actions
     if broken:
+        outcomes = {m: _Outcome("Restarting", restarts, failed=crashed.get(m)) for m in members}
         if not live:  # the group is still going away
-            return {m: _Outcome("Restarting", restarts) for m in members}, []
+            return outcomes, []
+        counted = "" if crashed else " (a disruption: not counted as a failure)"
         message = (
-            f"replica(s) {', '.join(map(str, broken))} ended; restarting all {ctx.size} replicas "
-            "from the last checkpoint"
+            f"replica(s) {', '.join(map(str, broken))} ended{counted}; restarting all "
+            f"{ctx.size} replicas from the last checkpoint"
         )
         restart: list[Action] = [DeletePod(p.name, p.uid) for p in live]
         restart.append(RecordEvent("Warning", "ReplicaFailed", message))
-        return {m: _Outcome("Restarting", restarts) for m in members}, restart
+        return outcomes, restart
     outcomes = {m: _replica_outcome(state, found[m], restarts) for m in members}
     return outcomes, []
+
+
+def _crashed(state: state_mod.SearchState, pod: PodView) -> bool:
+    """Whether ``pod`` ended by a failure of its own (not a disruption, not a deletion)."""
+    if pod.terminating or pod.disrupted or pod.phase not in TERMINAL:
+        return False
+    return pod.phase == "Failed" or not state.members[pod.member].finished
 
 
 def _replica_broken(state: state_mod.SearchState, pod: PodView | None) -> bool:
@@ -681,6 +748,12 @@ def _fail(
     live = [DeletePod(p.name, p.uid) for p in observed.pods if _alive(p)]
     event = RecordEvent("Warning", "SearchFailed", message)
     return Plan((*records, *live, event), new, None)
+
+
+def refused(search: SearchView, observed: Observed, reason: str, message: str) -> Plan:
+    """The search fails: the API server refused, for good, an object it needs (a member pod
+    with a missing ServiceAccount or an invalid toleration, say); its answer is the message."""
+    return _fail(search, observed, reason, message, state=observed.state)
 
 
 def _alive(pod: PodView) -> bool:

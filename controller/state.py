@@ -20,6 +20,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.population import Population
 
@@ -27,6 +28,18 @@ STATE_KEY = "state.json"
 POPULATION_KEY = "population.json.gz"
 HISTORY_KEEP = 200
 FORMAT = 1
+# The API server refuses a ConfigMap whose data and binaryData hold more than 1 MiB together.
+CONFIGMAP_LIMIT_BYTES = 1024 * 1024
+# About what one member's record grows to once it reports (its last answer, start point and
+# checkpoint paths): a new search must leave that much room per member.
+MEMBER_RECORD_BYTES = 600
+# A running search fails when its state passes this share of the limit: one report adds far
+# less than the rest, so this happens before a write is refused.
+RUNNING_LIMIT_SHARE = 0.9
+
+
+class StateTooLarge(ValueError):
+    """The state would not fit in its ConfigMap."""
 
 
 @dataclass
@@ -41,6 +54,9 @@ class MemberRecord:
     # Where a restarted pod of this member resumes: config, step and checkpoint path.
     start: dict[str, Any] | None = None
     attempts: int = 0
+    # The attempts whose pods failed (crashed): what failurePolicy.maxMemberRestarts counts.
+    # Attempts ended by a disruption or a deletion are not here.
+    failed: list[int] = field(default_factory=list)
     finished: bool = False
     fatal: str | None = None
     # Set by the reconciler when the member used up its restarts.
@@ -127,9 +143,44 @@ class SearchState:
         )
 
 
+def configmap_bytes(data: dict[str, str], binary: dict[str, str]) -> int:
+    """What the API server counts against :data:`CONFIGMAP_LIMIT_BYTES`: keys and values."""
+    return sum(len(k) + len(v.encode()) for part in (data, binary) for k, v in part.items())
+
+
+def check_size(data: dict[str, str], binary: dict[str, str]) -> None:
+    """Raise :class:`StateTooLarge` rather than send a ConfigMap the API server would refuse."""
+    size = configmap_bytes(data, binary)
+    if size > CONFIGMAP_LIMIT_BYTES:
+        raise StateTooLarge(
+            f"the search's state is {size} bytes, over the {CONFIGMAP_LIMIT_BYTES} bytes a "
+            "ConfigMap holds"
+        )
+
+
+def size_problem(state: SearchState, *, new: bool) -> str | None:
+    """Why ``state`` cannot be kept in a ConfigMap, or None.
+
+    A ``new`` state must leave room for every member's record to grow as it reports; a
+    running one must stay under :data:`RUNNING_LIMIT_SHARE` of the limit."""
+    size = configmap_bytes(*state.to_configmap())
+    if new:
+        size += MEMBER_RECORD_BYTES * len(state.members)
+        limit = CONFIGMAP_LIMIT_BYTES
+    else:
+        limit = int(CONFIGMAP_LIMIT_BYTES * RUNNING_LIMIT_SHARE)
+    if size <= limit:
+        return None
+    members = len(state.members)
+    return (
+        f"the search's state {'would need' if new else 'has grown to'} about {size // 1024} KiB "
+        f"for {members} member(s), over the {limit // 1024} KiB its ConfigMap may hold"
+    )
+
+
 def _record_json(record: MemberRecord) -> dict[str, Any]:
     # Absent means default; `is` so that an objective of 0.0 is kept.
-    return {k: v for k, v in asdict(record).items() if v is not None and v is not False}
+    return {k: v for k, v in asdict(record).items() if v is not None and v is not False and v != []}
 
 
 def _trimmed(population: dict[str, Any]) -> dict[str, Any]:
@@ -154,11 +205,14 @@ def initial(
     lr_max: float = 0.0,
     total_steps: int = 0,
     mode: str = "min",
+    phases: Phases | None = None,
 ) -> SearchState:
     """A fresh state; PBT searches get their population (seeded, so this is deterministic)."""
     population = None
     if pbt is not None:
-        population = Population(pbt, lr_min, lr_max, total_steps, mode=_mode(mode)).state_dict()
+        population = Population(
+            pbt, lr_min, lr_max, total_steps, mode=_mode(mode), phases=phases
+        ).state_dict()
     records = {i: MemberRecord() for i in range(members)}
     return SearchState(search_uid, strategy, records, dict(spec), generation, population)
 

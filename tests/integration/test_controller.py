@@ -8,6 +8,8 @@ budgets of a hundred-odd steps so each search takes seconds of training.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from typing import Any
 
@@ -226,32 +228,58 @@ def test_deleted_member_pod_is_recreated_and_resumes_from_its_checkpoint(
     assert "MemberRestarted" in reasons
 
 
-def test_member_restarts_are_bounded_then_the_search_fails(
-    k8s_cluster: harness.Cluster, namespace: str, controller: ControllerProcess
+def test_member_failures_are_bounded_then_the_search_fails_and_deletions_are_free(
+    k8s_cluster: harness.Cluster, namespace: str, controller: ControllerProcess, kubelet: Any
 ) -> None:
     api = k8s_cluster.rest
     manifest = search_manifest(
         "fragile", "autolrs", budget={"steps": 5000}, failurePolicy={"maxMemberRestarts": 1}
     )
     apply(k8s_cluster, namespace, manifest)
-    for attempt in ("1", "2"):
+    # Attempt 1 is deleted (not a failure), attempts 2 and 3 crash (the second is one too many).
+    for attempt, how in (("1", "delete"), ("2", "crash"), ("3", "crash")):
 
         def current(attempt: str = attempt) -> bool:
             found = pods_of(api, namespace, "fragile")
-            return bool(found) and attempts(found).get("fragile-autolrs-0") == attempt
+            running = kubelet.pid(namespace, "fragile-autolrs-0") is not None
+            return running and attempts(found).get("fragile-autolrs-0") == attempt
 
         # Generous: a replacement waits for the old process to end and a reconcile to notice.
         wait_for(f"attempt {attempt}", current, timeout=RUN_TIMEOUT, explain=controller.log_tail)
-        k8s_cluster.kubectl("delete", "pod", "-n", namespace, "fragile-autolrs-0", "--wait=false")
+        if how == "delete":
+            k8s_cluster.kubectl(
+                "delete", "pod", "-n", namespace, "fragile-autolrs-0", "--wait=false"
+            )
+        else:
+            os.kill(kubelet.pid(namespace, "fragile-autolrs-0"), signal.SIGKILL)
     failed = wait_phase(
         api, namespace, "fragile", "Failed", timeout=RUN_TIMEOUT, controller=controller
     )
     reason = condition(failed, "Failed")
     assert reason is not None and reason["reason"] == "MembersFailed"
     time.sleep(3)
-    assert all(a != "3" for a in attempts(pods_of(api, namespace, "fragile")).values())
+    assert all(a != "4" for a in attempts(pods_of(api, namespace, "fragile")).values())
     reasons = [e["reason"] for e in events_of(api, namespace, "fragile")]
+    assert "MemberDisrupted" in reasons and "MemberFailed" in reasons
     assert "MemberGaveUp" in reasons and "SearchFailed" in reasons
+
+
+def test_a_pod_the_api_server_refuses_fails_the_search_once_with_its_reason(
+    k8s_cluster: harness.Cluster, namespace: str, controller: ControllerProcess
+) -> None:
+    api = k8s_cluster.rest
+    scheduling = {"serviceAccountName": "no-such-account"}
+    apply(k8s_cluster, namespace, search_manifest("orphan", "pbt", scheduling=scheduling))
+    failed = wait_phase(api, namespace, "orphan", "Failed", timeout=120, controller=controller)
+    reason = condition(failed, "Failed")
+    assert reason is not None and reason["reason"] == "PodRefused", reason
+    assert "no-such-account" in reason["message"] and "403" in reason["message"]
+    time.sleep(3)  # a refused create is not retried
+    assert pods_of(api, namespace, "orphan") == []
+    members = failed["status"].get("members") or []
+    assert all(m.get("restarts", 0) == 0 for m in members), members
+    messages = [e["message"] for e in events_of(api, namespace, "orphan")]
+    assert any("no-such-account" in m for m in messages), messages
 
 
 def test_deleting_a_search_collects_its_objects_but_keeps_the_schedule(

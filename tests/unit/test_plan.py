@@ -171,11 +171,12 @@ def test_restarts_are_bounded_then_the_member_fails_for_good() -> None:
     search = view("autolrs", failurePolicy={"maxMemberRestarts": 1})
     state = fresh_state(search)
     state.members[0].attempts = 2
+    state.members[0].failed = [1]  # the first pod failed; this is the one restart allowed
     last = pod(0, "Failed", attempt=2, exit_code=1)
     p = plan.plan(search, observed(search, last, state=state), config=CONFIG)
     assert not of_type(p, plan.DeletePod), "the last pod is kept for its logs"
     assert not of_type(p, plan.CreatePod)
-    assert of_type(p, plan.RecordMembers) == [plan.RecordMembers((), (0,))]
+    assert of_type(p, plan.RecordMembers) == [plan.RecordMembers((), (0,), ((0, 2),))]
     assert ("Warning", "MemberGaveUp") in events(p)
     assert p.status is not None and p.status.phase == "Failed"
     assert cond(p, "Failed").reason == "MembersFailed"
