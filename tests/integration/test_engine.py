@@ -199,8 +199,14 @@ def test_ctrl_c_leaves_the_store_consistent_and_resume_finishes(
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, output
+    # Said once, with the command that continues this very file.
+    assert output.count("Interrupted") == 1, output
+    assert f"schedsearch run {spec} --resume" in output and "SPEC" not in output
     record = store.get_search(name)
     assert record.phase == "Interrupted", output
+    # What the members trained so far is not lost from view: cost and best so far.
+    assert record.member_steps is not None and record.member_steps > 0
+    assert record.best_objective is not None and record.best_member is not None
     saved = EngineState.from_bytes(store.load_engine_state(name) or b"")
     starts = saved.job["starts"]
     unfinished = {
