@@ -78,6 +78,10 @@ class Job(Protocol):
         """Trial ``index`` of :meth:`trial_configs` failed for good."""
         ...
 
+    def on_trial_start(self, index: int) -> None:
+        """Ray gave trial ``index`` of :meth:`trial_configs` its resources."""
+        ...
+
     def halt(self) -> float:
         """Ctrl-C: bring the trials' work to a point the engine state can resume from; the
         seconds to let the trials end on their own before Tune stops them (0: stop now)."""
@@ -195,6 +199,13 @@ class PBTJob:
 
             ray.get(self._actor.fail.remote(int(self._configs[index]["member"])))
 
+    def on_trial_start(self, index: int) -> None:
+        """The members waiting at the start wait for this one (see ``trials.gather``)."""
+        if self._actor is not None:
+            import ray
+
+            ray.get(self._actor.place.remote(int(self._configs[index]["member"])))
+
     def engine_state(self) -> dict[str, Any]:
         self._sync()
         return self._local.state_dict()
@@ -286,6 +297,9 @@ class SingleTrialJob:
         return [_common_config(self.search, self.run_dir)]
 
     def on_trial_error(self, index: int, error: str) -> None:
+        pass
+
+    def on_trial_start(self, index: int) -> None:
         pass
 
     def halt(self) -> float:

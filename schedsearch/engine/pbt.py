@@ -88,6 +88,8 @@ class PBTCoordinator:
         self.member_steps = 0
         # Members present in this run (not state: every run gathers its members again).
         self.arrived: set[int] = set()
+        # Members whose trials Ray has given resources to (their processes are starting).
+        self.placed: set[int] = set()
         self.halted = False
         if state is not None:
             self.load_state_dict(state)
@@ -203,6 +205,15 @@ class PBTCoordinator:
         return [
             m for m in self.population.members if not self.is_finished(m) and m not in self.arrived
         ]
+
+    def place(self, member: int) -> None:
+        """``member``'s trial got its resources from Ray: it will be up in a moment (or fail,
+        and then it leaves the population), so it is worth waiting for."""
+        self.placed.add(member)
+
+    def unplaced(self) -> list[int]:
+        """The missing members that Ray has not found resources for yet."""
+        return [m for m in self.missing() if m not in self.placed]
 
     def speaks_for_waiting(self, member: int) -> bool:
         """Whether ``member`` is the one that reports the wait (the lowest waiting member), so

@@ -309,6 +309,7 @@ def _train(
                 max_failures=search.spec.failure_policy.max_member_restarts,
                 after_result=after_result,
                 after_error=job.on_trial_error,
+                after_start=job.on_trial_start,
                 before_stop=job.halt,
             )
             _check_failures(search, job, outcome)

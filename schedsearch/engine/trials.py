@@ -24,8 +24,10 @@ from schedsearch.trainers.strategies.base import SearchResult
 
 RESULT_KEY = "searchResult"
 # The members' shares always fit (session.trial_resources), so the population's trials all
-# start; waiting is for their processes to come up. Should a trial never start (a cluster that
-# other jobs keep busy), the members that are up stop waiting after this long.
+# start; waiting is for their processes to come up. A member whose trial Ray has not given
+# resources to (a cluster that other jobs keep busy) is waited for this long; one that has its
+# resources but never comes up, at most GATHER_TIMEOUT_SECONDS.
+UNPLACED_GRACE_SECONDS = 60.0
 GATHER_TIMEOUT_SECONDS = 600.0
 # While members wait, one of them reports who is still missing this often.
 WAIT_REPORT_SECONDS = 5.0
@@ -170,10 +172,15 @@ class ActorCoordinator:
         poll: float = 0.5,
         on_wait: Callable[[list[int], float], None] = lambda missing, waited: None,
         report_every: float = WAIT_REPORT_SECONDS,
+        unplaced_grace: float = UNPLACED_GRACE_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> list[int]:
-        """Announce ``member`` and wait (up to ``timeout`` s) for the rest of the population;
-        the members still missing when it stops waiting (empty: all are up).
+        """Announce ``member`` and wait for the rest of the population; the members still
+        missing when it stops waiting (empty: all are up).
+
+        It cannot wait forever: members that Ray has given resources to come up or fail (and
+        leave the population), so they are waited for up to ``timeout`` s; when only members
+        without resources are missing, it stops after ``unplaced_grace`` s.
 
         ``on_wait(missing, seconds waited)`` is called every ``report_every`` s on the member
         that speaks for the waiting ones, so the person at the terminal sees who is awaited.
@@ -184,6 +191,8 @@ class ActorCoordinator:
         while missing := list(self._call("missing")):
             now = clock()
             if now - started >= timeout or self.is_halted():
+                return missing
+            if now - started >= unplaced_grace and set(missing) <= set(self._call("unplaced")):
                 return missing
             if now >= next_report:
                 next_report = now + report_every
@@ -250,9 +259,9 @@ def pbt_member(config: dict[str, Any]) -> None:
     if late and not coordinator.is_halted():
         reporter.on_event(
             "start",
-            f"member {member} waited {GATHER_TIMEOUT_SECONDS:.0f}s for member(s) {_names(late)} "
-            "to start and trains without them (they join when Ray starts them; is the cluster "
-            "short of free CPUs?)",
+            f"member {member} trains without member(s) {_names(late)}, which Ray has not "
+            "started (no free CPU for them: is the cluster busy with other work?); they join "
+            "when it does",
             member=member,
         )
     if start.checkpoint_path is not None:

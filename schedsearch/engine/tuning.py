@@ -77,11 +77,16 @@ class _ResultsCallback(_DriverOnly, tune.Callback):
         outcome: TrialOutcome,
         after_result: Callable[[dict[str, Any]], None],
         after_error: Callable[[int, str], None],
+        after_start: Callable[[int], None] = lambda index: None,
     ) -> None:
         self._reporter = reporter
         self._outcome = outcome
         self._after_result = after_result
         self._after_error = after_error
+        self._after_start = after_start
+
+    def on_trial_start(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
+        self._after_start(trial_index(trial.config))
 
     def on_trial_result(
         self, iteration: int, trials: list[Any], trial: Any, result: dict[str, Any], **info: Any
@@ -110,12 +115,14 @@ def run_trials(
     max_failures: int,
     after_result: Callable[[dict[str, Any]], None] = lambda result: None,
     after_error: Callable[[int, str], None] = lambda index, text: None,
+    after_start: Callable[[int], None] = lambda index: None,
     before_stop: Callable[[], float] = lambda: 0.0,
 ) -> TrialOutcome:
     """Run one trial per config (each gets ``trial`` = its index) until all end or Ctrl-C.
 
     ``after_result`` sees every raw result once the reporter has, on the driver's thread;
     ``after_error`` hears of each trial that failed for good (its retries spent);
+    ``after_start`` of each trial Ray has given its resources to (its process is starting);
     ``before_stop`` runs once on Ctrl-C and returns how many seconds the trials get to end on
     their own before Tune stops them.
     """
@@ -137,7 +144,7 @@ def run_trials(
             name=name,
             storage_path=str(storage),
             stop=_InterruptStopper(interrupt, before_stop),
-            callbacks=[_ResultsCallback(reporter, outcome, after_result, after_error)],
+            callbacks=[_ResultsCallback(reporter, outcome, after_result, after_error, after_start)],
             failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=0,
             log_to_file=False,

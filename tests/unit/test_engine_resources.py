@@ -107,6 +107,7 @@ class _Clock:
 def test_members_wait_for_the_late_ones_and_say_whom_they_wait_for() -> None:
     coordinator = _coordinator()
     coordinator.arrive(1)
+    coordinator.place(2)  # Ray gave it a CPU: it is starting, so it is worth waiting for
     waits: list[tuple[list[int], float]] = []
     late = _local(coordinator).gather(
         0,
@@ -121,6 +122,36 @@ def test_members_wait_for_the_late_ones_and_say_whom_they_wait_for() -> None:
     assert waits and all(missing == [2] for missing, _ in waits)
     seconds = [waited for _, waited in waits]
     assert len(seconds) == 4 and all(b - a == 5 for a, b in itertools.pairwise(seconds))
+
+
+def test_members_stop_waiting_soon_for_members_ray_has_no_resources_for() -> None:
+    coordinator = _coordinator()
+    for member in (0, 1):
+        coordinator.place(member)
+    coordinator.arrive(1)
+    clock = _Clock()
+    # Member 2 has no CPU (a busy cluster): the barrier must not hold the others for long.
+    late = _local(coordinator).gather(0, timeout=600, poll=0, unplaced_grace=30, clock=clock)
+    assert late == [2] and clock.now < 40
+
+
+def test_ray_starting_a_trial_tells_the_coordinator() -> None:
+    from schedsearch.engine import tuning
+
+    started: list[int] = []
+    callback = tuning._ResultsCallback(
+        reporter=None,  # type: ignore[arg-type]
+        outcome=tuning.TrialOutcome(),
+        after_result=lambda result: None,
+        after_error=lambda index, text: None,
+        after_start=started.append,
+    )
+
+    class Trial:
+        config = {tuning.JOB_KEY: {tuning.TRIAL_KEY: 2}}
+
+    callback.on_trial_start(0, [], Trial())
+    assert started == [2]
 
 
 def test_only_the_lowest_waiting_member_reports_the_wait() -> None:
