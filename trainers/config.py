@@ -12,7 +12,7 @@ generated. ``tests/integration/test_admission_parity.py`` runs a corpus of specs
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final, Literal, get_args
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -26,6 +26,11 @@ DECAY_SHAPES: tuple[str, ...] = get_args(DecayShape)
 # spread, schedule interpolation) stays finite: lrBounds.max: 1e308 used to overflow in trainers.
 MAX_LR: Final = 1e3
 MAX_SGDR_T_MULT: Final = 100.0
+# The longest budget, and so every length in steps. Far beyond any search, and small enough that
+# step arithmetic in CEL rules (int64) cannot overflow: a huge length is refused on both paths.
+MAX_STEPS: Final = 1_000_000_000
+Steps = Annotated[int, Field(le=MAX_STEPS)]
+MAX_SEED: Final = 2**31 - 1
 
 
 def camel_alias(name: str) -> str:
@@ -148,16 +153,16 @@ class BaseScheduleConfig(ConfigModel):
     min_lr: float = Field(
         0.0, ge=0, le=MAX_LR, description="LR at the end (below peakLR; 0 for constant)."
     )
-    warmup_steps: int = Field(
+    warmup_steps: Steps = Field(
         0, ge=0, description="Linear warm-up from 0 to peakLR; for onecycle the rise's length."
     )
-    decay_steps: int | None = Field(
+    decay_steps: Steps | None = Field(
         None, ge=1, description="wsd/infinite: length of the final decay (default 20%)."
     )
     decay_shape: DecayShape | None = Field(
         None, description="wsd/infinite: shape of the final decay (default linear)."
     )
-    t0: int | None = Field(None, ge=1, description="sgdr (required): first cycle's length.")
+    t0: Steps | None = Field(None, ge=1, description="sgdr (required): first cycle's length.")
     t_mult: float | None = Field(
         None,
         ge=1,
@@ -165,7 +170,7 @@ class BaseScheduleConfig(ConfigModel):
         description=f"sgdr: each cycle is this much longer (default 1, at most "
         f"{MAX_SGDR_T_MULT:g}).",
     )
-    cooldown_steps: int | None = Field(
+    cooldown_steps: Steps | None = Field(
         None, ge=1, description="infinite: length of the cosine cool-down (default 20%)."
     )
     constant_lr: float | None = Field(

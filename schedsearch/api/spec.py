@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
@@ -18,16 +19,21 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
+    ValidationError,
     ValidationInfo,
     computed_field,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails, InitErrorDetails
 
 from schedsearch.api.fields import DNSLabel, DNSSubdomain, LabelValue, Quantity
 from schedsearch.trainers import families, schedules
 from schedsearch.trainers.config import (
     MAX_LR,
+    MAX_SEED,
+    MAX_STEPS,
     BaseScheduleConfig,
     FieldProblems,
     Loc,
@@ -36,7 +42,7 @@ from schedsearch.trainers.config import (
     raise_if_any,
     validations,
 )
-from schedsearch.trainers.strategies.config import StrategyConfig
+from schedsearch.trainers.strategies.config import MAX_MEMBERS, StrategyConfig
 
 API_GROUP: Final = "schedsearch.io"
 API_VERSION_NAME: Final = "v1alpha1"
@@ -50,7 +56,7 @@ MAX_CONDITIONS = 16
 MAX_TOLERATIONS = 32
 MAX_MAP_ENTRIES = 64
 MAX_SCHEDULE_POINTS = 10_000
-MAX_BUDGET_STEPS = 1_000_000_000
+MAX_BUDGET_STEPS = MAX_STEPS
 
 Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
 MemberPhase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed"]
@@ -333,6 +339,7 @@ class FailurePolicy(SpecModel):
     max_failed_members: int | None = Field(
         default=None,
         ge=0,
+        le=MAX_MEMBERS,
         description="Members that may fail for good; by default all but one (the search fails "
         "when none is left).",
     )
@@ -479,7 +486,7 @@ class ScheduleSearchSpec(SpecModel):
     seed: int = Field(
         default=0,
         ge=0,
-        le=2**31 - 1,
+        le=MAX_SEED,
         description="Seed of every member's initialisation, data order and the strategy's draws; "
         "the same spec and seed repeat the same search.",
     )
@@ -493,12 +500,34 @@ class ScheduleSearchSpec(SpecModel):
 
     @model_validator(mode="after")
     def _cross_field(self, info: ValidationInfo) -> ScheduleSearchSpec:
-        steps = self.budget.steps
-        problems = _base_schedule_problems(self, steps) + _strategy_problems(self, steps)
-        if on_cluster(info):
-            problems += _cluster_problems(self)
-        raise_if_any(problems)
+        raise_if_any(_cross_field_problems(_Parts.of_spec(self), cluster=on_cluster(info)))
         return self
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _every_problem(
+        cls, data: Any, handler: ModelWrapValidatorHandler[ScheduleSearchSpec], info: ValidationInfo
+    ) -> ScheduleSearchSpec:
+        # Pydantic skips the cross-field checks when any field is invalid. Run those whose fields
+        # are all valid anyway, so one pass reports every problem (duplicates are dropped by
+        # schedsearch.api.loading).
+        try:
+            return handler(data)
+        except ValidationError as err:
+            if not isinstance(data, Mapping):
+                raise
+            parts = _Parts.of_raw(data, info.context)
+            problems = _cross_field_problems(parts, cluster=on_cluster(info))
+            if not problems:
+                raise
+            extra: InitErrorDetails = {
+                "type": "value_error",
+                "loc": (),
+                "input": data,
+                "ctx": {"error": FieldProblems(problems)},
+            }
+            details = [_init_details(detail) for detail in err.errors(include_url=False)]
+            raise ValidationError.from_exception_data(err.title, [*details, extra]) from None
 
     @property
     def strategy_name(self) -> StrategyName:
@@ -509,16 +538,88 @@ class ScheduleSearchSpec(SpecModel):
         return families.build_schedule(self.base_schedule, self.budget.steps)
 
 
-def _base_schedule_problems(spec: ScheduleSearchSpec, steps: int) -> list[tuple[Loc, str]]:
-    peak, bounds = spec.base_schedule.peak_lr, spec.lr_bounds
-    if not bounds.min <= peak <= bounds.max:
+def _init_details(detail: ErrorDetails) -> InitErrorDetails:
+    out: InitErrorDetails = {"type": detail["type"], "loc": detail["loc"], "input": detail["input"]}
+    if "ctx" in detail:
+        out["ctx"] = detail["ctx"]
+    return out
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """The parts of a spec the cross-field checks read; ``None`` for a part that is invalid."""
+
+    workload: WorkloadSpec | None
+    steps: int | None
+    lr_bounds: LRBounds | None
+    base_schedule: BaseScheduleConfig | None
+    strategy: StrategyConfig | None
+    checkpoints: CheckpointsSpec | None
+    failure_policy: FailurePolicy | None
+
+    @classmethod
+    def of_spec(cls, spec: ScheduleSearchSpec) -> _Parts:
+        return cls(
+            spec.workload,
+            spec.budget.steps,
+            spec.lr_bounds,
+            spec.base_schedule,
+            spec.strategy,
+            spec.checkpoints,
+            spec.failure_policy,
+        )
+
+    @classmethod
+    def of_raw(cls, data: Mapping[str, Any], context: Any) -> _Parts:
+        """Each part validated on its own from the raw spec (its default when absent)."""
+        budget = _raw_part(data, "budget", context)
+        return cls(
+            _raw_part(data, "workload", context),
+            budget.steps if isinstance(budget, BudgetSpec) else None,
+            _raw_part(data, "lr_bounds", context),
+            _raw_part(data, "base_schedule", context),
+            _raw_part(data, "strategy", context),
+            _raw_part(data, "checkpoints", context),
+            _raw_part(data, "failure_policy", context),
+        )
+
+
+def _raw_part(data: Mapping[str, Any], name: str, context: Any) -> Any:
+    info = ScheduleSearchSpec.model_fields[name]
+    model = info.annotation
+    assert isinstance(model, type) and issubclass(model, BaseModel)
+    key = info.alias or name
+    if key not in data and name not in data:
+        default = info.get_default(call_default_factory=True)
+        return default if isinstance(default, model) else None
+    try:
+        return model.model_validate(data.get(key, data.get(name)), context=context)
+    except ValidationError:
+        return None
+
+
+def _cross_field_problems(parts: _Parts, *, cluster: bool) -> list[tuple[Loc, str]]:
+    problems: list[tuple[Loc, str]] = []
+    if parts.steps is not None and parts.base_schedule is not None:
+        problems += _base_schedule_problems(parts.base_schedule, parts.lr_bounds, parts.steps)
+    if parts.steps is not None and parts.strategy is not None:
+        problems += _strategy_problems(parts.strategy, parts.failure_policy, parts.steps)
+    if cluster:
+        problems += _cluster_problems(parts.workload, parts.strategy, parts.checkpoints)
+    return problems
+
+
+def _base_schedule_problems(
+    base: BaseScheduleConfig, bounds: LRBounds | None, steps: int
+) -> list[tuple[Loc, str]]:
+    peak = base.peak_lr
+    if bounds is not None and not bounds.min <= peak <= bounds.max:
         return [
             (
                 ("baseSchedule", "peakLR"),
                 f"{peak:g} is outside lrBounds [{bounds.min:g}, {bounds.max:g}]",
             )
         ]
-    base = spec.base_schedule
     after_warmup = steps - base.warmup_steps
     # Stricter than the builder's own limit for tMult > 1, so the API server can check it.
     if base.t0 is not None and after_warmup > families.MAX_SGDR_CYCLES * base.t0:
@@ -530,7 +631,7 @@ def _base_schedule_problems(spec: ScheduleSearchSpec, steps: int) -> list[tuple[
             )
         ]
     try:
-        families.build_schedule(spec.base_schedule, steps)
+        families.build_schedule(base, steps)
     except ValueError as err:
         # The family builder names the field first ("warmupSteps: ..."); keep its words.
         field, _, message = str(err).partition(": ")
@@ -540,9 +641,11 @@ def _base_schedule_problems(spec: ScheduleSearchSpec, steps: int) -> list[tuple[
     return []
 
 
-def _strategy_problems(spec: ScheduleSearchSpec, steps: int) -> list[tuple[Loc, str]]:
+def _strategy_problems(
+    strategy: StrategyConfig, failure_policy: FailurePolicy | None, steps: int
+) -> list[tuple[Loc, str]]:
     problems: list[tuple[Loc, str]] = []
-    strategy, where = spec.strategy, ("strategy",)
+    where = ("strategy",)
     if strategy.pbt is not None:
         pbt = strategy.pbt
         if pbt.perturbation_interval >= steps:
@@ -560,7 +663,7 @@ def _strategy_problems(spec: ScheduleSearchSpec, steps: int) -> list[tuple[Loc, 
                     f"must be smaller than budget.steps ({pbt.burn_in_period} >= {steps})",
                 )
             )
-        failed = spec.failure_policy.max_failed_members
+        failed = failure_policy.max_failed_members if failure_policy is not None else None
         if failed is not None and failed >= pbt.population:
             problems.append(
                 (
@@ -596,11 +699,15 @@ def _strategy_problems(spec: ScheduleSearchSpec, steps: int) -> list[tuple[Loc, 
     return problems
 
 
-def _cluster_problems(spec: ScheduleSearchSpec) -> list[tuple[Loc, str]]:
+def _cluster_problems(
+    workload: WorkloadSpec | None,
+    strategy: StrategyConfig | None,
+    checkpoints: CheckpointsSpec | None,
+) -> list[tuple[Loc, str]]:
     """What only the cluster needs (the CRD's rules check it at admission); reported together
     with the spec's other cross-field problems."""
     problems: list[tuple[Loc, str]] = []
-    if spec.workload.entrypoint is not None and spec.workload.image is None:
+    if workload is not None and workload.entrypoint is not None and workload.image is None:
         problems.append(
             (
                 ("workload", "image"),
@@ -608,8 +715,8 @@ def _cluster_problems(spec: ScheduleSearchSpec) -> list[tuple[Loc, str]]:
                 "needs none (schedsearch validate --local)",
             )
         )
-    pbt = spec.strategy.pbt
-    if pbt is not None and spec.checkpoints.persistent_volume_claim is None:
+    pbt = strategy.pbt if strategy is not None else None
+    if pbt is not None and checkpoints is not None and checkpoints.persistent_volume_claim is None:
         problems.append(
             (
                 ("checkpoints",),

@@ -100,7 +100,7 @@ OPTIONAL_SCHEDULE_FIELDS: dict[str, Any] = {
     "cooldownSteps": 100,
     "constantLR": 0.01,
 }
-WRONG_NUMBERS: list[Any] = [-1, 0, "7", 1e308, 2.5, True]
+WRONG_NUMBERS: list[Any] = [-1, 0, "7", 10**12, 1e308, 2.5, True]
 
 
 def with_changes(base: JsonObj, changes: dict[str, Any]) -> JsonObj:

@@ -385,6 +385,27 @@ def test_several_cross_field_problems_are_reported_together() -> None:
     assert paths == ["spec.checkpoints", "spec.strategy.pbt.perturbationInterval"]
 
 
+def test_cross_field_problems_are_reported_with_field_problems() -> None:
+    # A field error used to hide every cross-field problem until it was fixed.
+    problems = problems_of(
+        changed(
+            {
+                "spec.resources.cpu": "0",
+                "spec.baseSchedule.warmupSteps": 5000,
+                "spec.checkpoints": {"emptyDir": {}},
+                "spec.workload": {"entrypoint": "mypkg.train:workload"},
+            }
+        )
+    )
+    paths = sorted(p.split(": ")[0] for p in problems)
+    assert paths == [
+        "spec.baseSchedule.warmupSteps",
+        "spec.checkpoints",
+        "spec.resources.cpu",
+        "spec.workload.image",
+    ]
+
+
 def test_defaults_and_camel_case_round_trip() -> None:
     search = parse_spec(changed({"spec.resources": {"cpu": 2, "memory": 1.0}}))
     assert search.spec.resources.cpu == "2"

@@ -14,7 +14,7 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from schedsearch.trainers.config import FieldProblems, Loc
+from schedsearch.trainers.config import MAX_SEED, FieldProblems, Loc, Steps
 
 # Members (PBT) and replicas (HDET) are pods, and the controller keeps one record per member in
 # the search's state ConfigMap, which the API server caps at 1 MiB. 256 members fill about a
@@ -41,16 +41,16 @@ class StrategyModel(BaseModel):
 class AutoLRSConfig(StrategyModel):
     """AutoLRS (Jin et al., ICLR 2021): per-stage Bayesian search over log-LR, loss forecasts."""
 
-    tau: int = Field(1000, gt=0, description="Steps trained at the chosen LR in the first stage.")
-    tau_prime: int = Field(
+    tau: Steps = Field(1000, gt=0, description="Steps trained at the chosen LR in the first stage.")
+    tau_prime: Steps = Field(
         100, gt=0, description="Steps each candidate LR is tried for in the first stage."
     )
-    tau_max: int = Field(
+    tau_max: Steps = Field(
         8000,
         gt=0,
         description="tau and tau' double after each stage while tau' < tauMax/10, then stay.",
     )
-    candidates: int = Field(10, ge=2, description="Candidate LRs tried per stage (k).")
+    candidates: int = Field(10, ge=2, le=1000, description="Candidate LRs tried per stage (k).")
     kappa: float = Field(
         1000.0, gt=0, description="Exploration weight of the lower-confidence-bound acquisition."
     )
@@ -59,7 +59,7 @@ class AutoLRSConfig(StrategyModel):
         ge=0,
         description="First stage (0-based) whose forecasts use validation loss, not train loss.",
     )
-    val_every_fraction: int = Field(
+    val_every_fraction: Steps = Field(
         16, ge=1, description="Validation loss is measured every tau'/valEveryFraction steps."
     )
     diverged_loss: float = Field(
@@ -94,10 +94,10 @@ class PBTConfig(StrategyModel):
         description=f"Number of members trained in parallel, 2 to {MAX_MEMBERS} (each member is a "
         "pod and a record in the search's state ConfigMap, which must stay under 1 MiB).",
     )
-    perturbation_interval: int = Field(
+    perturbation_interval: Steps = Field(
         250, gt=0, description="A member is ready to exploit/explore every this many steps."
     )
-    burn_in_period: int = Field(0, ge=0, description="No perturbation before this step.")
+    burn_in_period: Steps = Field(0, ge=0, description="No perturbation before this step.")
     quantile_fraction: float = Field(
         0.25,
         ge=0.0,
@@ -116,7 +116,7 @@ class PBTConfig(StrategyModel):
         f"(0, {MAX_PERTURBATION_FACTOR:g}].",
     )
     synch: bool = Field(False, description="Wait for the whole population at each interval.")
-    seed: int = Field(0, description="Seed of the exploit/explore draws.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the exploit/explore draws.")
 
     def quantile_size(self) -> int:
         """Members in each of the top and bottom quantiles: ceil(N*q) capped at floor(N/2)."""
@@ -132,10 +132,10 @@ class HDETConfig(StrategyModel):
     alpha: float = Field(
         1.0 / 9.0, gt=0.0, lt=1.0, description="Half-width of the LR spread [1-alpha, 1+alpha]."
     )
-    sync_interval: int = Field(
+    sync_interval: Steps = Field(
         1000, gt=0, description="Parameters are averaged every this many steps (T)."
     )
-    warmup_steps: int = Field(
+    warmup_steps: Steps = Field(
         0, ge=0, description="Auto-LR stays off for this many steps (S_warm)."
     )
     auto_lr: bool = Field(True, description="Move the base LR from the replicas' losses.")
@@ -149,7 +149,10 @@ class HDETConfig(StrategyModel):
         description="The base LR decays to this fraction of its start over the run (sets gamma).",
     )
     noise_scale: float = Field(
-        0.01, ge=0.0, description="Warm noisy init: std = noiseScale*||theta||/sqrt(d)."
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="Warm noisy init: std = noiseScale*||theta||/sqrt(d), at most 1.",
     )
     backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="torch.distributed backend: auto picks NCCL on CUDA, else gloo."
