@@ -22,8 +22,8 @@ import torch
 from schedsearch.bench import planning, plots, profiles, report, summary, tasks
 from schedsearch.bench.cache import RunCache
 from schedsearch.bench.executor import Executor, Progress
+from schedsearch.bench.followups import FollowUps
 from schedsearch.trainers import harness
-from schedsearch.trainers.schedules import Schedule
 
 EXIT_INTERRUPTED = 130
 
@@ -76,24 +76,7 @@ class Session:
         self.jobs: int = args.jobs or harness.cpu_limit()
         self.threads = max(1, harness.cpu_limit() // self.jobs)
         self.cache = RunCache(self.out / "runs")
-        self.plans = {p.workload: p for p in self.profile.workloads}
-
-    def followups(self, task: tasks.Task, result: dict[str, Any]) -> list[tasks.Task]:
-        """A finished search calls for its found schedule's replays."""
-        if task.kind != "search":
-            return []
-        schedule = planning.found_schedule(result)
-        if schedule is None:
-            return []
-        plan = self.plans[task.workload]
-        return planning.replay_tasks(self.profile, plan, task.spec["strategy"], schedule)
-
-    def planned_followups(self, task: tasks.Task) -> list[tasks.Task]:
-        if task.kind != "search":
-            return []
-        plan = self.plans[task.workload]
-        stand_in = Schedule.constant(1.0, plan.steps)
-        return planning.replay_tasks(self.profile, plan, task.spec["strategy"], stand_in)
+        self.followups = FollowUps(self.profile)
 
 
 def run(argv: Sequence[str] | None = None) -> int:
@@ -135,6 +118,11 @@ def run(argv: Sequence[str] | None = None) -> int:
             "estimate": f"{planning.format_duration(estimate.wall_seconds)} at the speed "
             f"measured then, {planning.format_duration(estimate.cpu_seconds)} on an idle machine",
             "elapsed": planning.format_duration(time.monotonic() - started),
+            "profileRunTime": planning.format_duration(estimate.profile_cpu_seconds),
+            "profileByKind": {
+                group: {**row, "time": planning.format_duration(row["cpu"])}
+                for group, row in estimate.by_group.items()
+            },
             "runs": estimate.runs_total,
             "cachedAtStart": estimate.runs_cached,
             "failed": len(executor.errors),
@@ -162,8 +150,8 @@ def _execute(
         progress,
         jobs=session.jobs,
         threads=session.threads,
-        followups=session.followups,
-        planned_followups=session.planned_followups,
+        followups=session.followups.after,
+        planned_followups=session.followups.planned_after,
     )
     for task in bench.parallel:
         executor.add(task)

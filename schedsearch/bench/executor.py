@@ -3,8 +3,8 @@ progress (what runs, i/n, elapsed, ETA) goes to stderr.
 
 Workers are spawned (not forked: the parent already runs torch threads) and each uses
 ``threads`` torch threads. A task that fails is reported and left out of the cache, so a re-run
-tries it again; the benchmark carries on with the others. Finishing a search may add tasks
-(its replays): ``followups`` says which.
+tries it again; the benchmark carries on with the others. Finishing (or failing) a run may add
+tasks (a search's replays, the target once the grid is done): ``followups`` says which.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from schedsearch.bench.cache import RunCache
 from schedsearch.bench.planning import format_duration
 from schedsearch.trainers import harness
 
-Followups = Callable[[tasks.Task, dict[str, Any]], list[tasks.Task]]
+# (task, its result or None when it failed) -> the runs it calls for
+Followups = Callable[[tasks.Task, dict[str, Any] | None], list[tasks.Task]]
 Cost = Callable[[tasks.Task], float]
 
 
@@ -175,6 +176,8 @@ class Executor:
             self.progress.finish(task, "FAILED")
             print(outcome["trace"], file=self.progress.stream)
             self.progress.forget(self.planned_followups(task))
+            for follow in self.followups(task, None):
+                self.add(follow)
             return
         result = outcome["result"]
         self.cache.put(task.key, result)

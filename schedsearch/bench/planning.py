@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from schedsearch.bench import tasks
+from schedsearch.bench import runs, tasks
 from schedsearch.bench.cache import RunCache
 from schedsearch.bench.overhead import Stopwatch
 from schedsearch.bench.profiles import Profile, WorkloadPlan
@@ -59,79 +60,90 @@ def measure_speed(workload: str, threads: int) -> Speed:
 # --- the runs of a profile -----------------------------------------------------------------------
 
 
-def grid_tasks(profile: Profile, plan: WorkloadPlan) -> dict[tuple[str, float], list[tasks.Task]]:
-    """``{(family, peak factor): one curve task per evaluation seed}`` in grid order."""
-    grid: dict[tuple[str, float], list[tasks.Task]] = {}
-    for family in profile.families:
-        for factor in profile.peak_factors:
-            schedule = tasks.grid_schedule(profile, plan, family, factor)
-            grid[(family, factor)] = [
-                tasks.curve_task(plan, schedule, seed, f"grid {family} x{factor:g} seed {seed}")
-                for seed in profile.eval_seeds
-            ]
-    return grid
-
-
-def search_tasks(profile: Profile, plan: WorkloadPlan) -> dict[str, tasks.Task]:
-    return {s: tasks.search_task(profile, plan, s) for s in profile.strategies}
-
-
-def replay_tasks(
-    profile: Profile, plan: WorkloadPlan, strategy: str, schedule: Schedule
-) -> list[tasks.Task]:
-    """The found schedule trained from scratch on each evaluation seed."""
-    return [
-        tasks.curve_task(plan, schedule, seed, f"replay {strategy} seed {seed}")
-        for seed in profile.eval_seeds
-    ]
-
-
-def overhead_tasks(profile: Profile) -> list[tasks.Task]:
-    return [
-        *(tasks.loop_task(profile, w) for w in profile.loop_workloads),
-        tasks.hdet_timing_task(profile),
-    ]
-
-
-def found_schedule(result: dict[str, object]) -> Schedule | None:
-    """The best schedule of a cached search result (None when the search failed)."""
-    data = result.get("bestSchedule")
-    return Schedule.from_dict(data) if isinstance(data, dict) else None
-
-
 @dataclass
 class BenchPlan:
-    """The parallel runs (grid and searches), the replays the searches will call for, and the
-    timing runs; ``cached`` holds the keys already done."""
+    """The parallel runs known from the start (grid selection runs, searches, Schedule-Free
+    selection runs), the runs that follow from results (target, replays, Optuna and its replays,
+    Schedule-Free evaluation: stand-ins where the results are not in yet), and the timing runs;
+    ``cached`` holds the keys already done."""
 
     profile: Profile
     parallel: list[tasks.Task]
-    replays: list[tasks.Task]
+    dependent: list[tasks.Task]
     exclusive: list[tasks.Task]
     cached: set[str] = field(default_factory=set)
 
     @property
     def all_tasks(self) -> list[tasks.Task]:
-        return [*self.parallel, *self.replays, *self.exclusive]
+        return [*self.parallel, *self.dependent, *self.exclusive]
 
 
 def build_plan(profile: Profile, cache: RunCache) -> BenchPlan:
-    """Every run of ``profile``. A replay of a search not yet run is planned with a stand-in
-    schedule (same length, so the same cost)."""
+    """Every run of ``profile``. A run that depends on a result not in the cache yet is planned
+    as a stand-in of the same cost (a constant schedule, the first grid cell, the search's
+    estimated member-steps)."""
     parallel: list[tasks.Task] = []
-    replays: list[tasks.Task] = []
+    dependent: list[tasks.Task] = []
     for plan in profile.workloads:
-        searches = search_tasks(profile, plan)
+        grid = runs.grid_tasks(profile, plan)
+        free = runs.schedule_free_selection(profile, plan)
+        searches = runs.search_tasks(profile, plan)
+        parallel += [t for cell in grid.values() for t in cell]
         parallel += searches.values()
-        parallel += [t for cell in grid_tasks(profile, plan).values() for t in cell]
+        parallel += [t for peak in free.values() for t in peak]
+        dependent += _target_runs(profile, plan, cache, grid)
+        dependent += _schedule_free_runs(profile, plan, cache, free)
         for strategy, search in searches.items():
-            done = cache.get(search.key)
-            schedule = found_schedule(done) if done else None
-            stand_in = schedule or Schedule.constant(1.0, plan.steps)
-            replays += replay_tasks(profile, plan, strategy, stand_in)
-    bench = BenchPlan(profile, parallel, replays, overhead_tasks(profile))
+            dependent += _search_followups(profile, plan, cache, strategy, search)
+    bench = BenchPlan(profile, parallel, dependent, runs.overhead_tasks(profile))
     bench.cached = {t.key for t in bench.all_tasks if cache.get(t.key) is not None}
     return bench
+
+
+def _cached(cache: RunCache, group: list[tasks.Task]) -> dict[str, Any] | None:
+    """The group's results when every one of them is in the cache (None otherwise)."""
+    results = {t.key: cache.get(t.key) for t in group}
+    return None if any(r is None for r in results.values()) else results
+
+
+def _target_runs(
+    profile: Profile,
+    plan: WorkloadPlan,
+    cache: RunCache,
+    grid: dict[tuple[str, float], list[tasks.Task]],
+) -> list[tasks.Task]:
+    done = _cached(cache, [t for cell in grid.values() for t in cell])
+    chosen = runs.tuned_cell(profile, plan, done) if done else None
+    family, factor = (chosen.family, chosen.peak_factor) if chosen else next(iter(grid))
+    return runs.target_tasks(profile, plan, family, factor)
+
+
+def _schedule_free_runs(
+    profile: Profile, plan: WorkloadPlan, cache: RunCache, free: dict[float, list[tasks.Task]]
+) -> list[tasks.Task]:
+    done = _cached(cache, [t for peak in free.values() for t in peak])
+    chosen = runs.schedule_free_peak(profile, plan, done) if done else None
+    return runs.schedule_free_eval(
+        profile, plan, chosen.peak_factor if chosen else next(iter(free))
+    )
+
+
+def _search_followups(
+    profile: Profile, plan: WorkloadPlan, cache: RunCache, strategy: str, search: tasks.Task
+) -> list[tasks.Task]:
+    """Replays of the found schedule, Optuna at the search's cost, and Optuna's replays."""
+    stand_in = Schedule.constant(1.0, plan.steps)
+    found = cache.get(search.key)
+    schedule = runs.found_schedule(found) or stand_in
+    optuna = runs.optuna_task(profile, plan, strategy, found) or tasks.optuna_task(
+        profile, plan, strategy, search.steps
+    )
+    optuna_schedule = runs.found_schedule(cache.get(optuna.key)) or stand_in
+    return [
+        *runs.replay_tasks(profile, plan, strategy, schedule),
+        optuna,
+        *runs.replay_tasks(profile, plan, runs.optuna_run_name(optuna), optuna_schedule),
+    ]
 
 
 # --- estimates -----------------------------------------------------------------------------------
@@ -146,6 +158,13 @@ class Estimate:
     runs_total: int
     runs_cached: int
     by_workload: dict[str, dict[str, float]]
+    # The whole profile (cached runs included) by what the report uses each run for: runs, steps
+    # and CPU seconds of each run on its own (before parallel jobs share the machine).
+    by_group: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def profile_cpu_seconds(self) -> float:
+        return sum(row["cpu"] for row in self.by_group.values())
 
 
 def task_seconds(task: tasks.Task, speeds: dict[str, Speed], jobs: int, *, cpu: bool) -> float:
@@ -171,7 +190,38 @@ def estimate(bench: BenchPlan, speeds: dict[str, Speed], jobs: int) -> Estimate:
         runs_total=len(bench.all_tasks),
         runs_cached=len(bench.all_tasks) - len(todo),
         by_workload=by_workload,
+        by_group=by_group(bench.all_tasks, speeds),
     )
+
+
+def by_group(task_list: list[tasks.Task], speeds: dict[str, Speed]) -> dict[str, dict[str, float]]:
+    """Runs, steps and own CPU seconds per ``Task.group`` (grid, target, search, replay, ...)."""
+    groups: dict[str, dict[str, float]] = {}
+    for task in task_list:
+        row = groups.setdefault(task.group, {"runs": 0, "steps": 0, "cpu": 0.0})
+        row["runs"] += 1
+        row["steps"] += task.steps
+        row["cpu"] += speeds[task.workload].seconds(task, cpu=True)
+    return groups
+
+
+def describe_groups(est: Estimate, jobs: int) -> list[str]:
+    """The whole profile's cost by row kind, and in all, as run time and shared by ``jobs``."""
+    total = est.profile_cpu_seconds
+    lines = [
+        f"  whole profile (cached runs included): ~{format_duration(total)} of run time, "
+        f"~{format_duration(total / jobs)} with {jobs} job(s) on an idle machine; by kind:"
+    ]
+    for group, row in est.by_group.items():
+        lines.append(
+            f"    {group}: {int(row['runs'])} runs, {int(row['steps'])} steps, "
+            f"~{format_duration(row['cpu'])}"
+        )
+    lines.append(
+        "  (searches are counted by their training steps only: their processes, checkpoints "
+        "and bookkeeping come on top, and took several times that in earlier full runs)"
+    )
+    return lines
 
 
 def workloads_of(bench: BenchPlan) -> Sequence[str]:
@@ -203,4 +253,5 @@ def describe(bench: BenchPlan, est: Estimate, speeds: dict[str, Speed], jobs: in
         f"  estimated time: ~{format_duration(est.wall_seconds)} at the current speed, "
         f"~{format_duration(est.cpu_seconds)} on an idle machine"
     )
+    lines += describe_groups(est, jobs)
     return "\n".join(lines)

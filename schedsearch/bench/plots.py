@@ -11,7 +11,13 @@ from typing import Any
 from schedsearch.trainers.schedules import Schedule
 
 SAMPLES = 400
-COLORS = {"baseline": "black", "autolrs": "tab:blue", "pbt": "tab:orange", "hdet": "tab:green"}
+COLORS = {
+    "baseline": "black",
+    "autolrs": "tab:blue",
+    "pbt": "tab:orange",
+    "hdet": "tab:green",
+    "schedule-free": "tab:purple",
+}
 
 
 def _pyplot() -> Any:
@@ -41,6 +47,16 @@ def plot_val_loss(section: dict[str, Any], path: Path) -> Path | None:
         for name, row in section.get("strategies", {}).items():
             if "meanCurve" in row:
                 ax.plot(*_finite(row["meanCurve"]), color=COLORS.get(name), label=f"{name} replay")
+        # Optuna at a strategy's cost: the strategy's colour, dashed.
+        for name, row in section.get("equalCompute", {}).items():
+            if "meanCurve" in row:
+                curve = _finite(row["meanCurve"])
+                ax.plot(*curve, color=COLORS.get(name), linestyle="--", label=f"optuna @ {name}")
+        free = section.get("scheduleFree", {})
+        if "meanCurve" in free:
+            ax.plot(
+                *_finite(free["meanCurve"]), color=COLORS["schedule-free"], label="schedule-free"
+            )
         ax.axhline(section["target"], color="gray", linestyle="--", label="target")
         ax.set_yscale("log")
         ax.set_xlabel("step")
@@ -64,15 +80,19 @@ def plot_schedules(section: dict[str, Any], path: Path) -> Path | None:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 5))
     try:
-        curves = {"baseline": section["baseline"]["schedule"]}
-        curves.update(
-            {n: r["schedule"] for n, r in section.get("strategies", {}).items() if "schedule" in r}
-        )
+        curves = [("baseline", "baseline", "-", section["baseline"]["schedule"])]
+        for group, style in (("strategies", "-"), ("equalCompute", "--")):
+            curves += [
+                (n, n if style == "-" else f"optuna @ {n}", style, r["schedule"])
+                for n, r in section.get(group, {}).items()
+                if "schedule" in r
+            ]
         # A log axis cannot show LR 0 (warm-up start, end of decay): clip to a floor.
         floor = section["lrBounds"][0] / 10
-        for name, data in curves.items():
+        for name, label, style, data in curves:
             steps, lrs = zip(*Schedule.from_dict(data).sample(SAMPLES), strict=True)
-            ax.plot(steps, [max(lr, floor) for lr in lrs], color=COLORS.get(name), label=name)
+            floored = [max(lr, floor) for lr in lrs]
+            ax.plot(steps, floored, color=COLORS.get(name), linestyle=style, label=label)
         ax.set_yscale("log")
         ax.set_xlabel("step")
         ax.set_ylabel("learning rate")

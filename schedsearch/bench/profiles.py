@@ -10,6 +10,11 @@ Scaling rules (stated in every report, see ``scaling_notes``):
   we keep 16 rounds (interval = S/16) and Ray's other defaults.
 * HDET: T = S/20 syncs (the paper's T = 1000 belongs to far longer runs), other paper defaults,
   started from the workload's default LR in a OneCycle base, the schedule HDET is a drop-in for.
+
+Seeds are split: *selection* seeds choose (the grid's tuned cell, the Schedule-Free peak, the
+Optuna trials), held-out *evaluation* seeds measure (the target, every replay and baseline), and
+the searches use their own seeds. The three sets are disjoint, so no figure in the report is
+measured on the seeds it was chosen on.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ PBT_ROUNDS = 16
 HDET_SYNCS = 20
 # Every search may pick LRs in [default_lr * low, default_lr * high]: wider than the grid's peaks.
 LR_BOUNDS_FACTORS = (0.01, 10.0)
+# The families an Optuna user would search over (the ones with a linear warm-up in the grid).
+OPTUNA_FAMILIES: tuple[str, ...] = ("cosine", "linear", "wsd")
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,7 @@ class Profile:
     description: str
     workloads: tuple[WorkloadPlan, ...]
     peak_factors: tuple[float, ...]
+    selection_seeds: tuple[int, ...]
     eval_seeds: tuple[int, ...]
     pbt_population: int
     hdet_replicas: int
@@ -69,28 +77,55 @@ class Profile:
     hdet_timing_workload: str = "regression"
     hdet_timing_steps: int = 2000
     hdet_timing_interval: int = 1000
+    optuna_families: tuple[str, ...] = OPTUNA_FAMILIES
+    # Optuna's own defaults (TPESampler: 10 random trials first; MedianPruner: 5 trials before it
+    # prunes): what a user who does not tune the tuner gets.
+    optuna_tpe_startup: int = 10
+    optuna_prune_startup: int = 5
+
+    def __post_init__(self) -> None:
+        chosen, measured = set(self.selection_seeds), set(self.eval_seeds)
+        searched = set(search_seeds(self))
+        if not chosen or not measured:
+            raise ValueError(f"{self.name}: selection and evaluation seeds must not be empty")
+        for name, overlap in (
+            ("selection and evaluation", chosen & measured),
+            ("search and selection", searched & chosen),
+            ("search and evaluation", searched & measured),
+        ):
+            if overlap:
+                raise ValueError(f"{self.name}: {name} seeds overlap: {sorted(overlap)}")
+
+
+def search_seeds(profile: Profile) -> range:
+    """Every seed a search trains with: PBT members use seed + i, HDET replicas share one."""
+    return range(profile.search_seed, profile.search_seed + max(1, profile.pbt_population))
 
 
 PROFILES: dict[str, Profile] = {
     "quick": Profile(
         name="quick",
-        description="smoke test in minutes: regression only, 4 peaks, 1 seed, small populations",
+        description="smoke test in minutes: regression only, 4 peaks, 1 selection seed and 2 "
+        "evaluation seeds, small populations",
         workloads=(WorkloadPlan("regression", 1000, 50),),
         peak_factors=(0.5, 1.0, 2.0, 4.0),
-        eval_seeds=(1000,),
+        selection_seeds=(1000,),
+        eval_seeds=(2000, 2001),
         pbt_population=4,
         hdet_replicas=2,
     ),
     "full": Profile(
         name="full",
-        description="image, language model and regression; 6 peaks x 3 seeds; default populations",
+        description="image, language model and regression; 6 peaks x 3 selection seeds, "
+        "6 evaluation seeds; default populations",
         workloads=(
             WorkloadPlan("regression", 3000, 75),
             WorkloadPlan("digits-cnn", 2000, 50),
             WorkloadPlan("charlm", 1500, 50),
         ),
         peak_factors=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
-        eval_seeds=(1000, 1001, 1002),
+        selection_seeds=(1000, 1001, 1002),
+        eval_seeds=(2000, 2001, 2002, 2003, 2004, 2005),
         pbt_population=8,
         hdet_replicas=4,
         loop_workloads=("regression", "digits-cnn", "charlm"),
@@ -114,8 +149,19 @@ def lr_bounds(workload: str) -> tuple[float, float]:
 
 def grid_config(profile: Profile, family: str, peak_lr: float, steps: int) -> BaseScheduleConfig:
     """A baseline cell: OneCycle keeps its own 30% rise, the others a linear warm-up."""
-    warmup = 0 if family == "onecycle" else max(1, round(profile.warmup_fraction * steps))
+    return grid_config_for(profile.warmup_fraction, family, peak_lr, steps)
+
+
+def grid_config_for(
+    warmup_fraction: float, family: str, peak_lr: float, steps: int
+) -> BaseScheduleConfig:
+    """``grid_config`` from the warm-up fraction alone (what an Optuna trial's spec carries)."""
+    warmup = 0 if family == "onecycle" else warmup_steps(warmup_fraction, steps)
     return BaseScheduleConfig(family=family, peak_lr=peak_lr, warmup_steps=warmup)  # type: ignore[arg-type]
+
+
+def warmup_steps(warmup_fraction: float, steps: int) -> int:
+    return max(1, round(warmup_fraction * steps))
 
 
 def autolrs_config(steps: int) -> AutoLRSConfig:
@@ -143,15 +189,26 @@ def hdet_base(workload: str) -> BaseScheduleConfig:
 def scaling_notes(profile: Profile) -> list[str]:
     """The rules above in words, with this profile's numbers, for the report."""
     low, high = LR_BOUNDS_FACTORS
+    seeds = (
+        f"{len(profile.eval_seeds)} evaluation seeds (fewer than the full profile's: "
+        "differences here are mostly noise)"
+        if profile.name == "quick"
+        else f"{len(profile.eval_seeds)} evaluation seeds"
+    )
     return [
+        f"Seeds: selection seeds {list(profile.selection_seeds)} choose (the grid's tuned cell, "
+        "the Schedule-Free peak, the Optuna trials); held-out evaluation seeds "
+        f"{list(profile.eval_seeds)} ({seeds}) measure the target, every replay and every "
+        f"baseline; searches train with seed {profile.search_seed} (PBT members seed+i). The "
+        "three sets are disjoint.",
         f"Baseline grid: families {', '.join(profile.families)} x peak LR = default_lr x "
-        f"{list(profile.peak_factors)} x seeds {list(profile.eval_seeds)}; linear warm-up over "
+        f"{list(profile.peak_factors)} x the selection seeds; linear warm-up over "
         f"{profile.warmup_fraction:.0%} of S for every family except onecycle, which keeps its own "
         "rise from peak/25 over 30% of S; min LR 0; WSD decays linearly over the last 20% of the "
-        "post-warm-up steps.",
-        f"Every search picks LRs in [default_lr x {low:g}, default_lr x {high:g}] and trains with "
-        f"seed {profile.search_seed} (PBT members seed+i); replays and the grid use the "
-        f"evaluation seeds {list(profile.eval_seeds)}, which no search used.",
+        "post-warm-up steps. The cell with the lowest selection-seed mean is then trained with "
+        "the evaluation seeds: their mean is the target.",
+        f"Every search picks LRs in [default_lr x {low:g}, default_lr x {high:g}]; found "
+        "schedules are replayed from scratch with the evaluation seeds.",
         "AutoLRS: the reference's growing stages (tau 1000/2000/4000/8000, 15000 steps) mapped "
         "onto S: tau = S/15, tau' = tau/10, tauMax = 8 tau, k = 10, kappa 1000, validation "
         "forecasts from stage 1, every tau'/16 steps.",
@@ -160,4 +217,20 @@ def scaling_notes(profile: Profile) -> list[str]:
         f"HDET: {profile.hdet_replicas} replicas, syncInterval T = S/{HDET_SYNCS}, alpha 1/9, "
         "beta 0.9, lambda 0.5, sigma 0.1, floor 1% of the start; base schedule onecycle at the "
         "workload's default LR (HDET is presented as a drop-in for OneCycleLR).",
+        f"Optuna at each strategy's cost: TPESampler(seed={profile.search_seed}, "
+        f"{profile.optuna_tpe_startup} random start-up trials) over family in "
+        f"{'/'.join(profile.optuna_families)} (the grid's warm-up and decay rules) and log peak "
+        f"LR in the search bounds; S-step trials with the first selection seed "
+        f"({profile.selection_seeds[0]}), reporting validation loss every E steps to a "
+        f"MedianPruner({profile.optuna_prune_startup} start-up trials); a trial starts only if "
+        "a whole one fits in what is left of the strategy's member-steps (pruned trials count "
+        "the steps they trained). Its best finished trial (final validation loss) is replayed "
+        "with the evaluation seeds. These are Optuna's defaults.",
+        "Schedule-Free: the workload's optimizer in its schedule-free form (SGD with momentum -> "
+        "SGDScheduleFree with the same momentum and weight decay; Adam/AdamW -> AdamWScheduleFree "
+        "with the same betas, eps and weight decay), built-in linear warm-up over "
+        f"{profile.warmup_fraction:.0%} of S, "
+        f"constant LR at each grid peak (default_lr x {list(profile.peak_factors)}); evaluated "
+        "with the optimizer in eval mode (the averaged weights). The peak with the lowest "
+        "selection-seed mean is trained with the evaluation seeds.",
     ]

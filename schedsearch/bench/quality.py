@@ -117,6 +117,7 @@ def summarize_runs(
     return {
         "finalMean": final_mean,
         "finalStd": final_std,
+        "finals": {str(r.seed): r.final for r in runs},
         "diverged": sum(1 for r in runs if r.final is None or not math.isfinite(r.final)),
         "seeds": [r.seed for r in runs],
         "stepsToTarget": reached,
@@ -125,6 +126,35 @@ def summarize_runs(
         "perSeedSpeedup": {str(s): speedup(total_steps, step) for s, step in per_seed.items()},
         "meanCurve": mean,
     }
+
+
+# A paired difference is called better or worse only beyond this many standard errors.
+NOISE_STANDARD_ERRORS = 2.0
+
+
+def paired_difference(
+    finals: Mapping[str, float | None], reference: Mapping[str, float | None]
+) -> dict[str, Any]:
+    """``finals - reference`` seed by seed (seeds both have): mean, sample std, count, each
+    seed's difference, and a verdict: "better"/"worse" when the mean is more than
+    ``NOISE_STANDARD_ERRORS`` standard errors from 0, else "within noise" ("diverged" when a
+    seed of either has no finite final loss; "one seed" when there is no noise estimate)."""
+    seeds = [seed for seed in finals if seed in reference]
+    per_seed = {
+        seed: finite_or_inf(finals[seed]) - finite_or_inf(reference[seed]) for seed in seeds
+    }
+    row: dict[str, Any] = {"n": len(seeds), "perSeed": per_seed, "mean": None, "std": None}
+    if not seeds:
+        return {**row, "verdict": "no common seeds"}
+    if not all(math.isfinite(d) for d in per_seed.values()):
+        return {**row, "verdict": "diverged"}
+    mean, std = mean_std(list(per_seed.values()))
+    row.update(mean=mean, std=std if math.isfinite(std) else None)
+    if len(seeds) < 2:
+        return {**row, "verdict": "one seed"}
+    beyond = abs(mean) > NOISE_STANDARD_ERRORS * std / math.sqrt(len(seeds))
+    verdict = ("better" if mean < 0 else "worse") if beyond else "within noise"
+    return {**row, "verdict": verdict}
 
 
 def search_cost(member_steps: int, total_steps: int) -> float:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from schedsearch.bench.cache import clean_floats
+from schedsearch.trainers.schedules import Schedule
 
 PAPER_LOW, PAPER_HIGH = 1.22, 1.5
 
@@ -72,8 +73,19 @@ def _header(report: dict[str, Any]) -> list[str]:
         "",
         "## How to read this",
         "",
-        "- **Target**: the tuned baseline's final validation loss, the mean over the evaluation "
-        "seeds of the best (family, peak LR) cell of the grid.",
+        "- **Seeds**: *selection* seeds choose (the grid's tuned cell, the Schedule-Free peak, "
+        "Optuna's trials); held-out *evaluation* seeds measure every row of the quality tables "
+        "(the target, every replay, every baseline); searches train with their own seeds. No "
+        "figure is measured on the seeds it was chosen on.",
+        "- **Target**: the tuned baseline's final validation loss: the (family, peak LR) cell of "
+        "the grid with the lowest mean over the selection seeds, trained again with the "
+        "evaluation seeds; the target is the mean over those. The grid table shows "
+        "selection-seed means.",
+        "- **vs target, paired**: each evaluation seed's final loss minus the tuned baseline's "
+        "with the same seed (same initialisation, same batches), mean ± std over the seeds; "
+        "negative is better. Called *better*/*worse* only when the mean is more than "
+        f"{report.get('noiseStandardErrors', 2):g} standard errors (std / sqrt(seeds)) from 0, "
+        "else *within noise*. The comparisons table pairs the rows the same way.",
         "- **Steps to target**: the first evaluation step (every E steps) at which the seed-mean "
         "validation loss of the replayed schedule is <= the target; per-seed steps are listed too. "
         "**Speedup** = S / steps to target. *not reached* is a result: the schedule never got "
@@ -83,6 +95,13 @@ def _header(report: dict[str, Any]) -> list[str]:
         "costs cells x seeds x S.",
         "- Found schedules are **replayed from scratch** on a plain Trainer with the evaluation "
         "seeds, which no search used.",
+        "- **optuna @ X cost**: what an Optuna user gets for the member-steps X's search spent: "
+        "TPE over family and peak LR, S-step trials with median pruning, until no whole trial "
+        "fits in that budget; its cost column counts every trial's steps, pruned ones included. "
+        "Its best trial is replayed like a found schedule.",
+        "- **schedule-free**: no schedule at all: the workload's optimizer in its Schedule-Free "
+        "form at constant LR, the peak chosen on the selection seeds among the grid's peaks; its "
+        "cost is that choice (peaks x selection seeds x S).",
         "",
         "## Settings",
         "",
@@ -100,36 +119,92 @@ def _run_commits(report: dict[str, Any]) -> str:
     return f"; the runs came from {listed}{legend}"
 
 
+QUALITY_HEADER = [
+    "schedule",
+    "final val loss (mean ± std)",
+    "vs target, paired (mean ± std)",
+    "steps to target",
+    "speedup",
+    "per seed: steps to target",
+    "search cost",
+    "search wall",
+]
+
+
 def _strategy_rows(section: dict[str, Any]) -> list[list[str]]:
+    """The tuned baseline, each strategy, Optuna at each strategy's cost, Schedule-Free."""
     base = section["baseline"]
+    cells = len(section["grid"])
+    seeds = len(section.get("selectionSeeds") or [1])
     rows = [
-        [
+        _quality_row(
             f"tuned baseline ({base['family']} x{base['peakFactor']:g}, peak {base['peakLR']:.3g})",
-            fmt_mean_std(base["finalMean"], base["finalStd"]),
-            fmt_step(base["stepsToTarget"]),
-            fmt_speedup(base["speedup"]),
-            _per_seed(base),
-            f"grid: {len(section['grid'])} cells",
+            base,
+            f"grid: {cells} cells x {seeds} seeds = {cells * seeds:.2f} S",
             "",
-        ]
+            paired="reference",
+        )
     ]
     for name, row in section.get("strategies", {}).items():
-        if "error" in row or "missing" in row:
-            problem = row.get("error") or row.get("missing")
-            rows.append([name, f"failed: {problem}", "", "", "", "", ""])
-            continue
-        rows.append(
-            [
-                name,
-                fmt_mean_std(row.get("finalMean"), row.get("finalStd")),
-                fmt_step(row.get("stepsToTarget")),
-                fmt_speedup(row.get("speedup")),
-                _per_seed(row),
-                f"{row['costInS']:.2f} S ({row['memberSteps']} steps)",
-                f"{row.get('searchWallSeconds') or 0:.0f}s",
-            ]
+        rows.append(_quality_row(name, row, _cost_cell(row), _wall(row)))
+    for name, row in section.get("equalCompute", {}).items():
+        rows.append(_quality_row(f"optuna @ {name} cost", row, _optuna_cost(row), _wall(row)))
+    free = section.get("scheduleFree")
+    if free:
+        label = (
+            f"schedule-free (x{free['peakFactor']:g}, LR {free['peakLR']:.3g})"
+            if "peakFactor" in free
+            else "schedule-free"
         )
+        rows.append(_quality_row(label, free, _cost_cell(free), ""))
     return rows
+
+
+def _quality_row(
+    label: str, row: dict[str, Any], cost: str, wall: str, paired: str | None = None
+) -> list[str]:
+    if "error" in row or "missing" in row:
+        problem = row.get("error") or row.get("missing")
+        return [label, f"failed: {problem}", "", "", "", "", cost, wall]
+    return [
+        label,
+        fmt_mean_std(row.get("finalMean"), row.get("finalStd")),
+        paired or fmt_paired(row.get("pairedVsTarget")),
+        fmt_step(row.get("stepsToTarget")),
+        fmt_speedup(row.get("speedup")),
+        _per_seed(row),
+        cost,
+        wall,
+    ]
+
+
+def _cost_cell(row: dict[str, Any]) -> str:
+    if "costInS" not in row:
+        return ""
+    return f"{row['costInS']:.2f} S ({row['memberSteps']} steps)"
+
+
+def _optuna_cost(row: dict[str, Any]) -> str:
+    if "budgetSteps" not in row:
+        return ""
+    return (
+        f"{_cost_cell(row)} of {row['budgetSteps']}; {row['trials']} trials, {row['pruned']} pruned"
+    )
+
+
+def _wall(row: dict[str, Any]) -> str:
+    return f"{row.get('searchWallSeconds') or 0:.0f}s" if "costInS" in row else ""
+
+
+def fmt_paired(paired: dict[str, Any] | None) -> str:
+    """A paired difference as "+0.0012 ± 0.0004 (worse)"."""
+    if not paired:
+        return ""
+    if paired.get("mean") is None:
+        return str(paired.get("verdict", ""))
+    std = paired.get("std")
+    spread = f" ± {std:.2g}" if std is not None and math.isfinite(std) else ""
+    return f"{paired['mean']:+.3g}{spread} ({paired['verdict']})"
 
 
 def _per_seed(row: dict[str, Any]) -> str:
@@ -164,9 +239,17 @@ def _quality_section(section: dict[str, Any]) -> list[str]:
     if "baseline" not in section:
         return [*lines, f"No result: {section.get('missing', 'missing')}.", ""]
     base, oracle = section["baseline"], section["oracle"]
-    lines.append(
-        f"Target (tuned baseline's final validation loss): **{fmt_loss(section['target'])}**."
+    chosen = (
+        f"The tuned cell ({base['family']} x{base['peakFactor']:g}) was chosen at "
+        f"{fmt_mean_std(base['selectionMean'], base.get('selectionStd'))} on the selection seeds."
     )
+    if "target" in section:
+        lines.append(
+            f"Target (tuned baseline's final validation loss on the evaluation seeds): "
+            f"**{fmt_loss(section['target'])}**. {chosen}"
+        )
+    else:
+        lines.append(f"No target: {section.get('missing', 'missing')}. {chosen}")
     if base.get("atGridEdge"):
         lines.append(
             "The tuned peak LR is at the edge of the grid: a wider grid might tune the baseline "
@@ -174,30 +257,90 @@ def _quality_section(section: dict[str, Any]) -> list[str]:
         )
     lines += [
         "",
-        f"Oracle among families (best single grid run): {oracle['family']} "
+        f"Oracle among families (best single grid run, selection seeds): {oracle['family']} "
         f"x{oracle['peakFactor']:g} (peak {oracle['peakLR']:.3g}), seed {oracle['seed']}: "
         f"{fmt_loss(oracle['final'])}.",
         "",
-        *_table(
-            [
-                "schedule",
-                "final val loss (mean ± std)",
-                "steps to target",
-                "speedup",
-                "per seed: steps to target",
-                "search cost",
-                "search wall",
-            ],
-            _strategy_rows(section),
-        ),
-        "",
-        "Grid (final validation loss, mean ± std over seeds):",
+    ]
+    if "target" in section:
+        lines += [*_table(QUALITY_HEADER, _strategy_rows(section)), ""]
+        lines += _comparison_table(section)
+        lines += _schedule_free_selection(section.get("scheduleFree") or {})
+    lines += [
+        "Grid (final validation loss, mean ± std over the selection seeds):",
         "",
         *_grid_table(section),
         "",
     ]
     for name in section.get("plots", []):
         lines.append(f"![{name}]({name})")
+    return [*lines, ""]
+
+
+def _comparison_table(section: dict[str, Any]) -> list[str]:
+    """Each strategy against Optuna at its own cost and against Schedule-Free, paired."""
+    rows = [
+        [
+            name,
+            fmt_paired(pair.get("vsOptuna")) or "-",
+            fmt_paired(pair.get("vsScheduleFree")) or "-",
+            _mean_lr(section["strategies"].get(name, {})),
+        ]
+        for name, pair in section.get("comparisons", {}).items()
+    ]
+    if not rows:
+        return []
+    header = [
+        "strategy",
+        "minus optuna @ its cost (paired)",
+        "minus schedule-free (paired)",
+        "time-average LR of the found schedule",
+    ]
+    base_lr = _schedule_mean_lr(section["baseline"].get("schedule"))
+    return [
+        "Paired on the evaluation seeds (final loss of the strategy's replay minus the other's; "
+        f"negative: the strategy is better). Tuned baseline's time-average LR: {base_lr}.",
+        "",
+        *_table(header, rows),
+        "",
+    ]
+
+
+def _mean_lr(row: dict[str, Any]) -> str:
+    return f"{row['meanLR']:.3g}" if "meanLR" in row else "-"
+
+
+def _schedule_mean_lr(data: dict[str, Any] | None) -> str:
+    if not data:
+        return "?"
+    lrs = Schedule.from_dict(data).lrs()
+    return f"{sum(lrs) / len(lrs):.3g}"
+
+
+def _schedule_free_selection(free: dict[str, Any]) -> list[str]:
+    selection = free.get("selection")
+    if not selection:
+        return []
+    cells = ", ".join(
+        f"x{c['peakFactor']:g}: {fmt_mean_std(c['finalMean'], c['finalStd'])}" for c in selection
+    )
+    edge = " (at the edge of the peaks tried)" if free.get("atGridEdge") else ""
+    return [
+        f"Schedule-Free on the selection seeds, by peak = default x: {cells}; chosen "
+        f"x{free['peakFactor']:g}{edge}.",
+        "",
+    ]
+
+
+def _targets_section(report: dict[str, Any]) -> list[str]:
+    rows = report.get("targets") or []
+    if not rows:
+        return []
+    lines = ["## Targets", "", "Generated from this run's numbers.", ""]
+    lines += _table(
+        ["target", "met", "numbers"],
+        ([r["target"], "yes" if r["met"] else "**no**", r["detail"]] for r in rows),
+    )
     return [*lines, ""]
 
 
@@ -333,6 +476,26 @@ def _plan_section(report: dict[str, Any]) -> list[str]:
         f"their own durations add up to {plan.get('runSeconds', '?')} (cached runs included, "
         "before sharing the parallel jobs).",
         "",
+        *_profile_cost(plan),
+    ]
+
+
+def _profile_cost(plan: dict[str, Any]) -> list[str]:
+    """The estimate of the whole profile's run time by kind of run, made before it started."""
+    kinds = plan.get("profileByKind") or {}
+    if not kinds:
+        return []
+    rows = [
+        [kind, str(int(row["runs"])), str(int(row["steps"])), row["time"]]
+        for kind, row in kinds.items()
+    ]
+    return [
+        f"Estimated run time of the whole profile (cached runs included, each run on its own, "
+        f"from the speed measured at the start): {plan.get('profileRunTime', '?')}. Searches are "
+        "counted by their training steps only; their processes and checkpoints come on top.",
+        "",
+        *_table(["runs", "count", "steps", "estimated run time"], rows),
+        "",
     ]
 
 
@@ -342,6 +505,7 @@ def render(report: dict[str, Any]) -> str:
     lines += ["## Search quality", ""]
     for section in report.get("quality", []):
         lines += _quality_section(section)
+    lines += _targets_section(report)
     lines += _autolrs_section(report)
     lines += _overhead_section(report)
     lines += _plan_section(report)

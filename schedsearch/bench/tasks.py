@@ -4,9 +4,11 @@ A :class:`Task` is plain data (it crosses into worker processes): ``spec`` defin
 what its cache key digests; ``steps``/``evals`` only feed time estimates. Kinds:
 
 * ``curve``: train one schedule from scratch for S steps with one seed, evaluating every E
-  steps (grid cells and replays alike, so a replay of a grid schedule with the same seed is the
-  same run);
+  steps (grid cells, the target and replays alike, so a replay of a grid schedule with the same
+  seed is the same run);
 * ``search``: one strategy's search (AutoLRS, PBT or HDET) with the profile's scaled defaults;
+* ``optuna``: the equal-compute baseline, Optuna trials for a given budget of member-steps;
+* ``schedule-free``: one Schedule-Free run at a constant peak LR, with one seed;
 * ``loop`` and ``hdet-timing``: overhead measurements, run alone after everything else.
 """
 
@@ -22,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from schedsearch.bench import overhead, profiles
+from schedsearch.bench import curves, optuna_baseline, overhead, profiles, schedule_free
 from schedsearch.bench.profiles import Profile, WorkloadPlan
-from schedsearch.trainers import families, harness
+from schedsearch.trainers import families
 from schedsearch.trainers.config import BaseScheduleConfig
 from schedsearch.trainers.schedules import Schedule
 from schedsearch.trainers.strategies import base
@@ -34,7 +36,7 @@ from schedsearch.trainers.strategies.hdet.runner import run_hdet
 from schedsearch.trainers.strategies.pbt.runner import run_pbt
 from schedsearch.trainers.workloads import get_workload
 
-TaskKind = Literal["curve", "search", "loop", "hdet-timing"]
+TaskKind = Literal["curve", "search", "optuna", "schedule-free", "loop", "hdet-timing"]
 # Bump when a run's meaning changes without its spec changing: old cached results are ignored.
 CACHE_VERSION = 1
 # Rough evaluation counts of a search, for time estimates only.
@@ -44,7 +46,9 @@ AUTOLRS_VALIDATED_STAGES = 3
 
 @dataclass(frozen=True)
 class Task:
-    """One run: ``spec`` defines it; ``label`` is for people; ``steps``/``evals`` for estimates."""
+    """One run: ``spec`` defines it; ``label`` is for people; ``steps``/``evals`` for estimates;
+    ``role`` says what the report uses it for (it groups the time estimate), defaulting to
+    ``kind``."""
 
     kind: TaskKind
     workload: str
@@ -52,6 +56,11 @@ class Task:
     spec: dict[str, Any]
     steps: int
     evals: int
+    role: str = ""
+
+    @property
+    def group(self) -> str:
+        return self.role or self.kind
 
     @property
     def key(self) -> str:
@@ -69,14 +78,53 @@ class Task:
 # --- building tasks ------------------------------------------------------------------------------
 
 
-def curve_task(plan: WorkloadPlan, schedule: Schedule, seed: int, label: str) -> Task:
+def curve_task(
+    plan: WorkloadPlan, schedule: Schedule, seed: int, label: str, role: str = ""
+) -> Task:
     spec = {
         "workload": plan.workload,
         "seed": seed,
         "evalEvery": plan.eval_every,
         "schedule": {k: v for k, v in schedule.to_dict().items() if k != "provenance"},
     }
-    return Task("curve", plan.workload, label, spec, plan.steps, plan.steps // plan.eval_every)
+    evals = plan.steps // plan.eval_every
+    return Task("curve", plan.workload, label, spec, plan.steps, evals, role)
+
+
+def optuna_task(profile: Profile, plan: WorkloadPlan, strategy: str, budget: int) -> Task:
+    """Optuna for ``budget`` member-steps (what ``strategy``'s search spent)."""
+    spec = {
+        "workload": plan.workload,
+        "steps": plan.steps,
+        "evalEvery": plan.eval_every,
+        "budget": budget,
+        "seed": profile.selection_seeds[0],
+        "samplerSeed": profile.search_seed,
+        "tpeStartup": profile.optuna_tpe_startup,
+        "pruneStartup": profile.optuna_prune_startup,
+        "families": list(profile.optuna_families),
+        "lrBounds": list(profiles.lr_bounds(plan.workload)),
+        "warmupFraction": profile.warmup_fraction,
+    }
+    label = f"optuna @ {strategy} cost ({budget} steps)"
+    return Task("optuna", plan.workload, label, spec, budget, budget // plan.eval_every)
+
+
+def schedule_free_task(
+    profile: Profile, plan: WorkloadPlan, factor: float, seed: int, role: str
+) -> Task:
+    """Schedule-Free at peak ``default_lr x factor`` with ``seed``."""
+    spec = {
+        "workload": plan.workload,
+        "steps": plan.steps,
+        "evalEvery": plan.eval_every,
+        "seed": seed,
+        "peakLR": get_workload(plan.workload).default_lr * factor,
+        "warmupSteps": profiles.warmup_steps(profile.warmup_fraction, plan.steps),
+    }
+    label = f"schedule-free x{factor:g} seed {seed}"
+    evals = plan.steps // plan.eval_every
+    return Task("schedule-free", plan.workload, label, spec, plan.steps, evals, role)
 
 
 def grid_schedule(profile: Profile, plan: WorkloadPlan, family: str, factor: float) -> Schedule:
@@ -163,7 +211,11 @@ def run_task(task: Task, workdir: Path) -> dict[str, Any]:
     scratch = workdir / task.key
     started = time.perf_counter()
     if task.kind == "curve":
-        result = train_curve(task.spec)
+        result = curves.train_curve(task.spec)
+    elif task.kind == "schedule-free":
+        result = schedule_free.train_schedule_free(task.spec)
+    elif task.kind == "optuna":
+        result = optuna_baseline.run_optuna(task.spec)
     elif task.kind == "search":
         result = run_search(task.spec, scratch)
     elif task.kind == "loop":
@@ -184,28 +236,6 @@ def run_task(task: Task, workdir: Path) -> dict[str, Any]:
     shutil.rmtree(scratch, ignore_errors=True)
     seconds = time.perf_counter() - started
     return {"label": task.label, "seconds": seconds, "commit": code_version(), **result}
-
-
-def train_curve(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train ``spec['schedule']`` from scratch with ``spec['seed']``, evaluating every E steps."""
-    schedule = Schedule.from_dict(spec["schedule"])
-    history = harness.History()
-    trainer = harness.Trainer(
-        get_workload(spec["workload"]),
-        seed=spec["seed"],
-        eval_every=spec["evalEvery"],
-        callbacks=[history],
-    )
-    trainer.train(schedule.total_steps, schedule.lr_at)
-    curve = [[step, metrics["val_loss"]] for step, metrics in history.evals]
-    complete = not trainer.diverged and trainer.global_step == schedule.total_steps
-    return {
-        "curve": curve,
-        "final": curve[-1][1] if complete and curve else None,
-        "diverged": trainer.diverged,
-        "stepsTrained": trainer.global_step,
-        "device": str(trainer.device),
-    }
 
 
 def run_search(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:

@@ -11,8 +11,21 @@ from typing import Any
 
 import pytest
 
-from schedsearch.bench import executor, planning, profiles, quality, report, tasks
+from schedsearch.bench import (
+    curves,
+    executor,
+    optuna_baseline,
+    planning,
+    profiles,
+    quality,
+    report,
+    runs,
+    schedule_free,
+    summary,
+    tasks,
+)
 from schedsearch.bench.cache import RunCache, clean_floats
+from schedsearch.bench.followups import FollowUps
 from schedsearch.bench.quality import GridCell, RunCurve
 from schedsearch.trainers.schedules import Schedule
 
@@ -154,13 +167,19 @@ def test_cache_round_trip_writes_json_without_nan(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "runs").iterdir() if p.name.startswith(".")] == []
 
 
-def test_plan_counts_replays_of_unrun_searches(tmp_path: Path) -> None:
+def test_plan_counts_the_runs_that_follow_from_unrun_ones(tmp_path: Path) -> None:
     profile = profiles.get_profile("quick")
     bench = planning.build_plan(profile, RunCache(tmp_path))
-    grid = len(profile.families) * len(profile.peak_factors) * len(profile.eval_seeds)
-    assert len(bench.parallel) == grid + len(profile.strategies)
-    assert len(bench.replays) == len(profile.strategies) * len(profile.eval_seeds)
+    peaks, chosen = len(profile.peak_factors), len(profile.selection_seeds)
+    grid = len(profile.families) * peaks * chosen
+    assert len(bench.parallel) == grid + len(profile.strategies) + peaks * chosen
+    measured = len(profile.eval_seeds)
+    # target + Schedule-Free at its peak + per strategy: replays, Optuna, Optuna's replays
+    per_strategy = measured + 1 + measured
+    assert len(bench.dependent) == 2 * measured + len(profile.strategies) * per_strategy
     assert bench.cached == set()
+    seeds = {t.spec["seed"] for t in bench.dependent if t.kind != "optuna"}
+    assert seeds == set(profile.eval_seeds)
 
 
 def test_executor_takes_cached_runs_and_queues_their_followups(tmp_path: Path) -> None:
@@ -177,7 +196,7 @@ def test_executor_takes_cached_runs_and_queues_their_followups(tmp_path: Path) -
         progress,
         jobs=1,
         threads=1,
-        followups=lambda task, result: [replay] if task.kind == "search" else [],
+        followups=lambda task, result: [replay] if task.kind == "search" and result else [],
         planned_followups=lambda task: [],
     )
     runner.add(search)
@@ -204,10 +223,10 @@ def test_progress_eta_scales_what_is_left_by_the_pace_so_far() -> None:
 @pytest.mark.slow  # trains only 21 steps, but building the first Trainer imports torch._dynamo
 def test_train_curve_evaluates_every_e_steps_and_marks_divergence() -> None:
     plan = profiles.WorkloadPlan("regression", 20, 10)
-    good = tasks.train_curve(tasks.curve_task(plan, Schedule.constant(0.02, 20), 3, "ok").spec)
+    good = curves.train_curve(tasks.curve_task(plan, Schedule.constant(0.02, 20), 3, "ok").spec)
     assert [step for step, _ in good["curve"]] == [10, 20]
     assert good["final"] == good["curve"][-1][1] and not good["diverged"]
-    bad = tasks.train_curve(tasks.curve_task(plan, Schedule.constant(1e9, 20), 3, "no").spec)
+    bad = curves.train_curve(tasks.curve_task(plan, Schedule.constant(1e9, 20), 3, "no").spec)
     assert bad["diverged"] and bad["final"] is None
 
 
@@ -242,10 +261,14 @@ def fake_report() -> dict[str, Any]:
             },
         ],
         "target": 0.3,
+        "selectionSeeds": [1000],
+        "evalSeeds": [1, 2],
         "baseline": {
             "family": "cosine",
             "peakFactor": 1.0,
             "peakLR": 0.02,
+            "selectionMean": 0.28,
+            "selectionStd": math.nan,
             "finalMean": 0.3,
             "finalStd": 0.01,
             "atGridEdge": True,
@@ -263,6 +286,8 @@ def fake_report() -> dict[str, Any]:
                 "searchWallSeconds": 3.0,
                 "finalMean": 0.35,
                 "finalStd": 0.02,
+                "pairedVsTarget": {"mean": 0.05, "std": 0.01, "n": 2, "verdict": "worse"},
+                "meanLR": 0.1,
                 "stepsToTarget": None,
                 "speedup": None,
                 "perSeedStepsToTarget": {"1": None},
@@ -275,6 +300,7 @@ def fake_report() -> dict[str, Any]:
                 "searchWallSeconds": 5.0,
                 "finalMean": 0.2,
                 "finalStd": 0.01,
+                "pairedVsTarget": {"mean": -0.1, "std": 0.2, "n": 2, "verdict": "within noise"},
                 "stepsToTarget": 10,
                 "speedup": 2.0,
                 "perSeedStepsToTarget": {"1": 10},
@@ -282,6 +308,48 @@ def fake_report() -> dict[str, Any]:
                 "schedule": schedule,
             },
             "hdet": {"error": "RuntimeError: HDET failed"},
+        },
+        "equalCompute": {
+            "autolrs": {
+                "budgetSteps": 41,
+                "memberSteps": 40,
+                "costInS": 2.0,
+                "searchWallSeconds": 1.0,
+                "trials": 3,
+                "pruned": 1,
+                "finalMean": 0.31,
+                "finalStd": 0.01,
+                "pairedVsTarget": {"mean": 0.01, "std": 0.01, "n": 2, "verdict": "within noise"},
+                "stepsToTarget": None,
+                "speedup": None,
+                "perSeedStepsToTarget": {"1": None},
+                "meanCurve": curve,
+                "schedule": schedule,
+            },
+            "hdet": {"missing": "hdet search not run"},
+        },
+        "scheduleFree": {
+            "peakFactor": 2.0,
+            "peakLR": 0.04,
+            "atGridEdge": True,
+            "selection": [
+                {"peakFactor": 2.0, "finalMean": 0.4, "finalStd": math.nan},
+            ],
+            "memberSteps": 20,
+            "costInS": 1.0,
+            "finalMean": 0.42,
+            "finalStd": 0.03,
+            "pairedVsTarget": {"mean": None, "std": None, "n": 2, "verdict": "diverged"},
+            "stepsToTarget": None,
+            "speedup": None,
+            "perSeedStepsToTarget": {"1": None},
+            "meanCurve": curve,
+        },
+        "comparisons": {
+            "autolrs": {
+                "vsOptuna": {"mean": 0.04, "std": 0.001, "n": 2, "verdict": "worse"},
+                "vsScheduleFree": None,
+            }
         },
         "plots": ["regression-val-loss.png"],
     }
@@ -292,6 +360,10 @@ def fake_report() -> dict[str, Any]:
         "runCommits": {"abc1234": 3, "0ld0ld0+dirty": 2},
         "settings": ["a setting"],
         "quality": [section],
+        "targets": [
+            {"target": "reach it", "met": False, "detail": "regression: not reached"},
+            {"target": "be cheap", "met": True, "detail": "regression: 2.05 S"},
+        ],
         "autolrsVersusPaper": {
             "paper": {"range": [1.22, 1.5], "averageVsTuned": 1.31, "note": "the paper"},
             "ours": {
@@ -323,11 +395,26 @@ def test_report_renders_every_outcome() -> None:
     assert "the runs came from `abc1234` (3 runs), `0ld0ld0+dirty` (2 runs) (+dirty:" in text
     clean = report.render({**fake_report(), "runCommits": {"abc1234": 5}})
     assert "`abc1234` (5 runs)." in clean and "+dirty" not in clean
-    assert "Target (tuned baseline's final validation loss): **0.3**" in text
+    assert "final validation loss on the evaluation seeds): **0.3**" in text
+    assert "was chosen at 0.28 on the selection seeds" in text
     assert "edge of the grid" in text
-    assert "| autolrs | 0.35 ± 0.02 | not reached | not reached | seed 1: not reached |" in text
-    assert "| pbt | 0.2 ± 0.01 | 10 | 2.00x |" in text
+    assert (
+        "| autolrs | 0.35 ± 0.02 | +0.05 ± 0.01 (worse) | not reached | not reached | "
+        "seed 1: not reached |" in text
+    )
+    assert "| pbt | 0.2 ± 0.01 | -0.1 ± 0.2 (within noise) | 10 | 2.00x |" in text
     assert "| hdet | failed: RuntimeError: HDET failed |" in text
+    assert "| tuned baseline (cosine x1, peak 0.02) | 0.3 ± 0.01 | reference |" in text
+    assert "grid: 2 cells x 1 seeds = 2.00 S" in text
+    assert "| optuna @ autolrs cost | 0.31 ± 0.01 | +0.01 ± 0.01 (within noise) |" in text
+    assert "2.00 S (40 steps) of 41; 3 trials, 1 pruned | 1s |" in text
+    assert "| optuna @ hdet cost | failed: hdet search not run |" in text
+    assert "| schedule-free (x2, LR 0.04) | 0.42 ± 0.03 | diverged |" in text
+    assert "chosen x2 (at the edge of the peaks tried)" in text
+    assert "| autolrs | +0.04 ± 0.001 (worse) | - | 0.1 |" in text
+    assert "| reach it | **no** | regression: not reached |" in text
+    assert "| be cheap | yes |" in text
+    assert "selection seeds" in text and "evaluation seeds" in text
     assert "| wsd | - | diverged |" in text
     assert "regression: not reached (final 0.35 vs target 0.3" in text
     assert "below the paper's range" in text
@@ -351,3 +438,235 @@ def test_report_files_are_strict_json_and_the_same_markdown(tmp_path: Path) -> N
     # The saved JSON renders too (NaN/inf became null).
     assert "diverged" in report.render(loaded)
     assert clean_floats({"a": [math.nan]}) == {"a": [None]}
+
+
+# --- seeds: chosen on some, measured on others --------------------------------------------------
+
+
+def tiny_profile(**changes: Any) -> profiles.Profile:
+    settings: dict[str, Any] = {
+        "name": "tiny",
+        "description": "test",
+        "workloads": (profiles.WorkloadPlan("regression", 20, 10),),
+        "families": ("cosine", "wsd"),
+        "peak_factors": (1.0, 2.0),
+        "selection_seeds": (1000,),
+        "eval_seeds": (2000, 2001),
+        "strategies": (),
+        "pbt_population": 2,
+        "hdet_replicas": 2,
+    }
+    return profiles.Profile(**{**settings, **changes})
+
+
+def curve_result(final: float | None) -> dict[str, Any]:
+    return {"curve": [[10, 1.0], [20, final]], "final": final}
+
+
+def test_every_profile_keeps_selection_evaluation_and_search_seeds_apart() -> None:
+    for profile in profiles.PROFILES.values():
+        chosen, measured = set(profile.selection_seeds), set(profile.eval_seeds)
+        searched = set(profiles.search_seeds(profile))
+        assert chosen and measured and not chosen & measured
+        assert not searched & (chosen | measured)
+    assert len(profiles.get_profile("full").eval_seeds) >= 6
+    with pytest.raises(ValueError, match="selection and evaluation seeds overlap: \\[2000\\]"):
+        tiny_profile(selection_seeds=(1000, 2000))
+    with pytest.raises(ValueError, match="search and evaluation seeds overlap: \\[1\\]"):
+        tiny_profile(eval_seeds=(1, 2000))
+
+
+def grid_results(profile: profiles.Profile, finals: dict[tuple[str, float], float]) -> dict:
+    plan = profile.workloads[0]
+    return {
+        task.key: curve_result(finals[cell])
+        for cell, cell_tasks in runs.grid_tasks(profile, plan).items()
+        for task in cell_tasks
+    }
+
+
+def test_target_is_the_selected_cell_measured_on_the_evaluation_seeds() -> None:
+    profile = tiny_profile()
+    plan = profile.workloads[0]
+    results = grid_results(
+        profile,
+        {("cosine", 1.0): 0.5, ("cosine", 2.0): 0.4, ("wsd", 1.0): 0.3, ("wsd", 2.0): 0.35},
+    )
+    # The chosen cell does worse on held-out seeds than on the seed it was chosen on.
+    for task, final in zip(runs.target_tasks(profile, plan, "wsd", 1.0), (0.32, 0.36), strict=True):
+        assert task.spec["seed"] in profile.eval_seeds
+        results[task.key] = curve_result(final)
+    # Evaluation-seed runs of another cell must not change the choice.
+    for task in runs.target_tasks(profile, plan, "cosine", 2.0):
+        results[task.key] = curve_result(0.01)
+    section = summary.workload_quality(profile, plan, results)
+    base = section["baseline"]
+    assert (base["family"], base["peakFactor"]) == ("wsd", 1.0)
+    assert base["selectionMean"] == pytest.approx(0.3)
+    assert section["target"] == pytest.approx(0.34)
+    assert base["finals"] == {"2000": 0.32, "2001": 0.36}
+    assert base["pairedVsTarget"]["mean"] == 0 and base["pairedVsTarget"]["n"] == 2
+    assert section["oracle"]["seed"] == 1000  # the oracle is a selection-seed run
+
+
+def test_target_runs_follow_once_the_whole_grid_is_done_even_with_a_failure() -> None:
+    profile = tiny_profile()
+    plan = profile.workloads[0]
+    follow = FollowUps(profile)
+    grid = runs.grid_tasks(profile, plan)
+    finals = {("cosine", 1.0): 0.5, ("cosine", 2.0): 0.2, ("wsd", 1.0): 0.3, ("wsd", 2.0): None}
+    called = []
+    for (family, factor), (task,) in grid.items():
+        result = (
+            None if finals[(family, factor)] is None else curve_result(finals[(family, factor)])
+        )
+        called.append(follow.after(task, result))
+    assert called[:-1] == [[], [], []]
+    assert called[-1] == runs.target_tasks(profile, plan, "cosine", 2.0)
+    assert {t.spec["seed"] for t in called[-1]} == set(profile.eval_seeds)
+    assert follow.after(grid[("cosine", 1.0)][0], curve_result(0.5)) == []  # fires only once
+
+
+def test_a_search_calls_for_replays_on_evaluation_seeds_and_optuna_at_its_cost() -> None:
+    profile = tiny_profile(strategies=("pbt",))
+    plan = profile.workloads[0]
+    search = runs.search_tasks(profile, plan)["pbt"]
+    found = {"memberSteps": 87, "bestSchedule": Schedule.constant(0.1, 20).to_dict()}
+    follow = FollowUps(profile).after(search, found)
+    replays = [t for t in follow if t.kind == "curve"]
+    (optuna,) = [t for t in follow if t.kind == "optuna"]
+    assert sorted(t.spec["seed"] for t in replays) == list(profile.eval_seeds)
+    assert optuna.spec["budget"] == 87 and optuna.spec["seed"] in profile.selection_seeds
+    assert FollowUps(profile).after(search, None) == []
+
+
+# --- paired differences -------------------------------------------------------------------------
+
+
+def test_paired_difference_is_taken_seed_by_seed() -> None:
+    reference = {"1": 1.0, "2": 2.0, "3": 3.0}
+    better = quality.paired_difference({"1": 0.9, "2": 1.9, "3": 2.8, "9": 0.0}, reference)
+    assert better["n"] == 3  # seed 9 has no partner
+    assert better["perSeed"] == pytest.approx({"1": -0.1, "2": -0.1, "3": -0.2})
+    assert better["mean"] == pytest.approx(-0.4 / 3)
+    assert better["std"] == pytest.approx(math.sqrt(((0.1 / 3) ** 2 * 2 + (0.2 / 3) ** 2) / 2))
+    assert better["verdict"] == "better"
+    # Means far apart but seeds that disagree: within noise, although the means differ.
+    noisy = quality.paired_difference({"1": 0.0, "2": 2.5, "3": 3.2}, reference)
+    assert noisy["mean"] == pytest.approx(-0.1) and noisy["verdict"] == "within noise"
+    worse = quality.paired_difference({"1": 1.5, "2": 2.4, "3": 3.6}, reference)
+    assert worse["verdict"] == "worse"
+    assert quality.paired_difference({"1": None, "2": 2.0}, reference)["verdict"] == "diverged"
+    assert quality.paired_difference({"1": 0.5}, reference)["verdict"] == "one seed"
+    assert quality.paired_difference({"7": 0.5}, reference)["verdict"] == "no common seeds"
+
+
+def test_rows_are_paired_with_each_other_on_the_evaluation_seeds() -> None:
+    section = {
+        "strategies": {"pbt": {"finals": {"1": 0.5, "2": 0.6}}, "hdet": {"error": "x"}},
+        "equalCompute": {"pbt": {"finals": {"1": 0.4, "2": 0.45}}},
+        "scheduleFree": {"finals": {"1": 0.7, "2": 0.9}},
+    }
+    rows = summary.comparisons(section)
+    assert rows["pbt"]["vsOptuna"]["mean"] == pytest.approx(0.125)
+    assert rows["pbt"]["vsScheduleFree"]["mean"] == pytest.approx(-0.25)
+    assert rows["hdet"] == {"vsOptuna": None, "vsScheduleFree": None}
+
+
+# --- the equal-compute Optuna baseline ----------------------------------------------------------
+
+
+def fake_trials(trial_steps: int, every: int) -> tuple[optuna_baseline.TrainTrial, list[int]]:
+    """Trials whose loss depends on the peak's distance from 0.01 (so the pruner has work)."""
+    trained: list[int] = []
+
+    def train(family: str, peak: float, on_eval: Any) -> optuna_baseline.TrialOutcome:
+        loss, step = math.inf, 0
+        while step < trial_steps:
+            step += every
+            loss = 1.0 / step + abs(math.log10(peak / 0.01)) + (family == "wsd") * 0.1
+            if on_eval(step, loss) and step < trial_steps:
+                trained.append(step)
+                return optuna_baseline.TrialOutcome(step, None, pruned=True)
+        trained.append(step)
+        return optuna_baseline.TrialOutcome(step, loss, pruned=False)
+
+    return train, trained
+
+
+@pytest.mark.parametrize("budget", [99, 100, 1050, 2999])
+def test_optuna_spends_no_more_than_its_budget_counting_pruned_steps(budget: int) -> None:
+    train, trained = fake_trials(trial_steps=100, every=10)
+    study = optuna_baseline.make_study(0, tpe_startup=3, prune_startup=2)
+    space = optuna_baseline.SearchSpace(("cosine", "linear", "wsd"), (1e-4, 1.0))
+    result = optuna_baseline.search(study, space, budget=budget, trial_steps=100, train_trial=train)
+    assert result["spentSteps"] == sum(trained) == sum(t["steps"] for t in result["trials"])
+    assert result["spentSteps"] <= budget
+    assert budget - result["spentSteps"] < 100  # it stops only when no whole trial fits
+    assert len(result["trials"]) == len(trained)
+    if budget >= 1000:  # enough trials for the pruner to stop some, and their steps count
+        assert any(t["pruned"] and t["steps"] < 100 for t in result["trials"])
+        finished = [t for t in result["trials"] if not t["pruned"]]
+        assert result["best"] == min(finished, key=lambda t: t["final"])
+    if budget < 100:
+        assert result["trials"] == [] and result["best"] is None
+
+
+@pytest.mark.slow  # a few dozen real training steps
+def test_optuna_run_trains_real_trials_and_names_its_best_schedule() -> None:
+    profile = tiny_profile()
+    task = tasks.optuna_task(profile, profile.workloads[0], "pbt", 45)
+    result = optuna_baseline.run_optuna(task.spec)
+    assert result["spentSteps"] == 40 and len(result["trials"]) == 2
+    best = result["best"]
+    schedule = Schedule.from_dict(result["bestSchedule"])
+    assert schedule.total_steps == 20 and schedule.peak_lr == pytest.approx(best["peakLR"])
+    assert schedule.provenance["family"] == best["family"] in profile.optuna_families
+
+
+# --- Schedule-Free ------------------------------------------------------------------------------
+
+
+def test_schedule_free_form_matches_the_workload_optimizer() -> None:
+    import schedulefree
+    import torch
+
+    weights = [torch.nn.Parameter(torch.zeros(3))]
+    sgd = schedule_free.schedule_free_optimizer(torch.optim.SGD(weights, lr=0.1, momentum=0.8), 7)
+    assert isinstance(sgd, schedulefree.SGDScheduleFree)
+    group = sgd.param_groups[0]
+    assert (group["momentum"], group["warmup_steps"], group["train_mode"]) == (0.8, 7, True)
+    adam = schedule_free.schedule_free_optimizer(torch.optim.Adam(weights, betas=(0.8, 0.9)), 3)
+    assert isinstance(adam, schedulefree.AdamWScheduleFree)
+    assert adam.param_groups[0]["betas"] == (0.8, 0.9)
+    with pytest.raises(ValueError, match="momentum in \\(0, 1\\)"):
+        schedule_free.schedule_free_optimizer(torch.optim.SGD(weights, lr=0.1), 0)
+
+
+@pytest.mark.slow  # 20 real training steps
+def test_schedule_free_task_trains_and_evaluates_in_eval_mode(monkeypatch: Any) -> None:
+    from schedsearch.trainers import harness
+
+    modes: list[bool] = []
+    evaluate = harness.Trainer.evaluate
+
+    def spy(self: harness.Trainer) -> dict[str, float]:
+        modes.append(self.optimizer.param_groups[0]["train_mode"])
+        return evaluate(self)
+
+    steps: list[bool] = []
+    step = harness.Trainer.step
+
+    def spy_step(self: harness.Trainer, lr: float) -> Any:
+        steps.append(self.optimizer.param_groups[0]["train_mode"])
+        return step(self, lr)
+
+    monkeypatch.setattr(harness.Trainer, "evaluate", spy)
+    monkeypatch.setattr(harness.Trainer, "step", spy_step)
+    profile = tiny_profile()
+    task = tasks.schedule_free_task(profile, profile.workloads[0], 1.0, 1000, "x")
+    result = tasks.run_task(task, Path("/nonexistent"))
+    assert modes == [False, False]  # both evaluations at the averaged weights
+    assert steps == [True] * 20  # every step in train mode
+    assert [step for step, _ in result["curve"]] == [10, 20]
+    assert result["stepsTrained"] == 20 and math.isfinite(result["final"])
