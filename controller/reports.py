@@ -63,9 +63,13 @@ def apply(current: state_mod.SearchState, report: channel.Report) -> Outcome:
         )
     new = current.copy()
     outcome = _HANDLERS[report.kind](new, report)
+    answer = outcome.answer
+    if new.population is not None:
+        # A PBT member rotates its checkpoints away as it saves new ones: it keeps these.
+        answer = {**answer, "keep": state_mod.named_checkpoints(new, report.member)}
     member = new.members[report.member]
-    member.last_seq, member.last_key, member.last_answer = report.seq, report.key(), outcome.answer
-    return Outcome(new, outcome.answer, True, outcome.notes, outcome.exploits)
+    member.last_seq, member.last_key, member.last_answer = report.seq, report.key(), answer
+    return Outcome(new, answer, True, outcome.notes, outcome.exploits)
 
 
 @dataclass(frozen=True)
@@ -150,11 +154,13 @@ def _after_decision(state: state_mod.SearchState, member: int, decision: object)
     record = state.members[member]
     if isinstance(decision, base.Exploit):
         record.lr = decision.new_config.get("lr", record.lr)
-        # A pod that dies now restarts from what it was told to load, not its own file.
+        # A pod that dies now restarts from what it was told to load, not its own file; the
+        # source keeps that file until this member saves its own (see named_checkpoints).
         record.start = {
             "config": dict(decision.new_config),
             "step": decision.src_step,
             "checkpoint": decision.checkpoint_path,
+            "source": decision.src,
         }
         message = (
             f"member {decision.dst} copies member {decision.src} (step {decision.src_step}), "

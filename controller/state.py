@@ -253,6 +253,20 @@ def in_population(state: SearchState, member: int) -> bool:
     return not (member_state.get("finished") or member_state.get("stopped"))
 
 
+def named_checkpoints(state: SearchState, source: int) -> list[str]:
+    """The checkpoints of ``source`` that another member's start point names: that member was
+    told to copy one and has not saved a checkpoint of its own since, so a replacement pod of it
+    would load that very file. ``source`` must keep them, however old (its answers say so)."""
+    named = set()
+    for member, record in state.members.items():
+        start = record.start
+        if member == source or start is None or record.done or start.get("source") != source:
+            continue
+        if start.get("checkpoint"):
+            named.add(str(start["checkpoint"]))
+    return sorted(named)
+
+
 def start_point(state: SearchState, member: int) -> dict[str, Any] | None:
     """Where a (re)started PBT member resumes: its last checkpoint, or the checkpoint it was
     last told to exploit, with its config; its initial config if it has none yet."""

@@ -4,7 +4,9 @@ The controller starts each member pod with the environment variables named here,
 talks back over HTTP: ``POST {reportURL}/v1/namespaces/{ns}/schedulesearches/{name}/reports``
 with ``Authorization: Bearer <token>`` (the per-search Secret) and an ``Idempotency-Key`` header
 equal to :meth:`Report.key`. The answer is ``{"decision": <decision or null>, "duplicate": bool}``
-where the decision is :func:`schedsearch.trainers.strategies.base.decision_to_dict` data.
+where the decision is :func:`schedsearch.trainers.strategies.base.decision_to_dict` data. A PBT
+member's answers also carry ``"keep"``: its checkpoint paths that another member's start point
+names (that member was told to copy one), which its checkpoint rotation must not delete.
 
 Idempotency: each member numbers its reports (``seq``, 1, 2, ...; a replacement pod continues
 from ``SCHEDSEARCH_REPORT_SEQ``, the last number the controller applied). The key is

@@ -12,8 +12,8 @@ environment (names in ``trainers.channel``). The pod runs its role:
   replica resumes from the group's last sync checkpoint; rank 0 sends the result.
 
 Exit codes: 0 done, ``channel.EXIT_CONFIG`` when this spec cannot run here (unknown workload,
-bad entrypoint; the controller fails the search instead of retrying), anything else a crash the
-controller answers with a new pod.
+bad entrypoint, an arithmetic error on its numbers; the controller fails the search instead of
+retrying), anything else a crash the controller answers with a new pod.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,7 +40,6 @@ from schedsearch.trainers.workloads import Workload, WorkloadError, get_workload
 log = logging.getLogger("schedsearch.trainers.pod")
 # Progress reports (not decisions, not results) give up after this long: training goes on.
 PROGRESS_REPORT_SECONDS = 20.0
-_STEP_FILE = re.compile(r"^step-(\d+)\.pt$")
 
 
 class PodConfigError(ValueError):
@@ -291,6 +289,7 @@ def run_pbt(pod: Pod) -> None:
         metric=pod.spec.objective.metric,
         reporter=pod.reporter,
     )
+    loop.pinned = coordinator.pinned  # the files other members' start points name
     step, checkpoint = resume_point(start)
     if checkpoint is not None:
         pod.reporter.on_event(
@@ -300,31 +299,24 @@ def run_pbt(pod: Pod) -> None:
     run_member(loop)
 
 
-def resume_point(start: Mapping[str, Any]) -> tuple[int, str | None]:
-    """The step and file a PBT member restarts from.
+class MissingCheckpoint(RuntimeError):
+    """The checkpoint a PBT member's start point names is not there."""
 
-    Members keep only their newest checkpoints, so the file a member was told to exploit may be
-    gone by the time a replacement pod starts; it then takes the newest file of that member.
+
+def resume_point(start: Mapping[str, Any]) -> tuple[int, str | None]:
+    """The step and file a PBT member restarts from: exactly the controller's start point (its
+    last checkpoint, or the one it was last told to copy), which the population's lineage
+    records. Every file a start point names is kept (the source member's rotation skips it), so
+    a missing one is an error: resuming from any other file would train a member the population
+    knows nothing of, and the found schedule would not describe how its weights were trained.
     """
     step, path = int(start.get("step") or 0), start.get("checkpoint")
     if path is None or Path(path).exists():
         return step, path
-    newest = newest_checkpoint(Path(path).parent)
-    if newest is None:
-        log.warning("checkpoint %s is gone and its folder holds none: starting over", path)
-        return 0, None
-    log.warning("checkpoint %s is gone: taking %s instead", path, newest[1])
-    return newest[0], str(newest[1])
-
-
-def newest_checkpoint(folder: Path) -> tuple[int, Path] | None:
-    """The highest ``step-<n>.pt`` in ``folder``."""
-    found = []
-    for path in folder.glob("step-*.pt"):
-        match = _STEP_FILE.match(path.name)
-        if match:
-            found.append((int(match.group(1)), path))
-    return max(found) if found else None
+    raise MissingCheckpoint(
+        f"{channel.ENV_MEMBER_START}: checkpoint {path} (step {step}) is gone; a member resumes "
+        "only from the checkpoint its start point names"
+    )
 
 
 def run_hdet(pod: Pod) -> None:
@@ -390,6 +382,10 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
         ROLES[env.role](pod)
     except PodConfigError as err:
         return _unrunnable(client, env, "InvalidSpec", str(err))
+    except ArithmeticError as err:
+        # Arithmetic on the spec's numbers (an LR bound near the float limit, say) fails the
+        # same way in every pod: a restart would only repeat it, so the search fails instead.
+        return _unrunnable(client, env, "ArithmeticError", f"{type(err).__name__}: {err}")
     return 0
 
 

@@ -168,7 +168,9 @@ class HTTPCoordinator:
     """PBT's ``Coordinator`` over the report channel: the controller hosts the population.
 
     ``trained_steps`` reports how many steps this member has trained in all its pods so far
-    (the search's cost), read from the member loop when each report is sent.
+    (the search's cost), read from the member loop when each report is sent. ``pinned`` holds,
+    as of the last answer, this member's checkpoints that another member's start point names
+    (its ``keep`` list): the member loop's rotation must not delete them.
     """
 
     def __init__(
@@ -182,6 +184,7 @@ class HTTPCoordinator:
         self.trained_steps = trained_steps
         self.attempt = attempt
         self._step = 0
+        self.pinned: set[str] = set()
 
     def report(
         self,
@@ -214,7 +217,11 @@ class HTTPCoordinator:
         self.client.send(report)
 
     def _decision(self, report: channel.Report) -> base.PBTDecision:
-        decision = decision_of(self.client.send(report))
+        answer = self.client.send(report)
+        if "keep" in answer:  # updated in place: the member loop holds this very set
+            self.pinned.clear()
+            self.pinned.update(str(path) for path in answer["keep"])
+        decision = decision_of(answer)
         if decision is None:
             return base.Continue()
         if not isinstance(decision, base.Continue | base.Exploit | base.Stop | base.Wait):

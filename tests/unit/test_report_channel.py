@@ -11,7 +11,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -239,17 +238,3 @@ def test_pod_reads_its_part_of_the_wire_spec() -> None:
     assert (spec.budget.steps, spec.bounds, spec.seed) == (1000, (1e-4, 1.0), 7)
     with pytest.raises(pod.PodConfigError, match=r"^spec\.budget\.steps"):
         pod.PodSpec.parse(raw_spec("pbt", budget={"steps": 0}))
-
-
-def test_resume_point_falls_back_when_the_exploited_file_is_gone(tmp_path: Path) -> None:
-    source = tmp_path / "member-0"
-    source.mkdir()
-    (source / "step-300.pt").write_bytes(b"")
-    (source / "step-400.pt").write_bytes(b"")
-    gone = {"config": {"lr": 0.1}, "step": 200, "checkpoint": str(source / "step-200.pt")}
-    assert pod.resume_point(gone) == (400, str(source / "step-400.pt"))
-    there = {**gone, "step": 300, "checkpoint": str(source / "step-300.pt")}
-    assert pod.resume_point(there) == (300, str(source / "step-300.pt"))
-    assert pod.resume_point({"config": {}, "step": 0, "checkpoint": None}) == (0, None)
-    empty = {**gone, "checkpoint": str(tmp_path / "member-9" / "step-1.pt")}
-    assert pod.resume_point(empty) == (0, None)

@@ -17,7 +17,7 @@ import math
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Protocol
 
@@ -162,6 +162,11 @@ class MemberLoop:
             self.done = True
             self.coordinator.finish(self.member, self.step)
 
+    # Checkpoints of this member that the rotation keeps however old, because a start point
+    # still names them (another member told to copy one may restart from it). Whoever hears of
+    # start points fills it: a cluster pod, from its coordinator's answers.
+    pinned: Collection[str] = frozenset()
+
     def _save(self) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / f"step-{self.step}.pt"
@@ -169,8 +174,11 @@ class MemberLoop:
         if path in self._saved:  # saved again at the same step (a halt right after a report)
             self._saved.remove(path)
         self._saved.append(path)
-        while len(self._saved) > KEEP_CHECKPOINTS:
-            self._saved.pop(0).unlink(missing_ok=True)
+        # A pinned file stays in the list, so it goes at a later save once nothing names it.
+        for old in self._saved[:-KEEP_CHECKPOINTS]:
+            if str(old) not in self.pinned:
+                self._saved.remove(old)
+                old.unlink(missing_ok=True)
         return path
 
 

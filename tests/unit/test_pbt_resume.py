@@ -1,0 +1,144 @@
+"""A PBT member pod resumes exactly where the controller's start point says, and that file exists.
+
+A member told to copy another member's checkpoint restarts, if its pod dies before it saves its
+own, from that very file: the controller's answers tell the source which of its files start points
+still name, and its checkpoint rotation keeps them. A pod never substitutes another file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schedsearch.controller import state as state_mod
+from schedsearch.trainers import channel, harness, pod, report_client
+from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.pbt import runner as pbt_runner
+from schedsearch.trainers.workloads import get_workload
+
+from .controller_fixtures import _builtin_workloads, deliver, fresh_state, raw_spec, view  # noqa: F401
+from .test_report_channel import FakeApi, channel_server, pod_environ  # noqa: F401
+
+
+def checkpoint(member: int, step: int, objective: float) -> channel.Report:
+    return channel.Report(
+        member=member,
+        kind="checkpoint",
+        step=step,
+        objective=objective,
+        checkpoint_path=f"/ckpt/member-{member}/step-{step}.pt",
+        config={"lr": 0.01},
+    )
+
+
+def test_answers_tell_a_source_which_of_its_files_a_start_point_names() -> None:
+    state = fresh_state(view("pbt"))  # population 4, interval 100: quantile of 1
+    # Worst first, so that each is the best so far and nobody copies anybody yet.
+    for member, objective in ((3, 0.9), (2, 0.6), (1, 0.5), (0, 0.1)):
+        outcome = deliver(state, checkpoint(member, 100, objective))
+        state = outcome.state
+        assert outcome.answer["keep"] == [] and outcome.answer["decision"]["kind"] == "Continue"
+    outcome = deliver(state, checkpoint(3, 200, 0.95))
+    state = outcome.state
+    decision = base.decision_from_dict(outcome.answer["decision"])
+    assert isinstance(decision, base.Exploit) and decision.src == 0
+    copied = decision.checkpoint_path
+    # Were member 3's pod to die before it saves a checkpoint of its own, it would load that file.
+    start = state_mod.start_point(state, 3)
+    assert start is not None and start["checkpoint"] == copied
+    # Member 0 saves two more checkpoints: every answer says to keep the copied one...
+    for step in (200, 300):
+        outcome = deliver(state, checkpoint(0, step, 0.1))
+        state = outcome.state
+        assert outcome.answer["keep"] == [copied]
+    # ... until member 3 has a checkpoint of its own to restart from.
+    state = deliver(state, checkpoint(3, 200, 0.05)).state
+    assert deliver(state, checkpoint(0, 400, 0.1)).answer["keep"] == []
+
+
+def test_the_http_coordinator_keeps_the_latest_keep_list_in_one_set() -> None:
+    answers = iter(
+        [
+            {"decision": {"kind": "Continue"}, "duplicate": False, "keep": ["/a", "/b"]},
+            {"decision": {"kind": "Continue"}, "duplicate": False, "keep": []},
+        ]
+    )
+
+    class Client:
+        def send(self, report: channel.Report, **_: Any) -> dict[str, Any]:
+            return next(answers)
+
+    coordinator = report_client.HTTPCoordinator(Client())  # type: ignore[arg-type]
+    held = coordinator.pinned
+    coordinator.report(0, 10, 0.5, "/c")
+    assert held == {"/a", "/b"}
+    coordinator.report(0, 20, 0.5, "/d")
+    assert coordinator.pinned is held and held == set()
+
+
+class Rotation:
+    """A coordinator that says Continue and checks each reported file exists."""
+
+    def report(self, member: int, step: int, objective: float, path: str | None, *_: Any) -> Any:
+        assert path is not None and Path(path).exists()
+        return base.Continue()
+
+    def poll(self, member: int) -> base.PBTDecision:
+        return base.Continue()
+
+    def finish(self, member: int, step: int) -> None:
+        pass
+
+
+def test_rotation_keeps_the_files_a_start_point_names(tmp_path: Path) -> None:
+    trainer = harness.Trainer(get_workload("regression"), seed=0, device="cpu")
+    loop = pbt_runner.MemberLoop(
+        0, trainer, {"lr": 0.01}, Rotation(), total_steps=60, interval=10, checkpoint_dir=tmp_path
+    )
+    folder = tmp_path / "member-0"
+    pinned: set[str] = set()
+    loop.pinned = pinned
+
+    def files() -> list[str]:
+        return sorted((p.name for p in folder.iterdir()), key=lambda n: int(n[5:-3]))
+
+    assert loop.advance()
+    pinned.add(str(folder / "step-10.pt"))  # another member was told to copy step 10
+    for _ in range(3):
+        assert loop.advance()
+    assert files() == ["step-10.pt", "step-30.pt", "step-40.pt"]
+    pinned.clear()  # that member saved its own checkpoint since
+    assert loop.advance()
+    assert files() == ["step-40.pt", "step-50.pt"]
+
+
+def test_resume_point_is_the_named_file_or_an_error(tmp_path: Path) -> None:
+    source = tmp_path / "member-0"
+    source.mkdir()
+    (source / "step-300.pt").write_bytes(b"")
+    (source / "step-400.pt").write_bytes(b"")
+    there = {"config": {"lr": 0.1}, "step": 300, "checkpoint": str(source / "step-300.pt")}
+    assert pod.resume_point(there) == (300, str(source / "step-300.pt"))
+    assert pod.resume_point({"config": {}, "step": 0, "checkpoint": None}) == (0, None)
+    # Never another member's newer file: that would train weights the lineage does not describe.
+    gone = {**there, "step": 200, "checkpoint": str(source / "step-200.pt")}
+    with pytest.raises(pod.MissingCheckpoint, match=r"step-200\.pt \(step 200\) is gone"):
+        pod.resume_point(gone)
+
+
+def test_an_arithmetic_error_is_reported_fatal_not_retried(
+    channel_server: tuple[FakeApi, str, list[str]],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    api, url, _ = channel_server
+
+    def overflow(_: pod.Pod) -> None:
+        raise OverflowError("math range error")
+
+    monkeypatch.setitem(pod.ROLES, "pbt", overflow)
+    spec = raw_spec("pbt", workload={"builtin": "regression"})
+    assert pod.main(pod_environ(url, spec)) == channel.EXIT_CONFIG
+    assert api.state is not None
+    assert api.state.members[1].fatal == "ArithmeticError: OverflowError: math range error"
