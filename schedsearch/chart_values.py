@@ -25,8 +25,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from schedsearch.api.fields import DNS1123_LABEL_PATTERN
+
 Quantity = str | int
 Port = Annotated[int, Field(ge=1, le=65535)]
+Namespace = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS1123_LABEL_PATTERN)]
 DURATION_PATTERN = r"^[0-9]+(ms|s|m|h)$"
 
 
@@ -202,12 +205,13 @@ class Rbac(Values):
     create: bool = Field(
         default=True, description="Create the Roles/ClusterRoles and their bindings."
     )
-    namespaces: list[str] = Field(
+    namespaces: list[Namespace] = Field(
         default_factory=list,
         description=(
-            "Namespaces the controller watches. Empty: every namespace (ClusterRole and "
-            "ClusterRoleBinding). Non-empty: a Role and RoleBinding in each listed namespace "
-            "only, and the controller is told to watch exactly these."
+            "Namespaces the controller watches (namespace names: lowercase letters, digits and "
+            "'-'). Empty: every namespace (ClusterRole and ClusterRoleBinding). Non-empty: a "
+            "Role and RoleBinding in each listed namespace only, and the controller is told to "
+            "watch exactly these."
         ),
     )
 
@@ -240,7 +244,13 @@ class ScrapeConfig(Values):
         description="Extra labels, e.g. the one your Prometheus selects monitors by.",
     )
     honor_labels: bool = Field(
-        default=False, description="Keep the target's labels when they clash with Prometheus' own."
+        default=True,
+        description=(
+            "Keep the scraped series' own labels when they clash with the target's: their "
+            "`namespace` is the search's namespace, which the dashboard filters on (false "
+            "renames it exported_namespace and leaves the dashboard's namespace and per-member "
+            "panels empty)."
+        ),
     )
 
 

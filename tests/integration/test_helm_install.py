@@ -248,9 +248,15 @@ def test_namespaced_service_account_is_confined(
     assert refused.returncode != 0 and "forbidden" in refused.stderr.lower()
 
 
-def test_install_notes_tell_the_next_step(release: Release) -> None:
+def test_install_notes_tell_the_next_step(k8s_cluster: harness.Cluster, release: Release) -> None:
     assert f"rollout status deployment/{FULLNAME}" in release.notes
-    assert f"kubectl apply -n {release.watched} -f examples/" in release.notes
+    # A spec to paste, not a path into a repository the chart user does not have; the API
+    # server accepts it in the watched namespace.
+    command = f"kubectl apply -n {release.watched} -f - <<'EOF'"
+    assert command in release.notes and "examples/" not in release.notes
+    pasted = release.notes.split(command + "\n", 1)[1].split("\nEOF\n", 1)[0]
+    k8s_cluster.kubectl("apply", "--dry-run=server", "-n", release.watched, "-f", "-", input=pasted)
+    assert f"lrschedule digits-autolrs-best -n {release.watched} -o yaml" in release.notes
     assert f"watches ScheduleSearches in: {release.watched}" in release.notes
 
 
