@@ -294,7 +294,7 @@ def _record_members(
     ]
     if not attempts and not gave_up and not failed:
         return []
-    events = [_gave_up_event(ctx, m) for m in gave_up]
+    events = [_gave_up_event(ctx, m) for m in gave_up if not state.members[m].gave_up]
     return [RecordMembers(tuple(attempts), tuple(gave_up), tuple(failed)), *events]
 
 
@@ -616,8 +616,24 @@ def _best_so_far(ctx: _Context, state: state_mod.SearchState | None) -> BestResu
         objective=record.objective,
         member=member,
         step=record.step,
-        schedule=best_schedule_name(ctx.search.name),
+        schedule=_stored_schedule(ctx.search, ctx.observed),
     )
+
+
+def _stored_schedule(search: SearchView, observed: Observed) -> str | None:
+    """The name of this search's LRSchedule if it is written, else None: the status never
+    names an object that does not exist (a running or failed search has none)."""
+    stored = observed.schedule_owner_uid == search.uid
+    return best_schedule_name(search.name) if stored else None
+
+
+def _naming_only_what_exists(
+    search: SearchView, observed: Observed, best: BestResult | None
+) -> BestResult | None:
+    schedule = _stored_schedule(search, observed)
+    if best is None or best.schedule == schedule:
+        return best
+    return best.model_copy(update={"schedule": schedule})
 
 
 def _base_status(search: SearchView, now: datetime.datetime) -> ScheduleSearchStatus:
@@ -671,7 +687,9 @@ def _running(
     new.strategy = ctx.spec.strategy.name
     if summaries:
         new.members = status.capped_members(summaries, ctx.spec.objective.mode)
-    new.best = _best_so_far(ctx, state) or new.best
+    new.best = _best_so_far(ctx, state) or _naming_only_what_exists(
+        ctx.search, ctx.observed, new.best
+    )
     if state is not None:
         new.member_steps = results.member_steps(state)
     active = sum(s.phase == "Running" for s in summaries)
@@ -734,6 +752,7 @@ def _fail(
     now = observed.now
     new = _base_status(search, now)
     new.phase = "Failed"
+    new.best = _naming_only_what_exists(search, observed, new.best)
     new.completion_time = search.status.completion_time or now
     new.message = message[:4096]
     if state is not None and outcomes is not None:

@@ -782,7 +782,11 @@ class BestResult(ApiModel):
     objective: float = Field(description="The best objective value (full precision).")
     member: int = Field(ge=0, description="The member that reached it.")
     step: int = Field(ge=0, description="The step at which it was measured.")
-    schedule: DNSSubdomain = Field(description="Name of the LRSchedule holding the schedule.")
+    schedule: DNSSubdomain | None = Field(
+        default=None,
+        description="Name of the LRSchedule holding the schedule, once it is stored (never "
+        "before: a running or failed search names none).",
+    )
 
     @computed_field(  # type: ignore[prop-decorator]
         description=f"The objective to {OBJECTIVE_DIGITS} significant digits (kubectl's BEST)."

@@ -209,6 +209,17 @@ def test_pbt_absorbs_member_failures_up_to_the_policy() -> None:
     assert sorted(d.name for d in of_type(two, plan.DeletePod)) == ["s1-x-2", "s1-x-3"]
 
 
+def test_a_member_given_up_on_before_it_left_the_population_is_taken_out() -> None:
+    search = view("pbt", failurePolicy={"maxMemberRestarts": 0})
+    state = fresh_state(search)
+    state.members[0].gave_up = True  # as a state written before given-up members left it
+    assert state_mod.in_population(state, 0)
+    p = plan.plan(search, observed(search, *(pod(i) for i in (1, 2, 3)), state=state))
+    (record,) = of_type(p, plan.RecordMembers)
+    assert record.gave_up == (0,)
+    assert ("Warning", "MemberGaveUp") not in events(p)  # said when it was given up on
+
+
 def test_config_exit_code_fails_the_search_without_retry() -> None:
     search = view("pbt")
     p = plan.plan(search, observed(search, pod(0, "Failed", exit_code=channel.EXIT_CONFIG), pod(1)))
@@ -339,6 +350,32 @@ def test_pbt_success_stores_the_best_lineage_then_succeeds() -> None:
 
     after = plan.plan(with_status(search, succeeded), stored, config=CONFIG)
     assert after.actions == () and after.status is None
+
+
+def test_status_names_the_schedule_only_once_it_is_stored() -> None:
+    search = view("pbt", failurePolicy={"maxMemberRestarts": 0, "maxFailedMembers": 0})
+    state = fresh_state(search)
+    state = deliver(
+        state,
+        channel.Report(
+            member=1, kind="checkpoint", step=100, objective=0.3, checkpoint_path="/c/1/100"
+        ),
+    ).state
+    running = plan.plan(search, observed(search, *(pod(i) for i in range(4)), state=state))
+    assert running.status is not None and running.status.best is not None
+    assert running.status.best.objective == 0.3 and running.status.best.schedule is None
+    # A status written by an earlier controller named it anyway: a failure corrects that.
+    named = running.status.model_copy(deep=True)
+    assert named.best is not None
+    named.best.schedule = "s1-best"
+    crashed = pod(0, "Failed", exit_code=1)
+    failed = plan.plan(
+        dataclasses.replace(search, status=named),
+        observed(search, crashed, *(pod(i) for i in (1, 2, 3)), state=state),
+    )
+    assert failed.status is not None and failed.status.phase == "Failed"
+    assert failed.status.best is not None and failed.status.best.schedule is None
+    assert api.ScheduleSearchStatus.model_validate(status.wire(failed.status)) == failed.status
 
 
 def test_schedule_left_by_an_earlier_search_of_that_name_is_replaced() -> None:
