@@ -77,11 +77,21 @@ ldflags() {
 }
 
 helm_ldflags() {
-  # `helm version` reports the pinned release rather than its source tree's "vX.Y" default.
-  local version
+  # `helm version` reports the pinned release rather than its source tree's "vX.Y" default. As in
+  # helm's own release build, the Kubernetes version `helm template`/`lint` assume without
+  # --kube-version is that of the client-go helm is built with; the source default (v1.20) fails
+  # the chart's kubeVersion.
+  local version client_go minor pkg flags
   version="$(cd "$tools/helm" && go list -m -f '{{.Version}}' helm.sh/helm/v3)"
-  echo "-s -w -X 'helm.sh/helm/v3/internal/version.version=$version'" \
-    "-X 'helm.sh/helm/v3/internal/version.gitTreeState=clean'"
+  client_go="$(cd "$tools/helm" && go list -m -f '{{.Version}}' k8s.io/client-go)"
+  minor="${client_go#v0.}"
+  minor="${minor%%.*}"
+  flags="-s -w -X 'helm.sh/helm/v3/internal/version.version=$version'"
+  flags+=" -X 'helm.sh/helm/v3/internal/version.gitTreeState=clean'"
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    flags+=" -X '$pkg.k8sVersionMajor=1' -X '$pkg.k8sVersionMinor=$minor'"
+  done
+  echo "$flags"
 }
 
 build_one() {

@@ -334,7 +334,9 @@ class FailurePolicy(SpecModel):
         default=3,
         ge=0,
         le=100,
-        description="Restarts of one member (from its checkpoint) before it fails.",
+        description="Pod failures of one member it survives, each by a new pod resuming from "
+        "its checkpoint; a pod Kubernetes disrupts (eviction, preemption, drain) or that is "
+        "deleted is replaced without counting.",
     )
     max_failed_members: int | None = Field(
         default=None,
