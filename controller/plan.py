@@ -333,10 +333,12 @@ def _member(
             return _Outcome("Failed", restarts, gave_up=True), []
         actions = _start(ctx, state, member, attempts + 1)
         if attempts and attempts not in record.failed:
-            # Gone without having been seen ended: deleted by someone else, not a failure.
+            # Gone without having been seen ended: deleted by someone else (or its create
+            # failed, and was retried), not a failure of the member.
             message = (
-                f"member {member}: the pod of attempt {attempts} was deleted before it ended; "
-                "replacing it (not counted against failurePolicy.maxMemberRestarts)"
+                f"member {member}: the pod of attempt {attempts} is gone without having ended "
+                "(deleted, or never created); replacing it (not counted against "
+                "failurePolicy.maxMemberRestarts)"
             )
             actions.insert(0, RecordEvent("Warning", "MemberDisrupted", message))
         return _Outcome("Pending" if attempts == 0 else "Restarting", restarts), actions
