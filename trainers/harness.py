@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from schedsearch.trainers import schedules
 from schedsearch.trainers.workloads.base import Workload, to_device
 
 STATE_FORMAT = "schedsearch.io/trainer-state-v1"
@@ -301,6 +302,45 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_eval(self.global_step, metrics)
         return metrics
+
+    def annealed_evaluate(
+        self,
+        steps: int,
+        *,
+        floor: float = 0.0,
+        shape: str = "linear",
+        start_lr: float | None = None,
+    ) -> tuple[dict[str, float], int]:
+        """Evaluate as if training cooled down now: train a branch of ``steps`` steps whose LR
+        decays (``shape``: linear, cosine or sqrt) from ``start_lr`` (default: the current LR)
+        to ``floor``, evaluate, then restore this trainer exactly (model, optimizer, data
+        position, RNGs: bitwise on CPU). Callbacks hear nothing of the branch.
+
+        Returns the branch's metrics and the steps it trained (search cost). A branch that
+        diverges has a NaN ``val_loss``.
+        """
+        if steps < 0:
+            raise ValueError(f"steps: must be >= 0, got {steps}")
+        start = self.current_lr if start_lr is None else start_lr
+        if start is None:
+            raise ValueError("start_lr: the trainer has no current LR yet; pass one")
+        saved = self.state_dict()
+        callbacks, eval_every, last = self.callbacks, self.eval_every, self.last_metrics
+        self.callbacks, self.eval_every = [], None
+        trained = 0
+        try:
+            for index in range(steps):
+                # Step k of n trains at progress k/n: the first at the current LR, the LR at the
+                # branch's end would be the floor (the same arithmetic as a stored cooldown).
+                result = self.step(schedules.shape_value(shape, start, floor, index / steps))
+                trained += 1
+                if result.diverged:
+                    break
+            metrics = {"val_loss": math.nan} if self.diverged else self.evaluate()
+        finally:
+            self.load_state_dict(saved)
+            self.callbacks, self.eval_every, self.last_metrics = callbacks, eval_every, last
+        return metrics, trained
 
     # --- checkpoints ---
 

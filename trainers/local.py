@@ -22,6 +22,7 @@ import pydantic
 
 from schedsearch.trainers import harness
 from schedsearch.trainers.config import BaseScheduleConfig
+from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.config import (
     AutoLRSConfig,
@@ -166,8 +167,20 @@ class SearchRequest:
             # AutoLRS and PBT train in this process and share one runner signature.
             if isinstance(self.config, AutoLRSConfig):
                 from schedsearch.trainers.strategies.autolrs.runner import run_autolrs as runner
+
+                interval = self.config.tau_prime
             else:
                 from schedsearch.trainers.strategies.pbt.runner import run_pbt as runner
+
+                interval = self.config.perturbation_interval
+            # The spec's defaults: annealed evaluation, a cooldown, the base schedule's warm-up
+            # (PBT) and floor.
+            phases = Phases.create(
+                self.steps,
+                base=self.base_schedule,
+                interval=interval,
+                warmup=isinstance(self.config, PBTConfig),
+            )
             return runner(
                 self.config,  # type: ignore[arg-type]
                 self.workload,
@@ -177,6 +190,7 @@ class SearchRequest:
                 out_dir=self.out,
                 reporter=reporter,
                 device=self.device,
+                phases=phases,
             )
         from schedsearch.trainers.strategies.hdet.runner import run_hdet
 

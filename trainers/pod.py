@@ -33,6 +33,7 @@ import pydantic
 from schedsearch.trainers import channel, harness, report_client
 from schedsearch.trainers import metrics as trainer_metrics
 from schedsearch.trainers.config import BaseScheduleConfig
+from schedsearch.trainers.evaluation import EvaluationConfig, search_phases
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.config import StrategyConfig
 from schedsearch.trainers.workloads import Workload, WorkloadError, get_workload
@@ -143,6 +144,7 @@ class PodSpec(_SpecPart):
     base_schedule: BaseScheduleConfig | None = pydantic.Field(None, alias="baseSchedule")
     strategy: StrategyConfig
     seed: int = 0
+    evaluation: EvaluationConfig = pydantic.Field(default_factory=EvaluationConfig)
 
     @classmethod
     def parse(cls, data: Any) -> PodSpec:
@@ -258,6 +260,7 @@ def run_autolrs(pod: Pod) -> None:
         seed=pod.spec.seed,
         out_dir=pod.env.checkpoint_dir / "autolrs",
         reporter=pod.reporter,
+        phases=search_phases(pod.spec),
     )
     pod.final(pod.spec.budget.steps, result, result.member_steps)
 
@@ -288,6 +291,7 @@ def run_pbt(pod: Pod) -> None:
         checkpoint_dir=env.checkpoint_dir,
         metric=pod.spec.objective.metric,
         reporter=pod.reporter,
+        phases=search_phases(pod.spec),
     )
     loop.pinned = coordinator.pinned  # the files other members' start points name
     step, checkpoint = resume_point(start)

@@ -337,11 +337,13 @@ class ScheduleBuilder:
     def copy(self) -> ScheduleBuilder:
         return ScheduleBuilder(self._points)
 
-    def set_lr(self, step: int, lr: float) -> ScheduleBuilder:
-        """Constant ``lr`` from ``step`` on."""
+    def set_lr(self, step: int, lr: float, interp: str = "constant") -> ScheduleBuilder:
+        """``lr`` at ``step``, then constant (or moving with ``interp`` towards the next point)."""
         _check_lr(lr, "lr")
+        if interp not in INTERPS:
+            raise ValueError(f"interp: must be one of {', '.join(INTERPS)}, got {interp!r}")
         self._cut(step, rewind=False)
-        self._push(ChangePoint(step, float(lr)))
+        self._push(ChangePoint(step, float(lr), interp))
         return self
 
     def append_segment(

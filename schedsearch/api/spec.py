@@ -42,6 +42,7 @@ from schedsearch.trainers.config import (
     raise_if_any,
     validations,
 )
+from schedsearch.trainers.evaluation import EvaluationConfig
 from schedsearch.trainers.strategies.config import MAX_MEMBERS, StrategyConfig
 
 API_GROUP: Final = "schedsearch.io"
@@ -491,6 +492,13 @@ class ScheduleSearchSpec(SpecModel):
         le=MAX_SEED,
         description="Seed of every member's initialisation, data order and the strategy's draws; "
         "the same spec and seed repeat the same search.",
+    )
+    evaluation: EvaluationConfig = Field(
+        default_factory=EvaluationConfig,
+        description=(
+            "How the search judges LRs (annealed evaluation), the cooldown every found schedule "
+            "ends with, and the control run that checks whether the search paid off."
+        ),
     )
     resources: Resources = Field(default_factory=Resources)
     checkpoints: CheckpointsSpec = Field(

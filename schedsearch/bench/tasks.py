@@ -28,6 +28,7 @@ from schedsearch.bench import curves, optuna_baseline, overhead, profiles, sched
 from schedsearch.bench.profiles import Profile, WorkloadPlan
 from schedsearch.trainers import families
 from schedsearch.trainers.config import BaseScheduleConfig
+from schedsearch.trainers.evaluation import EvaluationConfig, Phases
 from schedsearch.trainers.schedules import Schedule
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.autolrs.runner import run_autolrs
@@ -142,6 +143,8 @@ def search_task(profile: Profile, plan: WorkloadPlan, strategy: str) -> Task:
         "steps": steps,
         "seed": profile.search_seed,
         "lrBounds": list(profiles.lr_bounds(plan.workload)),
+        # Annealed evaluation and the final cooldown, at the spec's defaults.
+        "evaluation": EvaluationConfig().model_dump(by_alias=True, mode="json"),
     }
     if strategy == "autolrs":
         autolrs = profiles.autolrs_config(steps)
@@ -151,6 +154,10 @@ def search_task(profile: Profile, plan: WorkloadPlan, strategy: str) -> Task:
     elif strategy == "pbt":
         pbt = profiles.pbt_config(profile, steps)
         spec["config"] = pbt.model_dump(by_alias=True, mode="json")
+        # The grid's warm-up (members warm up to their own LR); its peak is not used by PBT.
+        spec["base"] = profiles.grid_config(profile, "constant", 1.0, steps).model_dump(
+            by_alias=True
+        )
         trained, evals = pbt.population * steps, pbt.population * profiles.PBT_ROUNDS
     elif strategy == "hdet":
         hdet = profiles.hdet_config(profile, steps)
@@ -251,10 +258,13 @@ def run_search(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
     result: base.SearchResult
     if strategy == "autolrs":
         with overhead.timed_autolrs() as built:
-            result = run_autolrs(AutoLRSConfig.model_validate(spec["config"]), workload, **common)
+            autolrs = AutoLRSConfig.model_validate(spec["config"])
+            phases = _phases(spec, autolrs.tau_prime)
+            result = run_autolrs(autolrs, workload, phases=phases, **common)
         timings = built[0].stage_timings if built else None
     elif strategy == "pbt":
-        result = run_pbt(PBTConfig.model_validate(spec["config"]), workload, **common)
+        pbt = PBTConfig.model_validate(spec["config"])
+        result = run_pbt(pbt, workload, phases=_phases(spec, pbt.perturbation_interval), **common)
     else:
         result = run_hdet(
             HDETConfig.model_validate(spec["config"]),
@@ -263,3 +273,13 @@ def run_search(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
             **common,
         )
     return {**result.to_dict(), "autolrsStageTimings": timings}
+
+
+def _phases(spec: dict[str, Any], interval: int) -> Phases:
+    base_config = BaseScheduleConfig.model_validate(spec["base"]) if "base" in spec else None
+    return Phases.create(
+        spec["steps"],
+        evaluation=EvaluationConfig.model_validate(spec.get("evaluation") or {}),
+        base=base_config,
+        interval=interval,
+    )

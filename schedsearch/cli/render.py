@@ -142,7 +142,13 @@ def provenance_lines(stored: StoredSchedule) -> list[str]:
         lines.append(f"strategy {p.strategy or '-'} on workload {p.workload or '-'}")
     if p.objective is not None:
         member = f", member {p.member}" if p.member is not None else ""
-        lines.append(f"{p.objective.metric} {number(p.objective.value)}{member}")
+        lines.append(
+            f"{p.objective.metric} {number(p.objective.value)}{member} "
+            "(the search's best, selected on the validation data it is scored on)"
+        )
+    control = (p.model_extra or {}).get("control")
+    if isinstance(control, dict) and "summary" in control:
+        lines.append(f"control: {control['summary']}")
     if p.created_at is not None:
         lines.append(f"stored {p.created_at.isoformat()}")
     return lines

@@ -23,6 +23,7 @@ from schedsearch.engine import trials
 from schedsearch.engine.pbt import PBTCoordinator
 from schedsearch.engine.session import NAMESPACE
 from schedsearch.trainers import schedules
+from schedsearch.trainers.evaluation import search_phases
 from schedsearch.trainers.strategies.base import SearchResult
 
 Trainable = Callable[[dict[str, Any]], None]
@@ -139,6 +140,7 @@ class PBTJob:
             total_steps=search.spec.budget.steps,
             mode=search.spec.objective.mode,
             state=state,
+            phases=search_phases(search.spec),
         )
         self._actor: Any = None
         self._configs: list[dict[str, Any]] = []
@@ -156,6 +158,7 @@ class PBTJob:
             total_steps=self._local.population.total_steps,
             mode=self._local.population.mode,
             state=self._local.state_dict(),
+            phases=self._local.population.phases,
         )
 
     def stop(self) -> None:

@@ -40,6 +40,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.population import Mode, Population
@@ -80,8 +81,9 @@ class PBTCoordinator:
         total_steps: int,
         mode: Mode = "min",
         state: dict[str, Any] | None = None,
+        phases: Phases | None = None,
     ) -> None:
-        self.population = Population(config, lr_min, lr_max, total_steps, mode)
+        self.population = Population(config, lr_min, lr_max, total_steps, mode, phases)
         self.starts = {m: StartPoint(dict(s.config)) for m, s in self.population.members.items()}
         # Where each member stands in its own training, to count the steps it trains.
         self.positions = dict.fromkeys(self.population.members, 0)
@@ -233,7 +235,8 @@ class PBTCoordinator:
             "bestMember": best,
             "bestObjective": objective if objective is not None else math.nan,
             "schedule": self.population.schedule().to_dict(),
-            "memberSteps": self.member_steps,
+            # Annealed-evaluation branches are search cost too (the population counts them).
+            "memberSteps": self.member_steps + self.population.anneal_steps,
             "history": list(self.population.history),
             "members": self.member_rows(),
         }

@@ -8,6 +8,7 @@ few seconds), so even a killed process leaves a state that matches checkpoints o
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import sys
@@ -29,7 +30,9 @@ from schedsearch.engine.session import RayConnectError as RayConnectError
 from schedsearch.store.base import NotFoundError, SearchExistsError, StoreError
 from schedsearch.store.reporter import StoreReporter
 from schedsearch.store.sqlite import SQLiteStore
+from schedsearch.trainers import evaluation
 from schedsearch.trainers.strategies.base import Reporter, SearchResult
+from schedsearch.trainers.workloads import get_workload
 
 # Seconds between two engine-state saves while nothing else asks for one.
 SAVE_EVERY_SECONDS = 5.0
@@ -233,7 +236,7 @@ def _run_in_session(
         _keep_progress(store, search.name, job)
         store.set_phase(search.name, "Interrupted", message="interrupted; resume with --resume")
         raise SearchInterrupted("state saved")
-    return _finish(search, job, store)
+    return _finish(search, job, store, console)
 
 
 def _recorded(store: SQLiteStore, name: str) -> bool:
@@ -336,12 +339,15 @@ def _check_failures(
         raise SearchFailed(f"{len(outcome.errors)} trial(s) failed; trial {trial}: {error}")
 
 
-def _finish(search: api.ScheduleSearch, job: jobs.Job, store: SQLiteStore) -> SearchResult:
+def _finish(
+    search: api.ScheduleSearch, job: jobs.Job, store: SQLiteStore, console: Console
+) -> SearchResult:
     result = job.result()
     if result is None or not math.isfinite(result.best_objective):
         message = "no member produced a finite objective"
         store.set_phase(search.name, "Failed", message=message)
         raise SearchFailed(message)
+    result = _verified(search, result, console)
     store.finish(
         search.name,
         schedule=result.best_schedule,
@@ -351,6 +357,35 @@ def _finish(search: api.ScheduleSearch, job: jobs.Job, store: SQLiteStore) -> Se
         message=f"best member {result.best_member}",
     )
     return result
+
+
+def _verified(search: api.ScheduleSearch, result: SearchResult, console: Console) -> SearchResult:
+    """With the control on (the local engine's default): the found schedule and the base
+    schedule trained from a fresh seed, side by side; the comparison goes into the schedule's
+    provenance and the cost into the member-steps."""
+    spec = search.spec
+    if not spec.evaluation.control_enabled(local=True):
+        return result
+    seed = spec.evaluation.control_seed(spec.seed)
+    console.print(
+        f"control: training the found schedule and the base schedule ({spec.base_schedule.family}"
+        f", peak {spec.base_schedule.peak_lr:g}) from seed {seed}, which no member used...",
+        markup=False,
+        highlight=False,
+    )
+    control = evaluation.control_run(
+        get_workload(spec.workload.ref),
+        result.best_schedule,
+        spec.base_schedule_for_budget(),
+        seed=seed,
+        metric=spec.objective.metric,
+        mode=spec.objective.mode,
+    )
+    console.print(f"control: {control.summary()}", markup=False, highlight=False)
+    schedule = result.best_schedule.with_provenance(control=control.to_dict())
+    return dataclasses.replace(
+        result, best_schedule=schedule, member_steps=result.member_steps + 2 * control.steps
+    )
 
 
 def _history_every(steps: int) -> int:

@@ -19,6 +19,7 @@ from schedsearch.engine import messages, tuning
 from schedsearch.engine.pbt import StartPoint
 from schedsearch.engine.session import NAMESPACE
 from schedsearch.trainers import schedules
+from schedsearch.trainers.evaluation import search_phases
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.base import SearchResult
 
@@ -89,7 +90,13 @@ def _single_trial(config: dict[str, Any], strategy: str) -> None:
         autolrs = spec.strategy.autolrs
 
         def run() -> SearchResult:
-            return run_autolrs(autolrs, spec.workload.ref, reporter=reporter, **common)
+            return run_autolrs(
+                autolrs,
+                spec.workload.ref,
+                reporter=reporter,
+                phases=search_phases(spec),
+                **common,
+            )
 
     result = messages.pump(run, reporter)
     reporter.attach(RESULT_KEY, result.to_dict())
@@ -243,6 +250,7 @@ def pbt_member(config: dict[str, Any]) -> None:
         checkpoint_dir=checkpoint_dir(Path(job["runDir"])),
         metric=spec.objective.metric,
         reporter=(reporter := messages.TrialReporter()),
+        phases=search_phases(spec),
     )
     loop.start_from(start.step, start.checkpoint_path, start.config)
 

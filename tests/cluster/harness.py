@@ -149,8 +149,9 @@ class Cluster:
         deadline = time.monotonic() + timeout
         for name in names:
             path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
-            self._wait(f"CRD {name} to be established", lambda p=path: _established(self.rest, p),
-                       deadline)
+            self._wait(
+                f"CRD {name} to be established", lambda p=path: _established(self.rest, p), deadline
+            )
 
     def service_account_kubeconfig(
         self, namespace: str, name: str, *, create: bool = True, expiration_seconds: int = 3600

@@ -7,6 +7,20 @@ first step after the restore (the reference implementation applied it one step l
 
 Cost accounting: the budget (``steps``) is the number of training steps of the final schedule;
 probe steps are extra, and ``member_steps`` in the result counts both.
+
+With :class:`~schedsearch.trainers.evaluation.Phases` (the default of every spec) two things
+change, both against short-horizon bias (see ``trainers.evaluation``):
+
+* stages cover the budget up to the cooldown's start; the last part of the budget is a cooldown
+  from the last committed LR to the floor, which the trainer really trains and the found
+  schedule ends with;
+* each candidate is judged by its *annealed* loss: after its tau' steps at the candidate LR the
+  trainer runs a cooldown branch of ``anneal.fraction * tau'`` steps to the floor and is
+  evaluated; that value, not the exponential forecast of the constant-LR loss tau steps ahead, is
+  what the Bayesian optimiser is told and what the stage commits by. Why: the forecast extends
+  the probe's own constant-LR curve, so it inherits the bias that makes small LRs look best over
+  a short horizon; the annealed loss ranks LRs by what they are worth once decayed, which is how
+  the schedule will end.
 """
 
 from __future__ import annotations
@@ -17,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from schedsearch.trainers import harness
+from schedsearch.trainers import harness, schedules
+from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.autolrs.search import AutoLRSSearch
 from schedsearch.trainers.strategies.config import AutoLRSConfig
@@ -44,18 +59,22 @@ def run_autolrs(
     out_dir: Path | str | None = None,
     reporter: base.Reporter | None = None,
     device: str = "auto",
+    phases: Phases | None = None,
 ) -> base.SearchResult:
     """Search a schedule of ``total_steps`` training steps with AutoLRS, training in this process.
 
     With ``out_dir``, the search state and the trainer are saved at every stage boundary, and a
-    later call with the same directory resumes from the last completed stage.
+    later call with the same directory resumes from the last completed stage. ``phases``: the
+    cooldown and annealed evaluation (none when not given).
     """
     started = time.monotonic()
     work = get_workload(workload) if isinstance(workload, str) else workload
     reporter = reporter or base.NullReporter()
+    if phases is not None and phases.total_steps != total_steps:
+        raise ValueError(f"phases: laid out for {phases.total_steps} steps, not {total_steps}")
     search = AutoLRSSearch(
         config,
-        total_steps=total_steps,
+        total_steps=total_steps if phases is None else phases.search_end,
         lr_min=lr_bounds[0],
         lr_max=lr_bounds[1],
         seed=seed,
@@ -64,11 +83,15 @@ def run_autolrs(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and _resume(out, search, trainer):
         reporter.on_event("start", f"resumed at stage {search.stage}", stage=search.stage)
-    driver = _StageDriver(search, trainer, reporter)
+    driver = _StageDriver(search, trainer, reporter, phases)
     driver.run(out)
+    found = search.schedule(total_steps)
+    if phases is not None:
+        found = phases.with_cooldown(found)
+        driver.cool_down(found)
     final = trainer.evaluate()
     objective = float(final.get("val_loss", math.nan))
-    found = search.schedule().with_provenance(workload=work.name, seed=seed)
+    found = found.with_provenance(workload=work.name, seed=seed)
     reporter.on_event(
         "finished",
         f"autolrs done: val_loss={objective:.4f}, {search.trained_steps} training steps "
@@ -81,7 +104,7 @@ def run_autolrs(
         best_schedule=found,
         best_objective=objective,
         best_member=0,
-        member_steps=search.trained_steps + search.search_steps,
+        member_steps=trainer.global_step + search.search_steps,
         history=[*search.history, {"final": final}],
         wall_seconds=time.monotonic() - started,
     )
@@ -91,11 +114,16 @@ class _StageDriver:
     """Carries out the search's decisions on the trainer."""
 
     def __init__(
-        self, search: AutoLRSSearch, trainer: harness.Trainer, reporter: base.Reporter
+        self,
+        search: AutoLRSSearch,
+        trainer: harness.Trainer,
+        reporter: base.Reporter,
+        phases: Phases | None = None,
     ) -> None:
         self.search = search
         self.trainer = trainer
         self.reporter = reporter
+        self.phases = phases
         self.snapshot: dict[str, Any] | None = None
         self.snapshot_stage = -1
         self.stage_start_loss = math.inf
@@ -148,15 +176,50 @@ class _StageDriver:
             elif offset % decision.val_every == 0:
                 steps.append(offset)
                 values.append(float(self.trainer.evaluate()["val_loss"]))
-        value = self.search.report_candidate(steps, values, diverged=diverged, trained=trained)
+        annealed, branch = self._annealed(decision) if not diverged else (None, 0)
+        value = self.search.report_candidate(
+            steps, values, diverged=diverged, trained=trained, annealed=annealed, branch=branch
+        )
         kind = "diverged" if diverged else "candidate"
+        what = "annealed" if annealed is not None else "forecast"
         self.reporter.on_event(
             kind,
             f"stage {decision.stage} candidate {decision.index}: lr={decision.lr:.3g} "
-            f"forecast={value:.4g}" + (" (diverged)" if diverged else ""),
+            f"{what}={value:.4g}" + (" (diverged)" if diverged else ""),
             lr=decision.lr,
             forecast=value,
         )
+
+    def _annealed(self, decision: base.TryCandidate) -> tuple[float | None, int]:
+        """The probe's validation loss after a cooldown branch of ``anneal.fraction * tau'``
+        steps from the candidate LR to the floor, and the branch's steps (None, 0: off)."""
+        if self.phases is None or self.phases.anneal_fraction <= 0:
+            return None, 0
+        steps = max(1, round(self.phases.anneal_fraction * decision.steps))
+        metrics, trained = self.trainer.annealed_evaluate(
+            steps, floor=self.phases.floor, shape=self.phases.anneal_shape, start_lr=decision.lr
+        )
+        return float(metrics["val_loss"]), trained
+
+    def cool_down(self, schedule: schedules.Schedule) -> None:
+        """Train from the end of the last stage to the end of ``schedule`` (the cooldown)."""
+        start = self.trainer.global_step
+        if start >= schedule.total_steps:
+            return
+        self.reporter.on_event(
+            "stage",
+            f"cooldown: steps {start}-{schedule.total_steps}, lr "
+            f"{schedule.lr_at(start):.3g} -> {schedule.points[-1].lr:.3g}",
+        )
+        result = None
+        for step in range(start, schedule.total_steps):
+            result = self.trainer.step(schedule.lr_at(step))
+            self.reporter.on_progress(0, step + 1, result.loss, result.lr)
+            if result.diverged:
+                return
+        if result is not None:
+            end = float(self.trainer.evaluate()["val_loss"])
+            self.reporter.on_progress(0, result.step + 1, result.loss, result.lr, val_loss=end)
 
     def _commit(self, decision: base.Commit) -> bool:
         """Train the stage at the chosen LR; False when it failed (it is then retried)."""

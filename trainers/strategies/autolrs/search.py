@@ -125,18 +125,27 @@ class AutoLRSSearch:
         *,
         diverged: bool = False,
         trained: int | None = None,
+        annealed: float | None = None,
+        branch: int = 0,
     ) -> float:
         """Report the pending probe's series (validation losses if it asked for them).
 
         ``steps`` count from the checkpoint (first probe step = 1). A probe that diverged (or
         whose series holds NaN/inf) gets ``divergedLoss``. ``trained`` is how many steps the probe
-        really ran (less than asked when stopped early on divergence). Returns the forecast.
+        really ran (less than asked when stopped early on divergence). ``annealed``: the probe's
+        loss after a cooldown branch of ``branch`` steps; when given it is the candidate's value
+        instead of the forecast (see the runner for why). Returns the value told to the BO.
         """
         decision = self._pending
         if not isinstance(decision, base.TryCandidate):
             raise RuntimeError(f"no candidate is pending (pending: {decision!r})")
         plan = self.plan()
-        value = self._forecast(steps, losses, diverged=diverged, horizon=plan.tau)
+        if annealed is not None and not diverged:
+            cap = self.config.diverged_loss
+            value = min(annealed, cap) if math.isfinite(annealed) else cap
+        else:
+            value = self._forecast(steps, losses, diverged=diverged, horizon=plan.tau)
+        self.search_steps += branch
         self._bo.tell(decision.lr, value)
         self._tried.append(
             {"lr": decision.lr, "forecast": value, "diverged": value >= self.config.diverged_loss}
@@ -152,7 +161,9 @@ class AutoLRSSearch:
         if diverged or not losses or not all(math.isfinite(v) for v in losses):
             return cap
         value = forecast.forecast(steps, losses, horizon)
-        return cap if not math.isfinite(value) else min(value, cap)
+        if not math.isfinite(value):
+            return cap
+        return min(max(value, plausible_floor(losses)), cap)
 
     def report_commit(self, *, failed: bool = False, trained: int | None = None) -> None:
         """The pending commit's steps were trained: close the stage and grow the next one.
@@ -192,13 +203,15 @@ class AutoLRSSearch:
 
     # -- results --------------------------------------------------------------------------------
 
-    def schedule(self) -> schedules.Schedule:
-        """The LRs committed so far (the last one holds to the end of the budget)."""
+    def schedule(self, total_steps: int | None = None) -> schedules.Schedule:
+        """The LRs committed so far, the last one holding to the end of the search's budget (or
+        of ``total_steps``, for a run that goes on after the search, e.g. with a cooldown)."""
         builder = schedules.ScheduleBuilder()
         for start, lr in self._segments or [(0, self._bo.to_lr(0.5))]:
             builder.set_lr(start, lr)
         return builder.build(
-            self.total_steps, {"strategy": "autolrs", "stages": len(self._segments)}
+            total_steps or self.total_steps,
+            {"strategy": "autolrs", "stages": len(self._segments)},
         )
 
     def _fresh_bo(self) -> bo.LogLRBayesOpt:
@@ -250,3 +263,13 @@ class AutoLRSSearch:
         self._pending = None if pending is None else base.decision_from_dict(pending)
         self._segments = [(int(s), float(lr)) for s, lr in state["segments"]]
         self.history = list(state["history"])
+
+
+def plausible_floor(losses: Sequence[float]) -> float:
+    """The lowest loss a forecast may predict from ``losses``: no further below the lowest loss
+    observed than the whole observed drop again, and never below zero when every observed loss
+    is non-negative (an exponential fit to a short noisy series can run away, e.g. predict a
+    negative cross-entropy, and would then win the stage on a loss that cannot happen)."""
+    low, high = min(losses), max(losses)
+    floor = low - (high - low)
+    return max(floor, 0.0) if low >= 0 else floor

@@ -15,6 +15,14 @@ clipped to the bounds. Differences, on purpose:
 
 In synchronous mode ready members get :class:`Wait` until every active member reached the sync
 point; then the whole round is decided (top quantile first) and waiting members :meth:`poll`.
+
+With :class:`~schedsearch.trainers.evaluation.Phases` the budget is warm-up, searched part and
+cooldown: members are ready only from the warm-up's end to the cooldown's start (the report at
+the cooldown's start is always a ready point: the last decision), so nobody is exploited while
+its LR follows the warm-up or the cooldown and every lineage replays exactly. Members rank by the
+objective they report, which is the *annealed* one at decision points (the loss after a short
+cooldown branch, see ``trainers.evaluation``); the branches' steps are counted in
+``anneal_steps``. The best member is judged at the end of its real cooldown.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from schedsearch.trainers import schedules
+from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.lineage import Lineage
@@ -74,12 +83,15 @@ class Population:
     lr_max: float
     total_steps: int
     mode: Mode = "min"
+    phases: Phases | None = None
     members: dict[int, MemberState] = field(init=False)
     lineage: Lineage = field(init=False)
     history: list[dict[str, Any]] = field(init=False, default_factory=list)
     _rng: np.random.Generator = field(init=False)
     _next_sync: int = field(init=False)
     _round: dict[int, dict[str, Any]] = field(init=False, default_factory=dict)
+    # Steps the members trained in annealed-evaluation branches (search cost, not in any lineage).
+    anneal_steps: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         if not (0.0 < self.lr_min < self.lr_max and math.isfinite(self.lr_max)):
@@ -92,7 +104,12 @@ class Population:
             raise ValueError(f"steps must be >= 1, got {self.total_steps}")
         self._rng = np.random.default_rng(self.config.seed)
         self._next_sync = max(self.config.perturbation_interval, self.config.burn_in_period)
-        self.lineage = Lineage()
+        if self.phases is not None and self.phases.total_steps != self.total_steps:
+            raise ValueError(
+                f"phases: laid out for {self.phases.total_steps} steps, the budget is "
+                f"{self.total_steps}"
+            )
+        self.lineage = Lineage(self.phases)
         self.members = {}
         for member, lr in enumerate(self._initial_lrs()):
             self.members[member] = MemberState(config={"lr": lr})
@@ -120,11 +137,15 @@ class Population:
         if not state.active:
             return base.Stop("finished" if state.finished else "stopped")
         self._record(member, state, step, objective, checkpoint_path, config)
+        branched = self.phases is not None and self.phases.branches_at(step)
+        if branched and checkpoint_path is not None and math.isfinite(objective):
+            assert self.phases is not None
+            self.anneal_steps += self.phases.anneal_steps
         if not math.isfinite(objective):
             return self._rescue(member, state)
         if step < self.config.burn_in_period:
             return base.Continue()
-        if step - state.last_perturbation < self.config.perturbation_interval:
+        if not self._ready(state, step):
             return base.Continue()
         state.score = self._score(objective)
         state.last_ready = step
@@ -137,6 +158,14 @@ class Population:
             return self.poll(member)
         state.last_perturbation = step
         return self._exploit_or_continue(member)
+
+    def _ready(self, state: MemberState, step: int) -> bool:
+        if self.phases is not None:
+            if not self.phases.decides_at(step):
+                return False  # in the warm-up or the cooldown
+            if step == self.phases.search_end and step > state.last_perturbation:
+                return True  # the last decision before the cooldown
+        return step - state.last_perturbation >= self.config.perturbation_interval
 
     def poll(self, member: int) -> base.PBTDecision:
         """Synchronous mode: the decision of a member that was told to :class:`Wait`."""
@@ -243,7 +272,11 @@ class Population:
     def _exploit(self, dst: int, src: int, *, reason: str) -> base.Exploit:
         source, target = self.members[src], self.members[dst]
         assert source.checkpoint is not None and source.checkpoint_step is not None
-        new_lr, how = self.explore(source.config["lr"])
+        if self.phases is not None and source.checkpoint_step > self.phases.search_end:
+            # A member rescued in the cooldown continues the source's cooldown as it is.
+            new_lr, how = source.config["lr"], "none (cooldown)"
+        else:
+            new_lr, how = self.explore(source.config["lr"])
         decision = base.Exploit(
             src=src,
             dst=dst,
@@ -347,6 +380,8 @@ class Population:
             "rng": self._rng.bit_generator.state,
             "nextSync": self._next_sync,
             "round": {str(m): d for m, d in self._round.items()},
+            "phases": None if self.phases is None else self.phases.to_dict(),
+            "annealSteps": self.anneal_steps,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -355,7 +390,10 @@ class Population:
         self.total_steps = int(state["totalSteps"])
         self.mode = state["mode"]
         self.members = {int(m): _member_from_json(s) for m, s in state["members"].items()}
-        self.lineage = Lineage()
+        phases = state.get("phases")
+        self.phases = None if phases is None else Phases.from_dict(phases)
+        self.anneal_steps = int(state.get("annealSteps", 0))
+        self.lineage = Lineage(self.phases)
         self.lineage.load_state_dict(state["lineage"])
         self.history = list(state["history"])
         self._rng = np.random.default_rng()

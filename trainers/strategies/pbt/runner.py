@@ -7,6 +7,12 @@ checkpoint to ``<dir>/member-<i>/step-<n>.pt`` *before* reporting it, so a decis
 file that is not there; on :class:`Exploit` it loads the source's file and continues with the new
 config from the source's step.
 
+With :class:`~schedsearch.trainers.evaluation.Phases` a member warms up, trains its searched LR,
+and cools down at the end of the budget; it reports at the warm-up's end and at the cooldown's
+start too, and at every report where a decision can follow it ranks itself by the *annealed*
+objective: the loss after a cooldown branch of ``phases.anneal_steps`` steps, from which the
+trainer is then restored exactly (the raw objective is what it reports as progress).
+
 :func:`run_pbt` trains the whole population round-robin in this process: the trainer-side
 command, with no Ray and no cluster.
 """
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import Protocol
 
 from schedsearch.trainers import harness
+from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.population import Mode, Population
@@ -70,6 +77,7 @@ class MemberLoop:
         checkpoint_dir: Path,
         metric: str = "val_loss",
         reporter: base.Reporter | None = None,
+        phases: Phases | None = None,
     ) -> None:
         self.member = member
         self.trainer = trainer
@@ -80,7 +88,9 @@ class MemberLoop:
         self.directory = checkpoint_dir / f"member-{member}"
         self.metric = metric
         self.reporter = reporter or base.NullReporter()
+        self.phases = phases
         self.step = 0
+        # Every step this member trained, annealed-evaluation branches included (search cost).
         self.trained_steps = 0
         self.objective = math.nan
         self.waiting = False
@@ -111,12 +121,29 @@ class MemberLoop:
             self._apply(self._train_and_report())
         return not self.done
 
+    def lr_at(self, step: int) -> float:
+        """The LR of training step ``step``: the member's LR, through its phases if any."""
+        member_lr = self.config["lr"]
+        return member_lr if self.phases is None else self.phases.lr(member_lr, step)
+
+    def next_report(self) -> int:
+        """The step of the next report: an interval on, but never inside the warm-up and never
+        past the cooldown's start (both are reported) or the end of the budget."""
+        target = self.step + self.interval
+        if self.phases is not None:
+            if self.step < self.phases.warmup_steps:
+                target = max(target, self.phases.warmup_steps)
+            if self.step < self.phases.search_end:
+                target = min(target, self.phases.search_end)
+        return min(target, self.total_steps)
+
     def _train_and_report(self) -> base.PBTDecision:
-        lr = self.config["lr"]
+        lr = self.lr_at(self.step)
         diverged, loss = False, math.nan
-        for _ in range(min(self.interval, self.total_steps - self.step)):
+        for _ in range(self.next_report() - self.step):
             if self.halt_requested:
                 break
+            lr = self.lr_at(self.step)
             result = self.trainer.step(lr)
             self.step += 1
             self.trained_steps += 1
@@ -133,11 +160,26 @@ class MemberLoop:
             )
             return self.coordinator.report(self.member, self.step, math.nan, None, self.config)
         path = self._save()
-        self.objective = float(self.trainer.evaluate()[self.metric])
-        self.reporter.on_progress(self.member, self.step, loss, lr, val_loss=self.objective)
+        raw = float(self.trainer.evaluate()[self.metric])
+        self.reporter.on_progress(self.member, self.step, loss, lr, val_loss=raw)
+        self.objective = raw
+        if self.phases is not None and self.phases.branches_at(self.step):
+            self.objective = self._annealed()
         return self.coordinator.report(
             self.member, self.step, self.objective, str(path), self.config
         )
+
+    def _annealed(self) -> float:
+        """The objective after a cooldown branch from here (the trainer is restored after it)."""
+        assert self.phases is not None
+        metrics, trained = self.trainer.annealed_evaluate(
+            self.phases.anneal_steps,
+            floor=self.phases.floor,
+            shape=self.phases.anneal_shape,
+            start_lr=self.config["lr"],
+        )
+        self.trained_steps += trained
+        return float(metrics.get(self.metric, math.nan))
 
     def _apply(self, decision: base.PBTDecision) -> None:
         self.waiting = isinstance(decision, base.Wait)
@@ -203,16 +245,18 @@ def run_pbt(
     device: str = "auto",
     metric: str = "val_loss",
     mode: Mode = "min",
+    phases: Phases | None = None,
 ) -> base.SearchResult:
     """Search a schedule of ``total_steps`` steps with PBT, all members round-robin in this process.
 
     Member ``i`` initialises its model with seed ``seed + i``; the population's draws use
     ``config.seed``. Checkpoints go under ``out_dir`` (a temporary directory if not given).
+    ``phases``: warm-up, cooldown and annealed evaluation (none when not given).
     """
     started = time.monotonic()
     work = get_workload(workload) if isinstance(workload, str) else workload
     reporter = reporter or base.NullReporter()
-    population = Population(config, lr_bounds[0], lr_bounds[1], total_steps, mode)
+    population = Population(config, lr_bounds[0], lr_bounds[1], total_steps, mode, phases)
     scratch = None if out_dir is not None else Path(tempfile.mkdtemp(prefix="schedsearch-pbt-"))
     directory = Path(out_dir) if out_dir is not None else scratch
     assert directory is not None
@@ -228,6 +272,7 @@ def run_pbt(
                 checkpoint_dir=directory,
                 metric=metric,
                 reporter=reporter,
+                phases=phases,
             )
             for member, state in population.members.items()
         ]
