@@ -20,6 +20,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 import venv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -60,12 +61,23 @@ def _python_without_project(root: Path) -> Path:
 
 @dataclass
 class RayCluster:
-    """A head and a worker node started by this test, and how to stop only them."""
+    """A head and a worker node started by this test, and how to stop only them.
+
+    Its own authentication token, in the environment of every process that talks to it: Ray's
+    default token file (~/.ray/auth_token) is shared by every Ray on the machine.
+    """
 
     python: Path
     temp_dir: Path
     address: str = ""
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
     nodes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """An environment for a process of (or talking to) this cluster, and no other Ray."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=self.token, **extra)
+        return env
 
     def start(self, *, head_cpus: int, worker_cpus: int) -> None:
         port = _free_port()
@@ -93,7 +105,7 @@ class RayCluster:
             *args,
         ]
         log = open(self.temp_dir.parent / f"node-{len(self.nodes)}.log", "wb")  # noqa: SIM115
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+        env = self.env()
         env.pop("PYTHONPATH", None)
         self.nodes.append(
             subprocess.Popen(
@@ -131,7 +143,7 @@ class RayCluster:
                 capture_output=True,
                 text=True,
                 timeout=60,
-                env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")},
+                env=self.env(),
             )
             seen = (
                 result.stdout.strip().splitlines()[-1:] and result.stdout.strip().splitlines()[-1]
@@ -238,8 +250,7 @@ def test_a_search_runs_on_an_existing_multi_node_cluster(
     (user / "tiny_user_model.py").write_text(WORKLOAD)
     spec = _spec(tmp_path / "search.yaml", "on-cluster")
     store = tmp_path / "results.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(CI="1", PYTHONPATH=str(user), RAY_ADDRESS=cluster.address)
+    env = cluster.env(CI="1", PYTHONPATH=str(user), RAY_ADDRESS=cluster.address)
     started = time.monotonic()
     # $RAY_ADDRESS alone (no flag) joins the cluster: Ray must not be given a size.
     result = subprocess.run(
