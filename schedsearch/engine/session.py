@@ -34,6 +34,8 @@ ADDRESS_ENV = "RAY_ADDRESS"
 # Ray counts resources in fixed point: 1/10000 of a unit is the finest quantity it accepts.
 RESOURCE_UNITS = 10_000
 CONNECT_TIMEOUT_SECONDS = 5.0
+# Ray Tune moves each trial into its own folder unless this is "0".
+CHDIR_ENV = "RAY_CHDIR_TO_TRIAL_DIR"
 
 
 class RayConnectError(RuntimeError):
@@ -91,6 +93,9 @@ def ray_session(
     # No CSV/JSON/TensorBoard files per trial: the store holds the history.
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Trials keep the directory `run` started in (a joined cluster's: the shipped working
+    # directory), so a relative path in the spec or the user's code means the same in a trial.
+    os.environ.setdefault(CHDIR_ENV, "0")
     # A new local Ray announces that it turned token authentication on (it stays on).
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
         logging.ERROR

@@ -10,7 +10,10 @@ Shipped: the ``schedsearch`` package (assembled as it is imported: setuptools ma
 ``schedsearch.trainers``/``schedsearch.controller`` from folders of their own, see
 pyproject's ``package-dir``), and the top-level package or module of ``workload.entrypoint``
 unless it is installed (in site-packages: the cluster must have it installed too, like any
-other dependency). The third-party dependencies (torch, pydantic, ...) are the cluster's.
+other dependency). An entrypoint named by a relative file path (``models/net.py:make``) is
+shipped as the workers' working directory, holding that file at that path, so the path means
+the same on every node; an absolute path must be on a filesystem the nodes share. The
+third-party dependencies (torch, pydantic, ...) are the cluster's.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from schedsearch.api import spec as api
+from schedsearch.engine.session import CHDIR_ENV
 
 PROJECT = "schedsearch"
 # Subpackages installed from folders outside ``schedsearch/`` (pyproject's package-dir).
@@ -33,10 +37,37 @@ def runtime_env(search: api.ScheduleSearch, stage: Path) -> dict[str, Any]:
     """The runtime environment for ``search``'s trials; packages are assembled under ``stage``
     (a fresh directory the caller removes once Ray has uploaded them, i.e. after ``ray.init``)."""
     modules = [str(stage_project(stage))]
-    entry = entrypoint_source(search.spec.workload.entrypoint)
-    if entry is not None:
-        modules.append(str(entry))
-    return {"py_modules": modules, "excludes": list(EXCLUDES)}
+    entrypoint = search.spec.workload.entrypoint
+    # The workers' environment is the cluster's, not this process's: say it to them too.
+    env: dict[str, Any] = {"excludes": list(EXCLUDES), "env_vars": {CHDIR_ENV: "0"}}
+    workdir = stage_entrypoint_file(entrypoint, stage / "workdir")
+    if workdir is not None:
+        env["working_dir"] = str(workdir)
+    else:
+        entry = entrypoint_source(entrypoint)
+        if entry is not None:
+            modules.append(str(entry))
+    return {"py_modules": modules, **env}
+
+
+def stage_entrypoint_file(
+    entrypoint: str | None, workdir: Path, cwd: Path | None = None
+) -> Path | None:
+    """For ``path/to/file.py:attr`` relative to ``cwd`` (default: the current directory), a
+    working directory holding the file at that relative path; None for other entrypoints."""
+    if not entrypoint or ":" not in entrypoint:
+        return None
+    module_ref = entrypoint.rpartition(":")[0]
+    if not module_ref.endswith(".py") or Path(module_ref).is_absolute():
+        return None
+    base = (cwd or Path.cwd()).resolve()
+    source = (base / module_ref).resolve()
+    if not source.is_file() or not source.is_relative_to(base):
+        return None  # not there (the workers will say so), or outside the folder run from
+    target = workdir / source.relative_to(base)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, target)
+    return workdir
 
 
 def stage_project(stage: Path) -> Path:
@@ -64,7 +95,10 @@ def entrypoint_source(entrypoint: str | None) -> Path | None:
     """
     if not entrypoint:
         return None
-    top = entrypoint.split(":", 1)[0].split(".", 1)[0]
+    module_ref = entrypoint.rpartition(":")[0] if ":" in entrypoint else entrypoint
+    if module_ref.endswith(".py"):
+        return None  # a file path: see stage_entrypoint_file
+    top = module_ref.split(".", 1)[0]
     try:
         found = importlib.util.find_spec(top)
     except (ImportError, ValueError):

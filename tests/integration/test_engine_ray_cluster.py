@@ -215,7 +215,14 @@ def make_workload():
 """
 
 
-def _spec(path: Path, name: str) -> Path:
+def _spec(
+    path: Path,
+    name: str,
+    *,
+    entrypoint: str = "tiny_user_model:make_workload",
+    population: int = 3,
+    steps: int = 200,
+) -> Path:
     path.write_text(
         textwrap.dedent(
             f"""\
@@ -223,13 +230,13 @@ def _spec(path: Path, name: str) -> Path:
             kind: ScheduleSearch
             metadata: {{name: {name}}}
             spec:
-              workload: {{entrypoint: "tiny_user_model:make_workload", image: "unused:1"}}
+              workload: {{entrypoint: "{entrypoint}", image: "unused:1"}}
               objective: {{metric: val_loss, mode: min}}
-              budget: {{steps: 200}}
+              budget: {{steps: {steps}}}
               lrBounds: {{min: 1.0e-3, max: 0.5}}
               baseSchedule: {{family: cosine, peakLR: 0.05, warmupSteps: 10}}
               strategy:
-                pbt: {{population: 3, perturbationInterval: 50, seed: 3}}
+                pbt: {{population: {population}, perturbationInterval: 50, seed: 3}}
               resources: {{cpu: "1", memory: 1Gi}}
               checkpoints: {{persistentVolumeClaim: ckpt}}
             """
@@ -270,6 +277,28 @@ def test_a_search_runs_on_an_existing_multi_node_cluster(
     assert record.phase == "Succeeded" and record.best_objective is not None
     assert {p.member for p in SQLiteStore(store).history("on-cluster")} == {0, 1, 2}
     assert time.monotonic() - started < 240
+
+    # The same workload named by its file path, relative to where `run` starts (the flag this
+    # time): the file is shipped at that path in the workers' working directory.
+    by_path = _spec(
+        tmp_path / "by-path.yaml",
+        "by-path",
+        entrypoint="user/tiny_user_model.py:make_workload",
+        population=2,
+        steps=100,
+    )
+    command = [sys.executable, "-m", "schedsearch.cli.main", "run", str(by_path)]
+    result = subprocess.run(
+        [*command, "--store", str(store), "--ray-address", cluster.address],
+        env=cluster.env(CI="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output + cluster.logs()
+    assert SQLiteStore(store).get_search("by-path").phase == "Succeeded"
 
 
 def test_a_cluster_that_is_not_there_leaves_the_name_free(tmp_path: Path) -> None:

@@ -229,3 +229,48 @@ def test_the_entrypoint_module_is_shipped_unless_installed(
     assert shipping.entrypoint_source("no_such_module_here:w") is None
     # Installed packages are the cluster's to have, like torch.
     assert shipping.entrypoint_source("pydantic.main:BaseModel") is None
+
+
+def _entrypoint_search(entrypoint: str) -> Any:
+    from schedsearch.api import spec as api
+
+    return api.ScheduleSearch.model_validate(
+        {
+            "apiVersion": "schedsearch.io/v1alpha1",
+            "kind": "ScheduleSearch",
+            "metadata": {"name": "s"},
+            "spec": {
+                "workload": {"entrypoint": entrypoint, "image": "unused:1"},
+                "budget": {"steps": 100},
+                "lrBounds": {"min": 1e-3, "max": 0.5},
+                "baseSchedule": {"family": "cosine", "peakLR": 0.05},
+                "strategy": {"pbt": {"population": 2, "perturbationInterval": 10}},
+                "checkpoints": {"persistentVolumeClaim": "ckpt"},
+            },
+        }
+    )
+
+
+def test_a_relative_file_entrypoint_is_shipped_at_its_path_in_the_workers_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "net.py").write_text("def make():\n    return None\n")
+    monkeypatch.chdir(tmp_path)
+    env = shipping.runtime_env(_entrypoint_search("models/net.py:make"), tmp_path / "stage")
+    workdir = Path(env["working_dir"])
+    assert (workdir / "models" / "net.py").read_text() == "def make():\n    return None\n"
+    assert env["py_modules"] == [str(tmp_path / "stage" / "schedsearch")]
+    # Tune would move each trial into a folder of its own, where the path means nothing.
+    assert env["env_vars"] == {session.CHDIR_ENV: "0"}
+
+
+def test_a_module_entrypoint_is_shipped_as_a_module(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "user").mkdir()
+    (tmp_path / "user" / "net.py").write_text("def make():\n    return None\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "user"))
+    env = shipping.runtime_env(_entrypoint_search("net:make"), tmp_path / "stage")
+    assert env["py_modules"][1:] == [str(tmp_path / "user" / "net.py")]
+    assert "working_dir" not in env
