@@ -230,7 +230,9 @@ def scaling_notes(profile: Profile) -> list[str]:
         "SGDScheduleFree with the same momentum and weight decay; Adam/AdamW -> AdamWScheduleFree "
         "with the same betas, eps and weight decay), built-in linear warm-up over "
         f"{profile.warmup_fraction:.0%} of S, "
-        f"constant LR at each grid peak (default_lr x {list(profile.peak_factors)}); evaluated "
+        f"constant LR at each grid peak (default_lr x {list(profile.peak_factors)}) times the "
+        "package's documented starting point for the optimizer (SGD: 10x the scheduled LR, "
+        "AdamW: 1x; Schedule-Free SGD's steps lack momentum's 10x amplification); evaluated "
         "with the optimizer in eval mode (the averaged weights). The peak with the lowest "
         "selection-seed mean is trained with the evaluation seeds.",
     ]

@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from scipy import stats
+
 Curve = Sequence[tuple[int, float]]
 
 
@@ -128,16 +130,17 @@ def summarize_runs(
     }
 
 
-# A paired difference is called better or worse only beyond this many standard errors.
-NOISE_STANDARD_ERRORS = 2.0
+# A paired difference is called better or worse only when a two-sided paired t-test at this level
+# rejects "no difference" (with 2-6 seeds, a plain 2-standard-error rule would call noise real).
+NOISE_CONFIDENCE = 0.95
 
 
 def paired_difference(
     finals: Mapping[str, float | None], reference: Mapping[str, float | None]
 ) -> dict[str, Any]:
     """``finals - reference`` seed by seed (seeds both have): mean, sample std, count, each
-    seed's difference, and a verdict: "better"/"worse" when the mean is more than
-    ``NOISE_STANDARD_ERRORS`` standard errors from 0, else "within noise" ("diverged" when a
+    seed's difference, and a verdict: "better"/"worse" when a paired t-test at
+    ``NOISE_CONFIDENCE`` says the mean differs from 0, else "within noise" ("diverged" when a
     seed of either has no finite final loss; "one seed" when there is no noise estimate)."""
     seeds = [seed for seed in finals if seed in reference]
     per_seed = {
@@ -152,7 +155,8 @@ def paired_difference(
     row.update(mean=mean, std=std if math.isfinite(std) else None)
     if len(seeds) < 2:
         return {**row, "verdict": "one seed"}
-    beyond = abs(mean) > NOISE_STANDARD_ERRORS * std / math.sqrt(len(seeds))
+    critical = float(stats.t.ppf((1 + NOISE_CONFIDENCE) / 2, len(seeds) - 1))
+    beyond = abs(mean) > critical * std / math.sqrt(len(seeds))
     verdict = ("better" if mean < 0 else "worse") if beyond else "within noise"
     return {**row, "verdict": verdict}
 

@@ -83,9 +83,9 @@ def _header(report: dict[str, Any]) -> list[str]:
         "selection-seed means.",
         "- **vs target, paired**: each evaluation seed's final loss minus the tuned baseline's "
         "with the same seed (same initialisation, same batches), mean ± std over the seeds; "
-        "negative is better. Called *better*/*worse* only when the mean is more than "
-        f"{report.get('noiseStandardErrors', 2):g} standard errors (std / sqrt(seeds)) from 0, "
-        "else *within noise*. The comparisons table pairs the rows the same way.",
+        "negative is better. Called *better*/*worse* only when a two-sided paired t-test at "
+        f"{report.get('noiseConfidence', 0.95):.0%} says the mean differs from 0, else *within "
+        "noise*. The comparisons table pairs the rows the same way.",
         "- **Steps to target**: the first evaluation step (every E steps) at which the seed-mean "
         "validation loss of the replayed schedule is <= the target; per-seed steps are listed too. "
         "**Speedup** = S / steps to target. *not reached* is a result: the schedule never got "

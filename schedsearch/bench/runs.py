@@ -154,12 +154,12 @@ def tuned_cell(profile: Profile, plan: WorkloadPlan, results: Results) -> GridCe
 
 def schedule_free_cells(profile: Profile, plan: WorkloadPlan, results: Results) -> list[GridCell]:
     """Schedule-Free at each peak over the selection seeds, as grid cells of one family."""
-    default_lr = get_workload(plan.workload).default_lr
     cells = []
     for factor, task_list in schedule_free_selection(profile, plan).items():
         runs = runs_of(results, task_list)
         if runs:
-            cells.append(GridCell(SCHEDULE_FREE, factor, default_lr * factor, tuple(runs)))
+            peak_lr = task_list[0].spec["peakLR"]
+            cells.append(GridCell(SCHEDULE_FREE, factor, peak_lr, tuple(runs)))
     return cells
 
 

@@ -3,9 +3,14 @@ the alternative a user might pick instead of any schedule search.
 
 The workload's own optimizer is swapped for its schedule-free form with the same hyperparameters
 (SGD with momentum -> ``SGDScheduleFree``, Adam/AdamW -> ``AdamWScheduleFree``), the LR held
-constant after the optimizer's built-in warm-up. Schedule-Free keeps two weight sequences: steps
-are taken at one (``optimizer.train()``) while the weights worth evaluating are the average that
-``optimizer.eval()`` puts in place, so every evaluation switches to eval mode and back.
+constant after the optimizer's built-in warm-up. Its LRs are the grid's peaks times the package's
+documented starting point for that optimizer (``LR_SCALE``): Schedule-Free SGD steps its ``z``
+sequence without momentum's 1/(1 - beta) amplification, so the same nominal LR moves it about ten
+times less.
+
+Schedule-Free keeps two weight sequences: steps are taken at one (``optimizer.train()``) while the
+weights worth evaluating are the average that ``optimizer.eval()`` puts in place, so every
+evaluation switches to eval mode and back.
 """
 
 from __future__ import annotations
@@ -23,6 +28,25 @@ from schedsearch.trainers import harness
 from schedsearch.trainers.workloads import Workload, get_workload
 from schedsearch.trainers.workloads.base import BatchStream
 
+# The package's guidance for a first LR, against the LR that works with a schedule: SGD "10x to 50x
+# larger", AdamW "1x to 10x larger". The low end of each, so the grid's peaks span the range.
+LR_SCALE = {"sgd": 10.0, "adamw": 1.0}
+
+
+def optimizer_kind(reference: torch.optim.Optimizer) -> str:
+    """Which schedule-free optimizer ``reference`` maps to ("sgd" or "adamw")."""
+    if isinstance(reference, torch.optim.SGD):
+        return "sgd"
+    if isinstance(reference, torch.optim.Adam):  # AdamW is an Adam subclass
+        return "adamw"
+    raise ValueError(f"no schedule-free form of {type(reference).__name__}")
+
+
+def lr_scale(workload: Workload) -> float:
+    """``LR_SCALE`` of the workload's optimizer (built on a throwaway parameter to see its type)."""
+    probe = workload.make_optimizer([Parameter(torch.zeros(1))], workload.default_lr)
+    return LR_SCALE[optimizer_kind(probe)]
+
 
 def schedule_free_optimizer(reference: torch.optim.Optimizer, warmup_steps: int) -> Any:
     """The schedule-free form of ``reference`` (same parameter groups, LRs and hyperparameters),
@@ -30,7 +54,8 @@ def schedule_free_optimizer(reference: torch.optim.Optimizer, warmup_steps: int)
     groups = [{"params": g["params"], "lr": g["lr"]} for g in reference.param_groups]
     settings = reference.defaults
     optimizer: Any
-    if isinstance(reference, torch.optim.SGD):
+    kind = optimizer_kind(reference)
+    if kind == "sgd":
         momentum = float(settings.get("momentum", 0.0))
         if not 0 < momentum < 1:  # Schedule-Free SGD's averaging is defined through momentum
             raise ValueError(f"schedule-free SGD needs momentum in (0, 1), got {momentum}")
@@ -41,7 +66,7 @@ def schedule_free_optimizer(reference: torch.optim.Optimizer, warmup_steps: int)
             weight_decay=settings.get("weight_decay", 0.0),
             warmup_steps=warmup_steps,
         )
-    elif isinstance(reference, torch.optim.Adam):  # AdamW is an Adam subclass
+    else:
         decoupled = isinstance(reference, torch.optim.AdamW)
         if not decoupled and settings.get("weight_decay", 0.0):
             raise ValueError("Adam with L2 weight decay has no schedule-free form (AdamW has)")
@@ -53,8 +78,6 @@ def schedule_free_optimizer(reference: torch.optim.Optimizer, warmup_steps: int)
             weight_decay=settings.get("weight_decay", 0.0),
             warmup_steps=warmup_steps,
         )
-    else:
-        raise ValueError(f"no schedule-free form of {type(reference).__name__}")
     optimizer.train()  # steps raise unless the optimizer is in train mode
     return optimizer
 

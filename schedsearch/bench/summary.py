@@ -364,7 +364,7 @@ def _shape_reason(section: dict[str, Any], row: dict[str, Any]) -> str:
         + (f" ({stages} stages)" if stages is not None else "")
         + f" averages LR {row['meanLR']:.3g} over the budget against the tuned baseline's "
         f"{statistics.fmean(base.lrs()):.3g}, peaks at {found.peak_lr:.3g} and ends at "
-        f"{end:.3g} ({end / found.peak_lr:.0%} of its peak; the baseline ends at "
+        f"{end:.3g} ({end / found.peak_lr:.1%} of its peak; the baseline ends at "
         f"{base.lr_at(base.total_steps - 1):.3g})."
     )
 
@@ -473,7 +473,7 @@ def build_report(profile: Profile, results: Results, meta: dict[str, Any]) -> di
         **meta,
         "selectionSeeds": list(profile.selection_seeds),
         "evalSeeds": list(profile.eval_seeds),
-        "noiseStandardErrors": quality.NOISE_STANDARD_ERRORS,
+        "noiseConfidence": quality.NOISE_CONFIDENCE,
         "settings": profiles.scaling_notes(profile)
         + [f"{p.workload}: S = {p.steps} steps, E = {p.eval_every}" for p in profile.workloads],
         "quality": sections,

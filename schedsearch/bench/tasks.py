@@ -114,13 +114,14 @@ def optuna_task(profile: Profile, plan: WorkloadPlan, strategy: str, budget: int
 def schedule_free_task(
     profile: Profile, plan: WorkloadPlan, factor: float, seed: int, role: str
 ) -> Task:
-    """Schedule-Free at peak ``default_lr x factor`` with ``seed``."""
+    """Schedule-Free at LR ``default_lr x factor x`` its optimizer's ``LR_SCALE``, ``seed``."""
+    workload = get_workload(plan.workload)
     spec = {
         "workload": plan.workload,
         "steps": plan.steps,
         "evalEvery": plan.eval_every,
         "seed": seed,
-        "peakLR": get_workload(plan.workload).default_lr * factor,
+        "peakLR": workload.default_lr * factor * schedule_free.lr_scale(workload),
         "warmupSteps": profiles.warmup_steps(profile.warmup_fraction, plan.steps),
     }
     label = f"schedule-free x{factor:g} seed {seed}"

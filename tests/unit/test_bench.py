@@ -545,17 +545,20 @@ def test_a_search_calls_for_replays_on_evaluation_seeds_and_optuna_at_its_cost()
 
 def test_paired_difference_is_taken_seed_by_seed() -> None:
     reference = {"1": 1.0, "2": 2.0, "3": 3.0}
-    better = quality.paired_difference({"1": 0.9, "2": 1.9, "3": 2.8, "9": 0.0}, reference)
+    better = quality.paired_difference({"1": 0.9, "2": 1.89, "3": 2.88, "9": 0.0}, reference)
     assert better["n"] == 3  # seed 9 has no partner
-    assert better["perSeed"] == pytest.approx({"1": -0.1, "2": -0.1, "3": -0.2})
-    assert better["mean"] == pytest.approx(-0.4 / 3)
-    assert better["std"] == pytest.approx(math.sqrt(((0.1 / 3) ** 2 * 2 + (0.2 / 3) ** 2) / 2))
-    assert better["verdict"] == "better"
-    # Means far apart but seeds that disagree: within noise, although the means differ.
-    noisy = quality.paired_difference({"1": 0.0, "2": 2.5, "3": 3.2}, reference)
-    assert noisy["mean"] == pytest.approx(-0.1) and noisy["verdict"] == "within noise"
+    assert better["perSeed"] == pytest.approx({"1": -0.1, "2": -0.11, "3": -0.12})
+    assert better["mean"] == pytest.approx(-0.11)
+    assert better["std"] == pytest.approx(0.01)
+    assert better["verdict"] == "better"  # t = 19 > 4.30 (2 degrees of freedom)
     worse = quality.paired_difference({"1": 1.5, "2": 2.4, "3": 3.6}, reference)
-    assert worse["verdict"] == "worse"
+    assert worse["verdict"] == "worse"  # t = 8.7
+    # A mean 3.5 standard errors from 0 is still noise with three seeds (the t-test needs 4.30;
+    # a plain 2-standard-error rule would call it better).
+    noisy = quality.paired_difference({"1": 0.8, "2": 1.7, "3": 2.9}, reference)
+    assert noisy["mean"] == pytest.approx(-0.2)
+    assert noisy["mean"] / (noisy["std"] / math.sqrt(3)) == pytest.approx(-3.46, abs=0.01)
+    assert noisy["verdict"] == "within noise"
     assert quality.paired_difference({"1": None, "2": 2.0}, reference)["verdict"] == "diverged"
     assert quality.paired_difference({"1": 0.5}, reference)["verdict"] == "one seed"
     assert quality.paired_difference({"7": 0.5}, reference)["verdict"] == "no common seeds"
@@ -641,6 +644,20 @@ def test_schedule_free_form_matches_the_workload_optimizer() -> None:
     assert adam.param_groups[0]["betas"] == (0.8, 0.9)
     with pytest.raises(ValueError, match="momentum in \\(0, 1\\)"):
         schedule_free.schedule_free_optimizer(torch.optim.SGD(weights, lr=0.1), 0)
+
+
+def test_schedule_free_lrs_are_the_grid_peaks_at_the_documented_scale() -> None:
+    from schedsearch.trainers.workloads import get_workload
+
+    assert schedule_free.lr_scale(get_workload("regression")) == 10.0  # SGD with momentum
+    assert schedule_free.lr_scale(get_workload("charlm")) == 1.0  # Adam
+    profile = tiny_profile()
+    plan = profile.workloads[0]
+    selection = runs.schedule_free_selection(profile, plan)
+    assert sorted(selection) == list(profile.peak_factors)
+    (task,) = selection[2.0]
+    assert task.spec["peakLR"] == pytest.approx(0.02 * 2.0 * 10.0)
+    assert task.spec["seed"] in profile.selection_seeds and task.spec["warmupSteps"] == 1
 
 
 @pytest.mark.slow  # 20 real training steps
