@@ -86,13 +86,14 @@ def run(argv: Sequence[str] | None = None) -> int:
     bench = planning.build_plan(session.profile, session.cache)
     print(f"measuring each workload's speed ({session.threads} thread(s) per job)", file=sys.stderr)
     speeds = {w: planning.measure_speed(w, session.threads) for w in planning.workloads_of(bench)}
-    estimate = planning.estimate(bench, speeds, session.jobs)
-    print(planning.describe(bench, estimate, speeds, session.jobs), file=sys.stderr, flush=True)
+    rates = planning.Rates(speeds, planning.previous_searches(session.out / "report.json"))
+    estimate = planning.estimate(bench, rates, session.jobs)
+    print(planning.describe(bench, estimate, rates, session.jobs), file=sys.stderr, flush=True)
     if args.plan_only:
         return 0
     started, load_start = time.monotonic(), _load()
     try:
-        executor = _execute(session, bench, speeds)
+        executor = _execute(session, bench, rates)
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: finished runs are kept in {session.cache.root}; "
@@ -119,6 +120,7 @@ def run(argv: Sequence[str] | None = None) -> int:
             f"measured then, {planning.format_duration(estimate.cpu_seconds)} on an idle machine",
             "elapsed": planning.format_duration(time.monotonic() - started),
             "profileRunTime": planning.format_duration(estimate.profile_cpu_seconds),
+            "searchesEstimate": planning.searches_note(rates),
             "profileByKind": {
                 group: {**row, "time": planning.format_duration(row["cpu"])}
                 for group, row in estimate.by_group.items()
@@ -135,13 +137,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     return 1 if executor.errors else 0
 
 
-def _execute(
-    session: Session, bench: planning.BenchPlan, speeds: dict[str, planning.Speed]
-) -> Executor:
-    def cost(task: tasks.Task) -> float:
-        return speeds[task.workload].seconds(task)
-
-    progress = Progress(len(bench.all_tasks), cost, session.jobs)
+def _execute(session: Session, bench: planning.BenchPlan, rates: planning.Rates) -> Executor:
+    progress = Progress(len(bench.all_tasks), rates.seconds, session.jobs)
     for task in bench.all_tasks:
         progress.expect(task)
     executor = Executor(

@@ -8,8 +8,10 @@ CPU time is what the same runs cost on an idle machine. Parallel runs are assume
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from schedsearch.bench import runs, tasks
@@ -167,13 +169,43 @@ class Estimate:
         return sum(row["cpu"] for row in self.by_group.values())
 
 
-def task_seconds(task: tasks.Task, speeds: dict[str, Speed], jobs: int, *, cpu: bool) -> float:
+@dataclass(frozen=True)
+class Rates:
+    """What a run costs: each workload's measured speed, and what each search took in the report
+    already in the output folder (``previous_searches``). A search's processes, checkpoints and
+    bookkeeping cost far more than its training steps, so a search counts the longer of the two."""
+
+    speeds: dict[str, Speed]
+    searches: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def seconds(self, task: tasks.Task, *, cpu: bool = False) -> float:
+        trained = self.speeds[task.workload].seconds(task, cpu=cpu)
+        if task.kind != "search":
+            return trained
+        return max(trained, self.searches.get((task.workload, task.spec["strategy"]), 0.0))
+
+
+def previous_searches(report_json: Path) -> dict[tuple[str, str], float]:
+    """``{(workload, strategy): search wall seconds}`` from an earlier report (empty if none)."""
+    try:
+        data = json.loads(report_json.read_text())
+    except (OSError, ValueError):
+        return {}
+    found = {}
+    for section in data.get("quality") or []:
+        for strategy, row in (section.get("strategies") or {}).items():
+            if isinstance(row.get("searchWallSeconds"), (int, float)):
+                found[(section["workload"], strategy)] = float(row["searchWallSeconds"])
+    return found
+
+
+def task_seconds(task: tasks.Task, rates: Rates, jobs: int, *, cpu: bool) -> float:
     """The share of the whole run one task takes: parallel tasks split across ``jobs``."""
-    seconds = speeds[task.workload].seconds(task, cpu=cpu)
+    seconds = rates.seconds(task, cpu=cpu)
     return seconds if task.exclusive else seconds / jobs
 
 
-def estimate(bench: BenchPlan, speeds: dict[str, Speed], jobs: int) -> Estimate:
+def estimate(bench: BenchPlan, rates: Rates, jobs: int) -> Estimate:
     todo = [t for t in bench.all_tasks if t.key not in bench.cached]
     by_workload: dict[str, dict[str, float]] = {}
     for task in todo:
@@ -182,30 +214,30 @@ def estimate(bench: BenchPlan, speeds: dict[str, Speed], jobs: int) -> Estimate:
         )
         row["runs"] += 1
         row["steps"] += task.steps
-        row["wall"] += task_seconds(task, speeds, jobs, cpu=False)
-        row["cpu"] += task_seconds(task, speeds, jobs, cpu=True)
+        row["wall"] += task_seconds(task, rates, jobs, cpu=False)
+        row["cpu"] += task_seconds(task, rates, jobs, cpu=True)
     return Estimate(
         wall_seconds=sum(r["wall"] for r in by_workload.values()),
         cpu_seconds=sum(r["cpu"] for r in by_workload.values()),
         runs_total=len(bench.all_tasks),
         runs_cached=len(bench.all_tasks) - len(todo),
         by_workload=by_workload,
-        by_group=by_group(bench.all_tasks, speeds),
+        by_group=by_group(bench.all_tasks, rates),
     )
 
 
-def by_group(task_list: list[tasks.Task], speeds: dict[str, Speed]) -> dict[str, dict[str, float]]:
-    """Runs, steps and own CPU seconds per ``Task.group`` (grid, target, search, replay, ...)."""
+def by_group(task_list: list[tasks.Task], rates: Rates) -> dict[str, dict[str, float]]:
+    """Runs, steps and own seconds per ``Task.group`` (grid, target, search, replay, ...)."""
     groups: dict[str, dict[str, float]] = {}
     for task in task_list:
         row = groups.setdefault(task.group, {"runs": 0, "steps": 0, "cpu": 0.0})
         row["runs"] += 1
         row["steps"] += task.steps
-        row["cpu"] += speeds[task.workload].seconds(task, cpu=True)
+        row["cpu"] += rates.seconds(task, cpu=True)
     return groups
 
 
-def describe_groups(est: Estimate, jobs: int) -> list[str]:
+def describe_groups(est: Estimate, rates: Rates, jobs: int) -> list[str]:
     """The whole profile's cost by row kind, and in all, as run time and shared by ``jobs``."""
     total = est.profile_cpu_seconds
     lines = [
@@ -217,11 +249,20 @@ def describe_groups(est: Estimate, jobs: int) -> list[str]:
             f"    {group}: {int(row['runs'])} runs, {int(row['steps'])} steps, "
             f"~{format_duration(row['cpu'])}"
         )
-    lines.append(
-        "  (searches are counted by their training steps only: their processes, checkpoints "
-        "and bookkeeping come on top, and took several times that in earlier full runs)"
-    )
+    lines.append(f"  ({searches_note(rates)})")
     return lines
+
+
+def searches_note(rates: Rates) -> str:
+    if rates.searches:
+        return (
+            "searches: the longer of their training steps and what the same search took in the "
+            f"previous report ({len(rates.searches)} found); their cost changes with the code"
+        )
+    return (
+        "searches are counted by their training steps only: their processes, checkpoints and "
+        "bookkeeping come on top, several times that in earlier full runs"
+    )
 
 
 def workloads_of(bench: BenchPlan) -> Sequence[str]:
@@ -234,14 +275,14 @@ def format_duration(seconds: float) -> str:
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
-def describe(bench: BenchPlan, est: Estimate, speeds: dict[str, Speed], jobs: int) -> str:
+def describe(bench: BenchPlan, est: Estimate, rates: Rates, jobs: int) -> str:
     """The plan in a few lines, for stderr before anything trains."""
     lines = [
         f"plan: profile {bench.profile.name} ({bench.profile.description})",
         f"  {est.runs_total} runs, {est.runs_cached} cached; {jobs} parallel job(s)",
     ]
     for workload in workloads_of(bench):
-        speed = speeds[workload]
+        speed = rates.speeds[workload]
         row = est.by_workload.get(workload, {"runs": 0, "steps": 0, "wall": 0.0, "cpu": 0.0})
         lines.append(
             f"  {workload}: {1 / speed.step_wall:.0f} steps/s now "
@@ -253,5 +294,5 @@ def describe(bench: BenchPlan, est: Estimate, speeds: dict[str, Speed], jobs: in
         f"  estimated time: ~{format_duration(est.wall_seconds)} at the current speed, "
         f"~{format_duration(est.cpu_seconds)} on an idle machine"
     )
-    lines += describe_groups(est, jobs)
+    lines += describe_groups(est, rates, jobs)
     return "\n".join(lines)

@@ -491,8 +491,8 @@ def _profile_cost(plan: dict[str, Any]) -> list[str]:
     ]
     return [
         f"Estimated run time of the whole profile (cached runs included, each run on its own, "
-        f"from the speed measured at the start): {plan.get('profileRunTime', '?')}. Searches are "
-        "counted by their training steps only; their processes and checkpoints come on top.",
+        f"from the speed measured at the start): {plan.get('profileRunTime', '?')}; "
+        f"{plan.get('searchesEstimate', 'searches counted by their training steps only')}.",
         "",
         *_table(["runs", "count", "steps", "estimated run time"], rows),
         "",

@@ -687,3 +687,27 @@ def test_schedule_free_task_trains_and_evaluates_in_eval_mode(monkeypatch: Any) 
     assert steps == [True] * 20  # every step in train mode
     assert [step for step, _ in result["curve"]] == [10, 20]
     assert result["stepsTrained"] == 20 and math.isfinite(result["final"])
+
+
+def test_a_search_is_estimated_at_least_at_what_it_took_in_the_previous_report(
+    tmp_path: Path,
+) -> None:
+    previous = {
+        "quality": [
+            {"workload": "regression", "strategies": {"pbt": {"searchWallSeconds": 300.0}}},
+            {"workload": "charlm", "missing": "no finished grid runs"},
+        ]
+    }
+    (tmp_path / "report.json").write_text(json.dumps(previous))
+    found = planning.previous_searches(tmp_path / "report.json")
+    assert found == {("regression", "pbt"): 300.0}
+    assert planning.previous_searches(tmp_path / "absent.json") == {}
+    speed = planning.Speed(step_wall=0.001, step_cpu=0.001, eval_wall=0.0, eval_cpu=0.0)
+    rates = planning.Rates({"regression": speed}, found)
+    plan = profiles.WorkloadPlan("regression", 1000, 50)
+    profile = profiles.get_profile("quick")
+    pbt, autolrs = (tasks.search_task(profile, plan, s) for s in ("pbt", "autolrs"))
+    assert rates.seconds(pbt) == 300.0  # not the ~4 s its 4000 training steps take
+    assert rates.seconds(autolrs) == pytest.approx(autolrs.steps * 0.001)  # nothing before
+    curve = tasks.curve_task(plan, Schedule.constant(0.1, 1000), 1, "c")
+    assert rates.seconds(curve, cpu=True) == pytest.approx(1.0)
