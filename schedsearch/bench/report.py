@@ -181,7 +181,9 @@ def _quality_row(
 def _cost_cell(row: dict[str, Any]) -> str:
     if "costInS" not in row:
         return ""
-    return f"{row['costInS']:.2f} S ({row['memberSteps']} steps)"
+    anneal = row.get("annealSteps")
+    branches = f", {anneal} in annealed evaluation" if anneal else ""
+    return f"{row['costInS']:.2f} S ({row['memberSteps']} steps{branches})"
 
 
 def _optuna_cost(row: dict[str, Any]) -> str:

@@ -163,6 +163,8 @@ def strategy_quality(
         "memberSteps": found["memberSteps"],
         "costInS": quality.search_cost(found["memberSteps"], plan.steps),
         "searchWallSeconds": found.get("wallSeconds"),
+        # Member-steps spent in annealed-evaluation branches, when the search reports them.
+        "annealSteps": found.get("annealSteps"),
         "config": search.spec["config"],
         "schedule": schedule.to_dict(),
         "meanLR": statistics.fmean(schedule.lrs()),

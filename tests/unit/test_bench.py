@@ -296,6 +296,7 @@ def fake_report() -> dict[str, Any]:
             },
             "pbt": {
                 "memberSteps": 80,
+                "annealSteps": 12,
                 "costInS": 4.0,
                 "searchWallSeconds": 5.0,
                 "finalMean": 0.2,
@@ -403,6 +404,8 @@ def test_report_renders_every_outcome() -> None:
         "seed 1: not reached |" in text
     )
     assert "| pbt | 0.2 ± 0.01 | -0.1 ± 0.2 (within noise) | 10 | 2.00x |" in text
+    assert "| 4.00 S (80 steps, 12 in annealed evaluation) | 5s |" in text
+    assert "| 2.05 S (41 steps) | 3s |" in text
     assert "| hdet | failed: RuntimeError: HDET failed |" in text
     assert "| tuned baseline (cosine x1, peak 0.02) | 0.3 ± 0.01 | reference |" in text
     assert "grid: 2 cells x 1 seeds = 2.00 S" in text
