@@ -714,3 +714,36 @@ def test_a_search_is_estimated_at_least_at_what_it_took_in_the_previous_report(
     assert rates.seconds(autolrs) == pytest.approx(autolrs.steps * 0.001)  # nothing before
     curve = tasks.curve_task(plan, Schedule.constant(0.1, 1000), 1, "c")
     assert rates.seconds(curve, cpu=True) == pytest.approx(1.0)
+
+
+def test_targets_say_by_how_much_a_missed_one_is_missed() -> None:
+    profile = tiny_profile(strategies=("pbt", "autolrs"))
+    finals = {"1": 0.5, "2": 0.7}
+
+    def section(workload: str, pbt: float | None, autolrs_cost: float) -> dict[str, Any]:
+        paired = {"mean": -0.01, "std": 0.001, "n": 2, "verdict": "better"}
+        return {
+            "workload": workload,
+            "target": 0.5,
+            "strategies": {
+                "pbt": {"speedup": pbt, "finalMean": 0.45 if pbt else 0.55, "finals": finals},
+                "autolrs": {"speedup": None, "finalMean": 0.6, "costInS": autolrs_cost},
+            },
+            "comparisons": {
+                "pbt": {"vsOptuna": paired, "vsScheduleFree": {**paired, "mean": 0.02}},
+                "autolrs": {"vsOptuna": None, "vsScheduleFree": None},
+            },
+        }
+
+    rows = summary.targets(profile, [section("a", 1.5, 2.0), section("b", None, 3.0)])
+    by_name = {row["target"].split(" (")[0]: row for row in rows}
+    reach = rows[0]
+    assert not reach["met"]
+    assert "b: not reached (lowest final: pbt 0.55 vs target 0.5, +10.0%)" in reach["detail"]
+    assert rows[1]["detail"] == "median 0.75x (not reached counts as 0)" and not rows[1]["met"]
+    optuna = next(r for r in rows if r["target"].startswith("pbt beats Optuna"))
+    assert optuna["met"] and optuna["detail"].startswith("2 of 2")
+    free = next(r for r in rows if r["target"].startswith("pbt beats Schedule-Free"))
+    assert not free["met"] and free["detail"].startswith("0 of 2")
+    cost = by_name["AutoLRS search cost <= 2.5 S"]
+    assert not cost["met"] and cost["detail"] == "a: 2.00 S, b: 3.00 S"
