@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from schedsearch.trainers.config import BaseScheduleConfig
+from schedsearch.trainers.evaluation import EvaluationConfig
 from schedsearch.trainers.strategies.autolrs.search import MIN_PROBE_STEPS
 from schedsearch.trainers.strategies.config import AutoLRSConfig, HDETConfig, PBTConfig
 from schedsearch.trainers.workloads import get_workload
@@ -189,16 +190,16 @@ def hdet_base(workload: str) -> BaseScheduleConfig:
 def scaling_notes(profile: Profile) -> list[str]:
     """The rules above in words, with this profile's numbers, for the report."""
     low, high = LR_BOUNDS_FACTORS
-    seeds = (
-        f"{len(profile.eval_seeds)} evaluation seeds (fewer than the full profile's: "
-        "differences here are mostly noise)"
-        if profile.name == "quick"
-        else f"{len(profile.eval_seeds)} evaluation seeds"
+    few = (
+        " (fewer than the full profile's: differences here are mostly noise)"
+        if len(profile.eval_seeds) < len(PROFILES["full"].eval_seeds)
+        else ""
     )
+    evaluation = EvaluationConfig()
     return [
         f"Seeds: selection seeds {list(profile.selection_seeds)} choose (the grid's tuned cell, "
         "the Schedule-Free peak, the Optuna trials); held-out evaluation seeds "
-        f"{list(profile.eval_seeds)} ({seeds}) measure the target, every replay and every "
+        f"{list(profile.eval_seeds)}{few} measure the target, every replay and every "
         f"baseline; searches train with seed {profile.search_seed} (PBT members seed+i). The "
         "three sets are disjoint.",
         f"Baseline grid: families {', '.join(profile.families)} x peak LR = default_lr x "
@@ -207,8 +208,12 @@ def scaling_notes(profile: Profile) -> list[str]:
         "rise from peak/25 over 30% of S; min LR 0; WSD decays linearly over the last 20% of the "
         "post-warm-up steps. The cell with the lowest selection-seed mean is then trained with "
         "the evaluation seeds: their mean is the target.",
-        f"Every search picks LRs in [default_lr x {low:g}, default_lr x {high:g}]; found "
-        "schedules are replayed from scratch with the evaluation seeds.",
+        f"Every search picks LRs in [default_lr x {low:g}, default_lr x {high:g}] with the "
+        f"spec's evaluation defaults (annealed evaluation: a {evaluation.anneal.shape} cooldown "
+        f"branch of {evaluation.anneal.fraction:g} x the decision interval; a trained "
+        f"{evaluation.cooldown.shape} cooldown over the last {evaluation.cooldown.fraction:.0%} of "
+        "S); PBT members warm up like the grid. Found schedules are replayed from scratch with "
+        "the evaluation seeds.",
         "AutoLRS: the reference's growing stages (tau 1000/2000/4000/8000, 15000 steps) mapped "
         "onto S: tau = S/15, tau' = tau/10, tauMax = 8 tau, k = 10, kappa 1000, validation "
         "forecasts from stage 1, every tau'/16 steps.",

@@ -92,7 +92,7 @@ def _header(report: dict[str, Any]) -> list[str]:
         "there within S steps.",
         "- **Search cost**: member-steps the search trained (AutoLRS: its commits plus every "
         "candidate probe; PBT: all members; HDET: all replicas), in units of S. The grid itself "
-        "costs cells x seeds x S.",
+        "costs cells x selection seeds x S.",
         "- Found schedules are **replayed from scratch** on a plain Trainer with the evaluation "
         "seeds, which no search used.",
         "- **optuna @ X cost**: what an Optuna user gets for the member-steps X's search spent: "
@@ -100,8 +100,9 @@ def _header(report: dict[str, Any]) -> list[str]:
         "fits in that budget; its cost column counts every trial's steps, pruned ones included. "
         "Its best trial is replayed like a found schedule.",
         "- **schedule-free**: no schedule at all: the workload's optimizer in its Schedule-Free "
-        "form at constant LR, the peak chosen on the selection seeds among the grid's peaks; its "
-        "cost is that choice (peaks x selection seeds x S).",
+        "form at constant LR, the peak chosen on the selection seeds among the grid's peaks "
+        "(at the package's documented LR scale, see Settings); its cost is that choice (peaks x "
+        "selection seeds x S).",
         "",
         "## Settings",
         "",
