@@ -165,7 +165,7 @@ def strategy_quality(
         "costInS": quality.search_cost(found["memberSteps"], plan.steps),
         "searchWallSeconds": found.get("wallSeconds"),
         # Member-steps spent in annealed-evaluation branches, when the search reports them.
-        "annealSteps": found.get("annealSteps"),
+        "annealSteps": found.get("evaluationSteps"),
         "config": search.spec["config"],
         "schedule": schedule.to_dict(),
         "meanLR": statistics.fmean(schedule.lrs()),

@@ -136,6 +136,10 @@ def grid_schedule(profile: Profile, plan: WorkloadPlan, family: str, factor: flo
     )
 
 
+# What every search is run with: the spec's defaults (annealed evaluation, a 20% cooldown).
+EVALUATION = EvaluationConfig()
+
+
 def search_task(profile: Profile, plan: WorkloadPlan, strategy: str) -> Task:
     steps = plan.steps
     spec: dict[str, Any] = {
@@ -145,12 +149,15 @@ def search_task(profile: Profile, plan: WorkloadPlan, strategy: str) -> Task:
         "seed": profile.search_seed,
         "lrBounds": list(profiles.lr_bounds(plan.workload)),
         # Annealed evaluation and the final cooldown, at the spec's defaults.
-        "evaluation": EvaluationConfig().model_dump(by_alias=True, mode="json"),
+        "evaluation": EVALUATION.model_dump(by_alias=True, mode="json"),
     }
     if strategy == "autolrs":
         autolrs = profiles.autolrs_config(steps)
         spec["config"] = autolrs.model_dump(by_alias=True, mode="json")
-        trained = steps * (1 + autolrs.candidates * autolrs.tau_prime / autolrs.tau)
+        # Stages up to the cooldown, each probe followed by its annealed branch; the cooldown.
+        probes = autolrs.candidates * autolrs.tau_prime / autolrs.tau
+        searched = 1.0 - EVALUATION.cooldown.fraction
+        trained = steps * (1 + searched * probes * (1 + EVALUATION.anneal.fraction))
         evals = AUTOLRS_VALIDATED_STAGES * autolrs.candidates * AUTOLRS_EVALS_PER_PROBE
     elif strategy == "pbt":
         pbt = profiles.pbt_config(profile, steps)
@@ -159,7 +166,10 @@ def search_task(profile: Profile, plan: WorkloadPlan, strategy: str) -> Task:
         spec["base"] = profiles.grid_config(profile, "constant", 1.0, steps).model_dump(
             by_alias=True
         )
-        trained, evals = pbt.population * steps, pbt.population * profiles.PBT_ROUNDS
+        # A branch of anneal.fraction intervals at each decision (every round before the cooldown).
+        branches = (1.0 - EVALUATION.cooldown.fraction) * EVALUATION.anneal.fraction
+        trained = pbt.population * steps * (1 + branches)
+        evals = 2 * pbt.population * profiles.PBT_ROUNDS
     elif strategy == "hdet":
         hdet = profiles.hdet_config(profile, steps)
         spec["config"] = hdet.model_dump(by_alias=True, mode="json")

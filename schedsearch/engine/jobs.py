@@ -228,6 +228,7 @@ class PBTJob:
             best_member=int(outcome["bestMember"]),
             member_steps=int(outcome["memberSteps"]),
             history=list(outcome["history"]),
+            evaluation_steps=int(outcome.get("evaluationSteps", 0)),
         )
 
     def summary_rows(self) -> list[dict[str, Any]]:

@@ -237,6 +237,7 @@ class PBTCoordinator:
             "schedule": self.population.schedule().to_dict(),
             # Annealed-evaluation branches are search cost too (the population counts them).
             "memberSteps": self.member_steps + self.population.anneal_steps,
+            "evaluationSteps": self.population.anneal_steps,
             "history": list(self.population.history),
             "members": self.member_rows(),
         }

@@ -51,6 +51,7 @@ def result_from_dict(data: dict[str, Any]) -> SearchResult:
         member_steps=int(data["memberSteps"]),
         history=list(data.get("history", [])),
         wall_seconds=float(data.get("wallSeconds", 0.0)),
+        evaluation_steps=int(data.get("evaluationSteps", 0)),
     )
 
 

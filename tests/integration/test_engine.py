@@ -102,9 +102,12 @@ def test_pbt_search_runs_through_the_cli_into_the_store(ray_address: str, tmp_pa
     assert record.best_objective is not None and record.best_objective < 1.0
     # The steps trained: at least the best lineage; at most the budget per member plus what
     # exploits redo (a member that copies a source from behind trains those steps again), which
-    # every interval of every member could do at most once.
+    # every interval of every member could do at most once, plus an annealed-evaluation branch
+    # (half an interval) at each report (every interval, the warm-up's end, the cooldown's start)
+    # and the control run (the found and the base schedule, one budget each).
     assert record.member_steps is not None
-    assert STEPS <= record.member_steps <= 4 * STEPS + 4 * (STEPS // 50) * 50
+    redo, branches = 4 * (STEPS // 50) * 50, 4 * (STEPS // 50 + 2) * 25
+    assert STEPS <= record.member_steps <= 4 * STEPS + redo + branches + 2 * STEPS
     best = store.best_schedule("pbt-e2e")
     assert best.schedule.total_steps == STEPS
     assert best.provenance.strategy == "pbt" and best.provenance.member == record.best_member
@@ -152,7 +155,10 @@ def test_hdet_runs_as_one_trial_of_replica_processes(ray_address: str, tmp_path:
     result = _run(store_path, _spec(tmp_path, "hdet-e2e", hdet, steps=200))
     assert result.exit_code == 0, result.output
     record = SQLiteStore(store_path).get_search("hdet-e2e")
-    assert record.phase == "Succeeded" and record.member_steps == 2 * 200
+    # Two replicas, and the control run (found and base schedule from a fresh seed).
+    assert record.phase == "Succeeded" and record.member_steps == 2 * 200 + 2 * 200
+    control = SQLiteStore(store_path).best_schedule("hdet-e2e").provenance.model_extra["control"]
+    assert control["steps"] == 200 and control["found"] > 0 and control["base"] > 0
     assert SQLiteStore(store_path).best_schedule("hdet-e2e").schedule.total_steps == 200
 
 

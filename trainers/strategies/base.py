@@ -148,6 +148,8 @@ class SearchResult:
     member_steps: int
     history: list[JSONDict] = field(default_factory=list)
     wall_seconds: float = 0.0
+    # Of ``member_steps``: the steps of annealed-evaluation branches (thrown away after use).
+    evaluation_steps: int = 0
 
     def to_dict(self) -> JSONDict:
         return {
@@ -158,6 +160,7 @@ class SearchResult:
             "bestMember": self.best_member,
             "memberSteps": self.member_steps,
             "wallSeconds": round(self.wall_seconds, 3),
+            "evaluationSteps": self.evaluation_steps,
             "history": self.history,
         }
 

@@ -105,6 +105,7 @@ def run_autolrs(
         best_objective=objective,
         best_member=0,
         member_steps=trainer.global_step + search.search_steps,
+        evaluation_steps=search.anneal_steps,
         history=[*search.history, {"final": final}],
         wall_seconds=time.monotonic() - started,
     )

@@ -66,6 +66,7 @@ class AutoLRSSearch:
         self.stage = 0
         self.trained_steps = 0
         self.search_steps = 0
+        self.anneal_steps = 0  # of search_steps: annealed-evaluation branches
         self._tau, self._tau_prime = config.tau, config.tau_prime
         self._tried: list[dict[str, Any]] = []
         self._failed: list[float] = []  # LRs whose commit failed in this stage
@@ -146,6 +147,7 @@ class AutoLRSSearch:
         else:
             value = self._forecast(steps, losses, diverged=diverged, horizon=plan.tau)
         self.search_steps += branch
+        self.anneal_steps += branch
         self._bo.tell(decision.lr, value)
         self._tried.append(
             {"lr": decision.lr, "forecast": value, "diverged": value >= self.config.diverged_loss}
@@ -236,6 +238,7 @@ class AutoLRSSearch:
             "stage": self.stage,
             "trainedSteps": self.trained_steps,
             "searchSteps": self.search_steps,
+            "annealSteps": self.anneal_steps,
             "tau": self._tau,
             "tauPrime": self._tau_prime,
             "tried": [dict(t) for t in self._tried],
@@ -254,6 +257,7 @@ class AutoLRSSearch:
         self.stage = int(state["stage"])
         self.trained_steps = int(state["trainedSteps"])
         self.search_steps = int(state["searchSteps"])
+        self.anneal_steps = int(state.get("annealSteps", 0))
         self._tau, self._tau_prime = int(state["tau"]), int(state["tauPrime"])
         self._tried = [dict(t) for t in state["tried"]]
         self._failed = [float(lr) for lr in state["failedCommits"]]

@@ -294,6 +294,7 @@ def run_pbt(
         best_objective=objective if objective is not None else math.nan,
         best_member=best,
         member_steps=sum(loop.trained_steps for loop in loops),
+        evaluation_steps=population.anneal_steps,
         history=list(population.history),
         wall_seconds=time.monotonic() - started,
     )
