@@ -1,4 +1,5 @@
-"""The CLI reading results from the cluster: ``list/get/best/export`` against the real API server.
+"""The CLI reading results from the cluster: ``list/get/best/export/delete`` against the real API
+server.
 
 The objects are written here directly (a ScheduleSearch with a status, the LRSchedule it stored),
 as the controller would write them, so these tests need no trainer pods; the end-to-end test
@@ -114,10 +115,25 @@ def test_list_get_best_export_show_the_cluster_objects(
     best = _ok("best", "found", *where)
     assert best.startswith("schedule found-best of search found (120 steps)")
     assert "val_loss 0.25, member 2" in best
-    exported = Schedule.from_json(_ok("export", "found", *where, "-f", "json"))
+    exported = Schedule.from_json(_ok("export", "found", *where, "-o", "json"))
     assert exported.lrs() == SCHEDULE.lrs()
     resource = json.loads(_ok("best", "found", *where, "-o", "json"))
     assert resource["kind"] == "LRSchedule" and resource["metadata"]["namespace"] == namespace
+
+
+def test_delete_removes_the_search_and_keeps_its_schedule_unless_asked(
+    k8s_cluster: harness.Cluster, namespace: str, where: tuple[str, ...]
+) -> None:
+    _store_results(k8s_cluster, namespace, "gone")
+    said = _ok("delete", "gone", *where)
+    assert f"deleted ScheduleSearch 'gone' from namespace {namespace!r}" in said
+    assert "kept its best schedule 'gone-best'" in said
+    assert _invoke("get", "gone", *where).exit_code == 3
+    assert "schedule gone-best of search gone" in _ok("best", "gone", *where)
+    said = _ok("delete", "gone", "--with-schedule", *where)
+    assert "deleted its kept best schedule 'gone-best'" in said
+    assert _invoke("best", "gone", *where).exit_code == 3
+    assert _invoke("delete", "gone", *where).exit_code == 3
 
 
 def test_the_current_context_is_used_when_no_local_store_exists(
