@@ -142,3 +142,40 @@ def test_an_arithmetic_error_is_reported_fatal_not_retried(
     assert pod.main(pod_environ(url, spec)) == channel.EXIT_CONFIG
     assert api.state is not None
     assert api.state.members[1].fatal == "ArithmeticError: OverflowError: math range error"
+
+
+def test_a_copied_checkpoint_survives_its_sources_rotation_end_to_end(
+    channel_server: tuple[FakeApi, str, list[str]],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Member 0 trains for real against the controller's report channel; member 3 is told to copy
+    its step-100 file and its pod dies at once. Member 0 saves two more checkpoints (it keeps
+    two), yet the file member 3's start point names is still there for its replacement."""
+    api, url, _ = channel_server
+    assert api.state is not None
+    for member, objective in ((3, 30.0), (2, 20.0), (1, 10.0)):  # nobody copies anybody yet
+        api.state = deliver(api.state, checkpoint(member, 100, objective)).state
+    coordinator = report_client.HTTPCoordinator(
+        report_client.ReportClient(url, "ml", "s1", "s3cret", backoff_base=0.01)
+    )
+    trainer = harness.Trainer(get_workload("regression"), seed=0, device="cpu")
+    loop = pbt_runner.MemberLoop(
+        0, trainer, {"lr": 0.01}, coordinator, total_steps=1000, interval=100,
+        checkpoint_dir=tmp_path,
+    )  # fmt: skip
+    loop.pinned = coordinator.pinned
+    assert loop.advance() and loop.step == 100
+    outcome = deliver(api.state, checkpoint(3, 200, 100.0))
+    api.state = outcome.state
+    decision = base.decision_from_dict(outcome.answer["decision"])
+    assert isinstance(decision, base.Exploit) and decision.src == 0
+    assert decision.checkpoint_path == str(tmp_path / "member-0" / "step-100.pt")
+    assert loop.advance() and loop.advance() and loop.step == 300
+    start = state_mod.start_point(api.state, 3)
+    assert start is not None
+    assert pod.resume_point(start) == (100, decision.checkpoint_path)
+    assert sorted(p.name for p in (tmp_path / "member-0").iterdir()) == [
+        "step-100.pt",
+        "step-200.pt",
+        "step-300.pt",
+    ]
