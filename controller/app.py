@@ -198,6 +198,9 @@ class Reconciler:
                 await _sleep(wakeup, IDLE_SECONDS if delay is None else delay)
         finally:
             self._wakeups.pop(key, None)
+            # Kopf ends this loop when the search is being deleted (or the controller stops), not
+            # always after a pass that saw the deletion: its series go here either way.
+            self.metrics.forget_search(namespace, name)
 
 
 async def _sleep(wakeup: asyncio.Event, seconds: float) -> None:
