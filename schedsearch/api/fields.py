@@ -83,7 +83,8 @@ def _positive_quantity(text: str) -> str:
 # The API server's copy of _positive_quantity (the pattern alone admits "0", and an integer
 # is not matched against a pattern at all).
 _POSITIVE_QUANTITY_RULE = {
-    "rule": "type(self) == string ? isQuantity(self) && quantity(self).sign() == 1 : self > 0",
+    "rule": "type(self) == string ? isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))"
+    " : self > 0",
     "message": "must be a quantity greater than zero",
 }
 
