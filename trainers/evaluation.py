@@ -114,7 +114,8 @@ class EvaluationConfig(ConfigModel):
 class Phases:
     """A budget of ``total_steps`` laid out as warm-up, searched part and cooldown.
 
-    Steps ``[0, warmup_steps)``: the LR rises linearly from 0 to the member's LR. Steps
+    Steps ``[0, warmup_steps)``: the LR rises linearly from 0 to the member's LR (PBT) or to the
+    base schedule's ``peak_lr`` (AutoLRS, whose first stage starts after the warm-up). Steps
     ``[warmup_steps, cooldown_start)``: the searched part, the member's LR as the search sets it.
     Steps ``[cooldown_start, total_steps)``: the LR decays (``cooldown_shape``) from the member's
     LR to ``floor``. ``anneal_steps``: the length of the annealed-evaluation branch at a decision
@@ -130,6 +131,8 @@ class Phases:
     anneal_shape: str = "linear"
     # The branch as a share of a decision interval, for strategies whose interval varies.
     anneal_fraction: float = 0.0
+    # The base schedule's peak: what a single-run strategy (AutoLRS) warms up to.
+    peak_lr: float | None = None
 
     def __post_init__(self) -> None:
         start = self.total_steps if self.cooldown_start is None else self.cooldown_start
@@ -170,6 +173,7 @@ class Phases:
             anneal_steps=round(evaluation.anneal.fraction * interval),
             anneal_shape=evaluation.anneal.shape,
             anneal_fraction=evaluation.anneal.fraction,
+            peak_lr=base.peak_lr if base is not None else None,
         )
 
     @property
@@ -237,7 +241,7 @@ def search_phases(spec: Any) -> Phases:
         evaluation=spec.evaluation,
         base=spec.base_schedule,
         interval=interval,
-        warmup=strategy.pbt is not None,
+        warmup=strategy.hdet is None,
     )
 
 

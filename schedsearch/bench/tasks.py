@@ -154,6 +154,10 @@ def search_task(profile: Profile, plan: WorkloadPlan, strategy: str) -> Task:
     if strategy == "autolrs":
         autolrs = profiles.autolrs_config(steps)
         spec["config"] = autolrs.model_dump(by_alias=True, mode="json")
+        # The grid's warm-up, to the workload's default LR, before the first stage.
+        spec["base"] = profiles.grid_config(
+            profile, "constant", get_workload(plan.workload).default_lr, steps
+        ).model_dump(by_alias=True)
         # Stages up to the cooldown, each probe followed by its annealed branch; the cooldown.
         probes = autolrs.candidates * autolrs.tau_prime / autolrs.tau
         searched = 1.0 - EVALUATION.cooldown.fraction
@@ -162,10 +166,10 @@ def search_task(profile: Profile, plan: WorkloadPlan, strategy: str) -> Task:
     elif strategy == "pbt":
         pbt = profiles.pbt_config(profile, steps)
         spec["config"] = pbt.model_dump(by_alias=True, mode="json")
-        # The grid's warm-up (members warm up to their own LR); its peak is not used by PBT.
-        spec["base"] = profiles.grid_config(profile, "constant", 1.0, steps).model_dump(
-            by_alias=True
-        )
+        # The grid's warm-up (members warm up to their own LR; the base's peak is not used).
+        spec["base"] = profiles.grid_config(
+            profile, "constant", get_workload(plan.workload).default_lr, steps
+        ).model_dump(by_alias=True)
         # A branch of anneal.fraction intervals at each decision (every round before the cooldown).
         branches = (1.0 - EVALUATION.cooldown.fraction) * EVALUATION.anneal.fraction
         trained = pbt.population * steps * (1 + branches)

@@ -280,3 +280,42 @@ def test_a_forecast_cannot_predict_an_impossible_loss() -> None:
     assert plausible_floor([0.5, 0.4, 0.3]) == pytest.approx(0.1)
     assert plausible_floor([0.2, 0.05]) == 0.0  # never below zero for non-negative losses
     assert plausible_floor([-1.0, -2.0]) == -3.0
+
+
+def test_autolrs_warms_up_searches_then_cools_down_and_its_schedule_replays_exactly(
+    tmp_path: Path,
+) -> None:
+    from schedsearch.trainers.strategies.autolrs.runner import run_autolrs
+    from schedsearch.trainers.strategies.config import AutoLRSConfig
+
+    base_config = BaseScheduleConfig(family="cosine", peak_lr=0.02, warmup_steps=10)
+    phases = Phases.create(200, base=base_config, interval=10)
+    config = AutoLRSConfig(tau=40, tau_prime=10, tau_max=80, candidates=2)
+    result = run_autolrs(
+        config,
+        "regression",
+        total_steps=200,
+        lr_bounds=(1e-3, 0.2),
+        seed=4,
+        out_dir=tmp_path,
+        device="cpu",
+        phases=phases,
+    )
+    found = result.best_schedule
+    first = found.points[0]
+    assert (first.step, first.lr, first.interp, first.end_lr, first.span) == (
+        0,
+        0.0,
+        "linear",
+        0.02,
+        10,
+    )
+    assert found.points[1].step == 10  # the first stage starts after the warm-up
+    cooldown, end = found.points[-2:]
+    assert (cooldown.step, cooldown.interp, end.step, end.lr) == (160, "linear", 200, 0.0)
+    # Each probe's branch (half of tau') is counted; 200 trained steps plus probes and branches.
+    assert result.evaluation_steps > 0
+    assert result.member_steps > 200 + result.evaluation_steps
+    replay = harness.Trainer(get_workload("regression"), seed=4, device="cpu")
+    replay.train(200, found.lr_at)
+    assert replay.evaluate()["val_loss"] == result.best_objective

@@ -72,9 +72,11 @@ def run_autolrs(
     reporter = reporter or base.NullReporter()
     if phases is not None and phases.total_steps != total_steps:
         raise ValueError(f"phases: laid out for {phases.total_steps} steps, not {total_steps}")
+    warmup = phases.warmup_steps if phases is not None else 0
     search = AutoLRSSearch(
         config,
-        total_steps=total_steps if phases is None else phases.search_end,
+        # Stages start after the warm-up and end where the cooldown starts.
+        total_steps=(total_steps if phases is None else phases.search_end) - warmup,
         lr_min=lr_bounds[0],
         lr_max=lr_bounds[1],
         seed=seed,
@@ -84,8 +86,13 @@ def run_autolrs(
     if out is not None and _resume(out, search, trainer):
         reporter.on_event("start", f"resumed at stage {search.stage}", stage=search.stage)
     driver = _StageDriver(search, trainer, reporter, phases)
+    peak = _warmup_peak(phases, lr_bounds) if warmup else 0.0
+    if trainer.global_step < warmup:  # a fresh search (a resumed one is past its warm-up)
+        driver.warm_up(warmup, peak)
     driver.run(out)
-    found = search.schedule(total_steps)
+    found = search.schedule(total_steps - warmup)
+    if warmup:
+        found = _after_warmup(found, warmup, peak, total_steps)
     if phases is not None:
         found = phases.with_cooldown(found)
         driver.cool_down(found)
@@ -109,6 +116,22 @@ def run_autolrs(
         history=[*search.history, {"final": final}],
         wall_seconds=time.monotonic() - started,
     )
+
+
+def _warmup_peak(phases: Phases | None, lr_bounds: tuple[float, float]) -> float:
+    """The LR the warm-up rises to: the base schedule's peak, within the bounds."""
+    low, high = lr_bounds
+    peak = phases.peak_lr if phases is not None else None
+    return math.sqrt(low * high) if peak is None else min(max(peak, low), high)
+
+
+def _after_warmup(
+    stages: schedules.Schedule, warmup: int, peak: float, total_steps: int
+) -> schedules.Schedule:
+    """The warm-up (0 to ``peak`` over ``warmup`` steps, linear), then ``stages`` from there."""
+    builder = schedules.ScheduleBuilder([schedules.ChangePoint(0, 0.0, "linear", peak, warmup)])
+    builder.append_segment(warmup, stages)
+    return builder.build(total_steps, stages.provenance)
 
 
 class _StageDriver:
@@ -202,6 +225,15 @@ class _StageDriver:
         )
         return float(metrics["val_loss"]), trained
 
+    def warm_up(self, steps: int, peak: float) -> None:
+        """Train the first ``steps`` steps with the LR rising linearly from 0 to ``peak`` (the
+        arithmetic of the stored schedule's warm-up segment), before the first stage."""
+        assert self.phases is not None
+        self.reporter.on_event("stage", f"warm-up: {steps} steps, lr 0 -> {peak:.3g}")
+        for step in range(self.trainer.global_step, steps):
+            result = self.trainer.step(self.phases.lr(peak, step))
+            self.reporter.on_progress(0, step + 1, result.loss, result.lr)
+
     def cool_down(self, schedule: schedules.Schedule) -> None:
         """Train from the end of the last stage to the end of ``schedule`` (the cooldown)."""
         start = self.trainer.global_step
@@ -224,7 +256,7 @@ class _StageDriver:
 
     def _commit(self, decision: base.Commit) -> bool:
         """Train the stage at the chosen LR; False when it failed (it is then retried)."""
-        start = self.search.trained_steps
+        start = self.trainer.global_step  # the stage's start (after any warm-up)
         self.reporter.on_event(
             "commit", f"stage {decision.stage}: lr={decision.lr:.3g} for {decision.steps} steps"
         )
