@@ -142,7 +142,8 @@ def _check_reachable(address: str, source: str) -> None:
     if "://" in address or not sep or not port.isdigit():
         return  # "auto", "ray://..." and other forms are Ray's to resolve
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_SECONDS).close()
+        target = (host.strip("[]"), int(port))  # [::1]:6379 is an IPv6 host
+        socket.create_connection(target, timeout=CONNECT_TIMEOUT_SECONDS).close()
     except OSError as err:
         raise RayConnectError(
             f"cannot join the Ray cluster at {address}{source}: nothing answers there ({err}); "

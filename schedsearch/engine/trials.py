@@ -268,9 +268,9 @@ def pbt_member(config: dict[str, Any]) -> None:
     if late and not coordinator.is_halted():
         reporter.on_event(
             "start",
-            f"member {member} trains without member(s) {_names(late)}, which Ray has not "
-            "started (no free CPU for them: is the cluster busy with other work?); they join "
-            "when it does",
+            f"member {member} trains without member(s) {_names(late)}, which are not up yet "
+            "(no free CPU for them: is the cluster busy with other work?); they join when "
+            "they are",
             member=member,
         )
     if start.checkpoint_path is not None:
