@@ -195,7 +195,7 @@ class ActorCoordinator:
         """
         self._call("arrive", member)
         started = clock()
-        next_report = started
+        next_report = started + report_every  # a quick start says nothing
         while missing := list(self._call("missing")):
             now = clock()
             if now - started >= timeout or self.is_halted():

@@ -121,7 +121,8 @@ def test_members_wait_for_the_late_ones_and_say_whom_they_wait_for() -> None:
     assert late == [2]
     assert waits and all(missing == [2] for missing, _ in waits)
     seconds = [waited for _, waited in waits]
-    assert len(seconds) == 4 and all(b - a == 5 for a, b in itertools.pairwise(seconds))
+    assert len(seconds) == 3 and seconds[0] >= 5
+    assert all(b - a == 5 for a, b in itertools.pairwise(seconds))
 
 
 def test_members_stop_waiting_soon_for_members_ray_has_no_resources_for() -> None:
