@@ -52,7 +52,8 @@ class Tiny:
 
     def evaluate(self, model):
         x = torch.ones(3, 2)
-        return {"val_loss": float(nn.functional.mse_loss(model(x), x.sum(1, keepdim=True)))}
+        with torch.no_grad():
+            return {"val_loss": float(nn.functional.mse_loss(model(x), x.sum(1, keepdim=True)))}
 
 
 def make():
@@ -152,6 +153,22 @@ def test_a_workload_missing_methods_is_refused_with_all_of_them(tmp_path: Path) 
     code, output = invoke("validate", "--local", str(path))
     assert code == 1
     assert "no build_model; no make_optimizer; no train_batches; no evaluate" in output
+
+
+def test_a_workload_that_does_not_report_the_objective_is_refused(
+    tmp_path: Path, generator_module: str
+) -> None:
+    module = tmp_path / "noobjective.py"
+    module.write_text(
+        "from tinyworkload import Tiny\n\n"
+        "class NoObjective(Tiny):\n"
+        "    def evaluate(self, model):\n"
+        "        return {'accuracy': 1.0}\n"
+    )
+    path = write(tmp_path, spec(workload={"entrypoint": f"{module}:NoObjective"}))
+    code, output = invoke("validate", "--local", str(path))
+    assert code == 1
+    assert "evaluate must return a dict with 'val_loss' as a finite number" in output
 
 
 def test_a_generator_workload_validates_with_a_note_and_has_defaults(

@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 import math
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,8 @@ BUILTIN_WORKLOADS: list[str] = list(_BUILTINS)
 if tuple(BUILTIN_WORKLOADS) != BUILTIN_WORKLOAD_NAMES:  # one list of names, two import costs
     raise ImportError(f"catalog names {BUILTIN_WORKLOAD_NAMES} differ from {BUILTIN_WORKLOADS}")
 _MEMBERS = ("build_model", "make_optimizer", "train_batches", "loss", "evaluate")
+# The metric every search optimises (the spec's objective.metric; the only one there is).
+OBJECTIVE_METRIC = "val_loss"
 
 
 class WorkloadError(ValueError):
@@ -204,13 +206,38 @@ def entrypoint_report(ref: str) -> tuple[list[str], list[str]]:
     )
     try:
         stream = workload.train_batches(0)
-        next(stream)
+        batch = next(stream)
     except Exception as err:  # the user's data code, whatever it raises
         return [f"train_batches(0) failed: {type(err).__name__}: {err}"], notes
+    problems = _one_step_problems(workload, batch)
     if isinstance(stream, ReplayBatchStream):
         notes.append(
             "train_batches returns a plain iterable, not a BatchStream (state_dict/"
             "load_state_dict): it is wrapped so a restored member replays the batches before "
             "its step (extra data loading on every resume)"
         )
-    return [], notes
+    return problems, notes
+
+
+def _one_step_problems(workload: EntrypointWorkload, batch: Any) -> list[str]:
+    """What goes wrong on a first step: the model builds, the loss of a batch is a scalar
+    tensor, and ``evaluate`` gives the objective (``val_loss``) as a finite number."""
+    step = "build_model(0)"
+    try:
+        model = workload.build_model(0)
+        step = "loss(model, batch)"
+        loss = workload.loss(model, batch)
+        step = "evaluate(model)"
+        metrics = workload.evaluate(model)
+    except Exception as err:  # the user's code, whatever it raises
+        return [f"{step} failed: {type(err).__name__}: {err}"]
+    problems = []
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        problems.append(f"loss must return a scalar tensor, got {type(loss).__name__}")
+    value = metrics.get(OBJECTIVE_METRIC) if isinstance(metrics, Mapping) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        problems.append(
+            f"evaluate must return a dict with {OBJECTIVE_METRIC!r} as a finite number, "
+            f"got {metrics!r}"
+        )
+    return problems
