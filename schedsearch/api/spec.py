@@ -71,7 +71,6 @@ StrategyName = Literal["autolrs", "pbt", "hdet"]
 # requirements only when the validation context says {"target": "cluster"} (``schedsearch
 # validate`` by default); the API server always checks them (their CEL rules are in the CRD).
 Target = Literal["cluster", "local"]
-TARGETS: tuple[Target, ...] = ("cluster", "local")
 
 
 def on_cluster(info: ValidationInfo) -> bool:
