@@ -515,7 +515,10 @@ class ScheduleSearchSpec(SpecModel):
     @model_validator(mode="wrap")
     @classmethod
     def _every_problem(
-        cls, data: Any, handler: ModelWrapValidatorHandler[ScheduleSearchSpec], info: ValidationInfo
+        cls,
+        data: Any,
+        handler: ModelWrapValidatorHandler[ScheduleSearchSpec],
+        info: ValidationInfo[Any],
     ) -> ScheduleSearchSpec:
         # Pydantic skips the cross-field checks when any field is invalid. Run those whose fields
         # are all valid anyway, so one pass reports every problem (duplicates are dropped by
