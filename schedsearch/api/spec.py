@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -44,6 +44,9 @@ from schedsearch.trainers.config import (
 )
 from schedsearch.trainers.evaluation import EvaluationConfig
 from schedsearch.trainers.strategies.config import MAX_MEMBERS, StrategyConfig
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11; annotations are not evaluated at run time
 
 API_GROUP: Final = "schedsearch.io"
 API_VERSION_NAME: Final = "v1alpha1"
@@ -517,9 +520,9 @@ class ScheduleSearchSpec(SpecModel):
     def _every_problem(
         cls,
         data: Any,
-        handler: ModelWrapValidatorHandler[ScheduleSearchSpec],
+        handler: ModelWrapValidatorHandler[Self],
         info: ValidationInfo[Any],
-    ) -> ScheduleSearchSpec:
+    ) -> Self:
         # Pydantic skips the cross-field checks when any field is invalid. Run those whose fields
         # are all valid anyway, so one pass reports every problem (duplicates are dropped by
         # schedsearch.api.loading).
