@@ -381,7 +381,7 @@ def _verified(search: api.ScheduleSearch, result: SearchResult, console: Console
         metric=spec.objective.metric,
         mode=spec.objective.mode,
     )
-    console.print(f"control: {control.summary()}", markup=False, highlight=False)
+    console.print(f"control: {control.summary()}", markup=False, highlight=False, soft_wrap=True)
     schedule = result.best_schedule.with_provenance(control=control.to_dict())
     return dataclasses.replace(
         result, best_schedule=schedule, member_steps=result.member_steps + 2 * control.steps

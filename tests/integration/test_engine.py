@@ -36,8 +36,15 @@ STEPS = 300
 
 
 def _spec(
-    tmp_path: Path, name: str, strategy: str, *, steps: int = STEPS, workload: str = "regression"
+    tmp_path: Path,
+    name: str,
+    strategy: str,
+    *,
+    steps: int = STEPS,
+    workload: str = "regression",
+    control: bool = False,
 ) -> Path:
+    """A spec file; the control run (two more budgets of training) only where a test needs it."""
     path = tmp_path / f"{name}.yaml"
     # The cluster needs a shared claim for PBT; the local engine keeps checkpoints on disk.
     checkpoints = (
@@ -59,6 +66,7 @@ def _spec(
                 {strategy}
               resources: {{cpu: "1", memory: 1Gi}}
               checkpoints: {checkpoints}
+              evaluation: {{control: {{enabled: {str(control).lower()}}}}}
             """
         )
     )
@@ -92,9 +100,11 @@ def _run(store: Path, spec: Path, *extra: str) -> Any:
 
 def test_pbt_search_runs_through_the_cli_into_the_store(ray_address: str, tmp_path: Path) -> None:
     store_path = tmp_path / "results.db"
-    result = _run(store_path, _spec(tmp_path, "pbt-e2e", PBT))
+    result = _run(store_path, _spec(tmp_path, "pbt-e2e", PBT, control=True))
     assert result.exit_code == 0, result.output
     assert "best schedule" in result.output
+    # The control: the found and the base schedule from a seed no member used, side by side.
+    assert re.search(r"control: found \S+ vs base \S+ val_loss on a fresh seed", result.output)
 
     store = SQLiteStore(store_path)
     record = store.get_search("pbt-e2e")
@@ -153,7 +163,7 @@ def test_autolrs_runs_as_one_trial(ray_address: str, tmp_path: Path) -> None:
 def test_hdet_runs_as_one_trial_of_replica_processes(ray_address: str, tmp_path: Path) -> None:
     hdet = "hdet: {replicas: 2, syncInterval: 50}"
     store_path = tmp_path / "results.db"
-    result = _run(store_path, _spec(tmp_path, "hdet-e2e", hdet, steps=200))
+    result = _run(store_path, _spec(tmp_path, "hdet-e2e", hdet, steps=200, control=True))
     assert result.exit_code == 0, result.output
     record = SQLiteStore(store_path).get_search("hdet-e2e")
     # Two replicas, and the control run (found and base schedule from a fresh seed).
