@@ -190,6 +190,9 @@ def _wait_for_checkpoints(store: SQLiteStore, name: str, proc: subprocess.Popen[
     raise AssertionError("no checkpoint from every member within 300 s")
 
 
+# Two PBT runs of the CNN (interrupted, then resumed to the end), each with annealed-evaluation
+# branches: about 3 minutes on an idle 2-core machine, more than 10 on a loaded one.
+@pytest.mark.timeout(1500)
 def test_ctrl_c_leaves_the_store_consistent_and_resume_finishes(
     ray_address: str, tmp_path: Path
 ) -> None:
