@@ -537,6 +537,40 @@ def delete(name: str, with_schedule: bool, results: Results) -> None:
 
 
 @cli.command()
+@results_options
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on. The default lets only this machine connect; 0.0.0.0 lets "
+    "every machine that reaches this one read the results.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_default=True,
+    help="Port to listen on (0: any free port; the URL printed on start has it).",
+)
+@_translating_errors
+def ui(results: Results, host: str, port: int) -> None:
+    """Serve a read-only web page over the results: searches, their members' curves and
+    strategy decisions, and the stored schedules with downloads."""
+    from schedsearch.ui import server
+
+    backend = results.backend  # an unusable store or cluster fails here, before listening
+    try:
+        server.serve(backend, where=results.where, host=host, port=port, announce=click.echo)
+    except OSError as err:
+        raise UserError(
+            f"cannot listen on {host}:{port}: {err.strerror or err} "
+            "(choose another --port, or --host)"
+        ) from None
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+
+
+@cli.command()
 @click.argument("shell", type=click.Choice(COMPLETION_SHELLS))
 def completion(shell: str) -> None:
     """Print the shell completion script, e.g. eval "$(schedsearch completion bash)"."""

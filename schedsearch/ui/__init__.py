@@ -1,0 +1,1 @@
+"""``schedsearch ui``: a local, read-only web page over the results the CLI reads."""
