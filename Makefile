@@ -11,7 +11,8 @@ SPEC ?= examples/digits-pbt.yaml
 demo:
 	@venv="$(VENV)"; \
 	"$$venv/bin/schedsearch" run $(SPEC) && \
-	"$$venv/bin/schedsearch" best $$("$$venv/bin/python" -c "import yaml,sys; print(yaml.safe_load(open('$(SPEC)'))['metadata']['name'])")
+	"$$venv/bin/schedsearch" best $$("$$venv/bin/python" -c "import yaml,sys; print(yaml.safe_load(open('$(SPEC)'))['metadata']['name'])") && \
+	echo && echo "To see it in a browser: $$venv/bin/schedsearch ui, then open http://127.0.0.1:8080/"
 
 ## test: lint, type checks, then every test layer (unit, real API server, end to end).
 test:
@@ -19,6 +20,7 @@ test:
 	echo "== lint"; python -m ruff check .; python -m ruff format --check .; \
 	echo "== types"; python -m mypy schedsearch controller trainers; \
 	echo "== test cluster binaries"; export SCHEDSEARCH_K8S_BIN="$$(bash scripts/build-k8s-tools.sh)"; \
+	echo "== browser for the UI test"; export SCHEDSEARCH_CHROMEDRIVER="$$(bash scripts/install-browser.sh || true)"; \
 	echo "== tests"; python -m pytest -q -p no:cacheprovider tests
 
 ## k8s-tools: build (once per pinned version) etcd, kube-apiserver, kube-controller-manager, kubectl, helm.

@@ -68,8 +68,12 @@ def pbt_state() -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 @pytest.fixture
 def store(tmp_path: Path) -> SQLiteStore:
+    return known_store(tmp_path)
+
+
+def known_store(tmp_path: Path) -> SQLiteStore:
     """digits-pbt (Succeeded, control run, saved PBT state), digits-autolrs (Running, stages
-    recorded) and digits-hdet (Pending, nothing reported)."""
+    recorded) and digits-hdet (Pending, nothing reported), in ``tmp_path/results.db``."""
     store = SQLiteStore(tmp_path / "results.db")
     pbt = load_spec(EXAMPLES / "digits-pbt.yaml")
     store.create_search(pbt)

@@ -32,7 +32,7 @@ function el(tag, attrs, ...children) {
     if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, value === true ? "" : value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -76,6 +76,10 @@ function clearPage() {
   charts = [];
 }
 
+function pageWidth() {
+  return Math.max(480, Math.min(1100, document.getElementById("main").clientWidth - 30));
+}
+
 function showError(target, error) {
   target.replaceChildren(el("p", { class: "error" }, error.message || String(error)));
 }
@@ -95,18 +99,26 @@ function align(series) {
   return [steps, ...columns];
 }
 
+function logRange(u, min, max) {
+  return uPlot.rangeLog(Math.max(min, max * 1e-4), max, 10, true);
+}
+
 function lineChart(target, { series, yLabel, log = false, hooks = {} }) {
   const cleaned = series.map((s) => ({
     ...s, ys: s.ys.map((y) => (y === null || (log && y <= 0) ? null : y)),
   }));
   target.dataset.series = String(cleaned.length);
   const few = Math.max(0, ...cleaned.map((s) => s.ys.filter((y) => y !== null).length)) < 30;
-  const width = Math.max(480, Math.min(1100, window.innerWidth - 80));
+  const width = pageWidth();
   const options = {
     width,
     height: 300,
-    scales: { x: { time: false }, y: log ? { distr: 3 } : {} },
-    axes: [{ label: "step" }, { label: yLabel }],
+    // A log axis spans at most four decades below the top: a decay to ~0 would flatten the rest.
+    scales: { x: { time: false }, y: log ? { distr: 3, range: logRange } : {} },
+    axes: [{ label: "step" }, {
+      label: yLabel, size: 60,
+      values: (u, ticks) => ticks.map((t) => (t === null ? "" : num(t, 2))),
+    }],
     series: [{ label: "step" }, ...cleaned.map((s) => ({
       label: s.label, stroke: s.color, width: s.width || 1.5, dash: s.dash,
       spanGaps: true, points: { show: few },
@@ -281,7 +293,7 @@ function lrSeries(detail) {
 function lineageGraph(graph, totalSteps, bestMember) {
   const members = [...new Set(graph.nodes.map((n) => n.member))].sort((a, b) => a - b);
   const lane = new Map(members.map((m, i) => [m, 24 + i * 30]));
-  const width = Math.max(480, Math.min(1100, window.innerWidth - 80));
+  const width = pageWidth();
   const height = 24 + members.length * 30;
   const x = (step) => 70 + (Math.min(step, totalSteps) / Math.max(totalSteps, 1)) * (width - 100);
   const byMember = new Map(members.map((m) => [m, graph.nodes.filter((n) => n.member === m)
