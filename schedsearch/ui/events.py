@@ -37,7 +37,7 @@ def from_engine_job(job: Mapping[str, Any] | None) -> JSONDict:
         history = _dicts(population.get("history"))
         events["exploits"] = [_exploit(e) for e in history if e.get("event") == "exploit"]
         events["lineage"] = lineage_graph(
-            _members_of(population), events["exploits"], _first_lrs(population)
+            _members_of(population), events["exploits"], _first_lrs(population, events["exploits"])
         )
         return events
     result = job.get("result")
@@ -100,18 +100,22 @@ def _members_of(population: Mapping[str, Any]) -> list[int]:
     return sorted(int(m) for m in members) if isinstance(members, Mapping) else []
 
 
-def _first_lrs(population: Mapping[str, Any]) -> dict[int, float]:
-    """Each member's LR at its first point after the warm-up, from its lineage."""
-    lineage = population.get("lineage")
+def _first_lrs(population: Mapping[str, Any], exploits: Sequence[JSONDict]) -> dict[int, float]:
+    """The LR each member started with. A member's LR changes only when it exploits, so that is
+    the LR it left at its first exploit; a member that never exploited still has its own
+    lineage, whose first LR after the warm-up is it."""
     lrs: dict[int, float] = {}
+    for event in sorted(exploits, key=lambda e: e["step"], reverse=True):
+        if event["oldLR"] is not None:
+            lrs[event["dst"]] = event["oldLR"]
+    lineage = population.get("lineage")
     if not isinstance(lineage, Mapping):
         return lrs
     for member, entry in lineage.items():
         points = _dicts(entry.get("points")) if isinstance(entry, Mapping) else []
-        positive = [_number(p.get("lr")) for p in points]
-        first = next((lr for lr in positive if lr), None)
+        first = next((lr for lr in (_number(p.get("lr")) for p in points) if lr), None)
         if first is not None:
-            lrs[int(member)] = first
+            lrs.setdefault(int(member), first)
     return lrs
 
 

@@ -54,10 +54,14 @@ STAGES = [
 ]
 
 
+def pbt_coordinator() -> PBTCoordinator:
+    config = PBTConfig(population=POPULATION, perturbation_interval=100, seed=5)  # type: ignore[call-arg]
+    return PBTCoordinator(config, lr_min=1e-3, lr_max=1.0, total_steps=600)
+
+
 def pbt_state() -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A real PBT coordinator's state after one round and an exploit: (state, its exploits)."""
-    config = PBTConfig(population=POPULATION, perturbation_interval=100, seed=5)  # type: ignore[call-arg]
-    coordinator = PBTCoordinator(config, lr_min=1e-3, lr_max=1.0, total_steps=600)
+    coordinator = pbt_coordinator()
     for member, objective in enumerate([4.0, 3.0, 2.0, 1.0]):
         coordinator.report(member, 100, objective, f"m{member}/step-100.pt")
     coordinator.report(0, 200, 9.0, "m0/step-200.pt")  # the worst member copies a top one
@@ -183,6 +187,10 @@ def test_a_pbt_search_has_member_series_lineage_and_exploits(store: SQLiteStore)
     assert [(e["from"], e["to"]) for e in graph["edges"]] == [
         (f"{e['src']}@0", f"{e['dst']}@{e['step']}") for e in exploits
     ]
+    # Each start at the LR the member began with, even one whose lineage is now inherited.
+    first = {m: s.config["lr"] for m, s in pbt_coordinator().population.members.items()}
+    starts = {n["member"]: n["lr"] for n in graph["nodes"] if n["step"] == 0}
+    assert starts == pytest.approx(first)
     assert body["best"]["totalSteps"] == FOUND.total_steps
     assert body["base"]["totalSteps"] == body["search"]["budget"]
     assert "kind: ScheduleSearch" in body["specYAML"] and "pbt:" in body["specYAML"]
