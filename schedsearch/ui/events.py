@@ -36,6 +36,9 @@ def from_engine_job(job: Mapping[str, Any] | None) -> JSONDict:
     if isinstance(population, Mapping):
         history = _dicts(population.get("history"))
         events["exploits"] = [_exploit(e) for e in history if e.get("event") == "exploit"]
+        events["members"] = _ranked_members(population)
+        # Annealed-evaluation branches were trained: the objectives ranked are the annealed ones.
+        events["rankedBy"] = "annealed" if _number(population.get("annealSteps")) else "raw"
         events["lineage"] = lineage_graph(
             _members_of(population), events["exploits"], _first_lrs(population, events["exploits"])
         )
@@ -98,6 +101,30 @@ def _number(value: Any) -> float | None:
 def _members_of(population: Mapping[str, Any]) -> list[int]:
     members = population.get("members")
     return sorted(int(m) for m in members) if isinstance(members, Mapping) else []
+
+
+def _ranked_members(population: Mapping[str, Any]) -> list[JSONDict]:
+    """Each member's step, LR and the objective PBT last ranked it by."""
+    members = population.get("members")
+    if not isinstance(members, Mapping):
+        return []
+    rows = []
+    for member in sorted(members, key=int):
+        data = members[member]
+        if not isinstance(data, Mapping):
+            continue
+        config = data.get("config")
+        status = "finished" if data.get("finished") else "stopped" if data.get("stopped") else ""
+        rows.append(
+            {
+                "member": int(member),
+                "step": int(data.get("step", 0)),
+                "lr": _number(config.get("lr")) if isinstance(config, Mapping) else None,
+                "objective": _number(data.get("objective")),
+                "status": status or "training",
+            }
+        )
+    return rows
 
 
 def _first_lrs(population: Mapping[str, Any], exploits: Sequence[JSONDict]) -> dict[int, float]:

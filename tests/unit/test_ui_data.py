@@ -191,6 +191,15 @@ def test_a_pbt_search_has_member_series_lineage_and_exploits(store: SQLiteStore)
     first = {m: s.config["lr"] for m, s in pbt_coordinator().population.members.items()}
     starts = {n["member"]: n["lr"] for n in graph["nodes"] if n["step"] == 0}
     assert starts == pytest.approx(first)
+    # What PBT ranked each member by (raw: this population trained no cooldown branches); the
+    # member that copied member 3 took its step and objective with its weights.
+    assert ev["rankedBy"] == "raw" and exploits[0]["src"] == 3
+    assert [(m["member"], m["step"], m["objective"]) for m in ev["members"]] == [
+        (0, 100, 1.0),
+        (1, 100, 3.0),
+        (2, 100, 2.0),
+        (3, 100, 1.0),
+    ]
     assert body["best"]["totalSteps"] == FOUND.total_steps
     assert body["base"]["totalSteps"] == body["search"]["budget"]
     assert "kind: ScheduleSearch" in body["specYAML"] and "pbt:" in body["specYAML"]

@@ -364,6 +364,11 @@ function strategySections(detail) {
     out.push(el("p", { class: "muted", id: "no-events" }, "This source records no strategy "
       + "decisions for this search (a cluster keeps each member's latest point only)."));
   }
+  if (ev.members && ev.members.length) {
+    out.push(el("h2", {}, `Members as PBT ranks them (${ev.rankedBy} objective)`),
+      table("ranked", ["member", "step", "LR", `${ev.rankedBy} ${detail.search.metric}`, "state"],
+        ev.members.map((m) => [m.member, m.step, num(m.lr), num(m.objective), m.status])));
+  }
   if (ev.lineage && ev.lineage.nodes.length) {
     out.push(el("h2", {}, "Lineage (who copied whom)"),
       lineageGraph(ev.lineage, total, detail.search.bestMember));
