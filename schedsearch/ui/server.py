@@ -31,10 +31,13 @@ T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def make_app(backend: ResultsBackend, *, where: str) -> web.Application:
+def make_app(backend: ResultsBackend, *, where: str, local_only: bool = True) -> web.Application:
     """The application over ``backend``; ``where`` names it on the page (a store's path, a
-    cluster's namespace)."""
-    app = web.Application(middlewares=[_errors_as_json])
+    cluster's namespace). ``local_only``: answer only requests addressed to this machine by a
+    loopback name, so that no web page elsewhere can read results through a name of its own that
+    resolves to 127.0.0.1 (DNS rebinding)."""
+    middlewares = [_loopback_names_only] if local_only else []
+    app = web.Application(middlewares=[*middlewares, _errors_as_json])
     app[BACKEND_KEY] = backend
     app[WHERE_KEY] = where
     app[EXECUTOR_KEY] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="schedsearch-ui")
@@ -90,7 +93,8 @@ def serve(
     """Serve until interrupted; ``announce`` gets the lines saying where (printed on start)."""
 
     async def main() -> None:
-        runner, bound = await start(make_app(backend, where=where), host, port)
+        app = make_app(backend, where=where, local_only=is_loopback(host))
+        runner, bound = await start(app, host, port)
         try:
             for line in start_lines(where, host, bound):
                 announce(line)
@@ -178,6 +182,23 @@ def _query(request: web.Request, key: str) -> str:
     if value is None:
         raise ValueError(f"{key}: missing (add ?{key}=...)")
     return value
+
+
+@web.middleware
+async def _loopback_names_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if not is_loopback(host_name(request.host)):
+        return _error(
+            403, f"Host {request.host!r}: this server answers requests to loopback names only"
+        )
+    return await handler(request)
+
+
+def host_name(host: str) -> str:
+    """A Host header without its port: ``localhost:8080`` -> ``localhost``, ``[::1]:80`` ->
+    ``::1``."""
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 @web.middleware

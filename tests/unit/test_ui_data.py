@@ -344,6 +344,20 @@ def test_the_page_and_its_plotting_library_are_served_from_the_package(
     assert info["readOnly"] is True and info["where"] == str(store.path)
 
 
+def test_requests_to_other_names_are_refused_when_bound_to_loopback(
+    store: SQLiteStore,
+) -> None:
+    async def ask(client: TestClient[Any, Any]) -> list[int]:
+        statuses = []
+        for host in ("127.0.0.1:8080", "localhost:8080", "[::1]:8080", "evil.example:8080"):
+            response = await client.get("/api/searches", headers={"Host": host})
+            statuses.append(response.status)
+        return statuses
+
+    assert run_client(store, ask) == [200, 200, 200, 403]
+    assert server.host_name("[::1]:80") == "::1" and server.host_name("localhost") == "localhost"
+
+
 def test_start_says_what_is_read_and_who_can_connect() -> None:
     local = server.start_lines("/data/results.db", "127.0.0.1", 8080)
     assert local[0] == "schedsearch ui: reading /data/results.db (read-only)"
