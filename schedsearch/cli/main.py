@@ -299,6 +299,9 @@ class _EmptyBackend:
     def history(self, name: str) -> list[HistoryPoint]:
         raise self._missing(name)
 
+    def list_schedules(self) -> list[StoredSchedule]:
+        return []
+
     def _missing(self, name: str) -> NotFoundError:
         return NotFoundError("search", name, f"the store {self.path} does not exist yet")
 

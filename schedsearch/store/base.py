@@ -188,3 +188,7 @@ class ResultsBackend(Protocol):
     def history(self, name: str) -> list[HistoryPoint]:
         """Coarse member history (every evaluation), ordered by member then step."""
         ...
+
+    def list_schedules(self) -> list[StoredSchedule]:
+        """Every stored schedule, by name, those whose search was deleted included."""
+        ...

@@ -150,6 +150,18 @@ class ClusterBackend:
             ) from None
         return stored_schedule(obj)
 
+    def list_schedules(self) -> list[StoredSchedule]:
+        answer = self._call(
+            self._api.list_namespaced_custom_object,
+            api.API_GROUP,
+            api.API_VERSION_NAME,
+            self.namespace,
+            SCHEDULES,
+            missing=None,
+        )
+        items = answer.get("items") or []
+        return sorted((stored_schedule(item) for item in items), key=lambda s: s.name)
+
     def history(self, name: str) -> list[HistoryPoint]:
         record = self.get_search(name)
         return [

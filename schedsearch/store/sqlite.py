@@ -380,6 +380,17 @@ class SQLiteStore:
         spec = api.LRScheduleSpec.model_validate_json(row["spec"])
         return StoredSchedule(row["name"], name, spec.to_schedule(), spec.provenance)
 
+    def list_schedules(self) -> list[StoredSchedule]:
+        with self._transaction(write=False) as conn:
+            rows = conn.execute("SELECT * FROM schedules ORDER BY name").fetchall()
+        stored = []
+        for row in rows:
+            spec = api.LRScheduleSpec.model_validate_json(row["spec"])
+            stored.append(
+                StoredSchedule(row["name"], row["search"], spec.to_schedule(), spec.provenance)
+            )
+        return stored
+
     def history(self, name: str) -> list[HistoryPoint]:
         with self._transaction(write=False) as conn:
             self._require(conn, name)

@@ -97,17 +97,19 @@ def member_series(history: Sequence[HistoryPoint]) -> list[JSONDict]:
 
 
 def stored_schedules(backend: ResultsBackend) -> list[JSONDict]:
-    """The best schedule of every search that stored one, with its base schedule."""
+    """Every stored schedule, with its search's base schedule while that search exists."""
     views = []
-    for record in backend.list_searches():
-        stored = _best(backend, record)
-        if stored is None:
-            continue
-        base = base_schedule(record)
+    for stored in backend.list_schedules():
+        try:
+            record: SearchRecord | None = backend.get_search(stored.search)
+        except NotFoundError:
+            record = None  # a stored schedule outlives its search
+        base = None if record is None else base_schedule(record)
         views.append(
             {
                 "name": stored.name,
                 "search": stored.search,
+                "searchExists": record is not None,
                 "strategy": stored.provenance.strategy,
                 "workload": stored.provenance.workload,
                 "objective": None
@@ -116,7 +118,7 @@ def stored_schedules(backend: ResultsBackend) -> list[JSONDict]:
                 "control": _control_of(stored),
                 "schedule": schedule_view(stored.schedule),
                 "base": None if base is None else schedule_view(base),
-                "baseFamily": _base_family(record),
+                "baseFamily": None if record is None else _base_family(record),
             }
         )
     return views

@@ -9,6 +9,7 @@ from schedsearch.cli.export import export_schedule
 from schedsearch.store.kube import ClusterBackend, ClusterTarget
 from schedsearch.ui import data
 from tests.cluster import harness
+from tests.integration.controller_harness import GROUP_PATH
 from tests.integration.test_cli_cluster import SCHEDULE, _store_results
 
 pytestmark = [pytest.mark.cluster]
@@ -33,6 +34,16 @@ def test_the_page_data_of_a_cluster_search(
     assert detail["best"]["totalSteps"] == SCHEDULE.total_steps
 
     [stored] = data.stored_schedules(backend)
-    assert (stored["name"], stored["search"]) == ("found-best", "found")
+    assert (stored["name"], stored["search"], stored["searchExists"]) == (
+        "found-best",
+        "found",
+        True,
+    )
+    assert stored["base"] is not None
     download = data.download(backend, "found", "csv")
     assert download.text == export_schedule(SCHEDULE, "csv")
+
+    # The LRSchedule outlives its search: still listed, without a base schedule.
+    k8s_cluster.rest.delete(f"{GROUP_PATH}/namespaces/{namespace}/schedulesearches/found")
+    [stored] = data.stored_schedules(backend)
+    assert (stored["name"], stored["searchExists"], stored["base"]) == ("found-best", False, None)

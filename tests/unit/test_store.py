@@ -92,6 +92,20 @@ def test_final_result_and_best_schedule_with_provenance(store: SQLiteStore) -> N
     assert status.phase == "Succeeded" and status.member_steps == 2400
 
 
+def test_every_stored_schedule_is_listed_even_after_its_search_is_deleted(
+    store: SQLiteStore,
+) -> None:
+    assert store.list_schedules() == []
+    for name, objective in (("beta", 0.3), ("alpha", 0.25)):
+        store.create_search(search_named(name))
+        store.finish(name, schedule=lineage(), objective=objective, member=1, member_steps=10)
+    store.create_search(search_named("gamma"))  # no schedule stored yet
+    store.delete_search("beta")
+    listed = store.list_schedules()
+    assert [(s.name, s.search) for s in listed] == [("alpha-best", "alpha"), ("beta-best", "beta")]
+    assert listed[1] == store.best_schedule("beta")
+
+
 def test_reexecuted_steps_replace_history(store: SQLiteStore) -> None:
     store.create_search(search_named("alpha"))
     store.append_history("alpha", [HistoryPoint(0, 100, 0.05, 2.0, 1.9)])

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 
 from schedsearch.api import load_spec
+from schedsearch.cli.export import export_schedule
 from schedsearch.cli.main import cli
 from schedsearch.engine.pbt import PBTCoordinator
 from schedsearch.engine.state import EngineState
@@ -264,6 +265,7 @@ def test_a_backend_that_keeps_no_decisions_says_so(store: SQLiteStore) -> None:
             self.get_search = inner.get_search
             self.best_schedule = inner.best_schedule
             self.history = inner.history
+            self.list_schedules = inner.list_schedules
 
     detail = data.search_detail(ClusterLike(store), "digits-pbt")
     assert detail["events"]["recorded"] is False and detail["events"]["exploits"] == []
@@ -301,6 +303,19 @@ def test_the_stored_schedules_come_with_their_base_schedules(store: SQLiteStore)
     steps, lrs = only["schedule"]["steps"], only["schedule"]["lr"]
     assert all(lr == FOUND.lr_at(step) for step, lr in zip(steps, lrs, strict=True))
     assert {p["step"] for p in FOUND.to_dict()["points"]} <= set(steps)  # the jumps show
+
+
+def test_a_schedule_whose_search_was_deleted_is_still_listed_and_downloadable(
+    store: SQLiteStore,
+) -> None:
+    store.delete_search("digits-pbt")
+    [only] = call(store, "/api/schedules")[1]["schedules"]
+    assert (only["name"], only["searchExists"], only["base"]) == ("digits-pbt-best", False, None)
+    status, body, _ = call(store, "/api/searches/digits-pbt/download?format=json", raw=True)
+    assert status == 200 and body == export_schedule(
+        store.best_schedule("digits-pbt").schedule, "json"
+    )
+    assert call(store, "/api/searches/digits-pbt/baseline?family=wsd")[0] == 404
 
 
 @pytest.mark.parametrize("family", data.FAMILIES)

@@ -502,7 +502,8 @@ async function schedulesPage(main) {
     status.textContent = "";
     if (family.value) {
       try {
-        const answers = await Promise.all(schedules.map((s) => getJSON(
+        // A family is laid out like a search's base schedule: only while that search exists.
+        const answers = await Promise.all(schedules.filter((s) => s.searchExists).map((s) => getJSON(
           `${searchURL(s.search)}/baseline?family=${encodeURIComponent(family.value)}`)));
         answers.forEach((a) => baselines.set(a.search, a));
       } catch (error) {
@@ -513,7 +514,8 @@ async function schedulesPage(main) {
   });
   showBase.addEventListener("change", draw);
   const rows = schedules.map((s) => [
-    s.name, el("a", { href: `#/search/${encodeURIComponent(s.search)}` }, s.search),
+    s.name, s.searchExists ? el("a", { href: `#/search/${encodeURIComponent(s.search)}` }, s.search)
+      : `${s.search} (deleted)`,
     s.strategy || "–", s.objective ? `${num(s.objective.value)} ${s.objective.metric}` : "–",
     s.control ? s.control.summary : "–", s.schedule.totalSteps,
     el("span", { class: "downloads" }, info.formats.map((f) => el("a", {
