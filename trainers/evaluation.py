@@ -226,16 +226,37 @@ class Phases:
         return cls(**data)
 
 
+def train_cooldown_branch(
+    step: Callable[[float], bool], steps: int, *, start: float, floor: float, shape: str
+) -> int:
+    """Train the steps of an annealed-evaluation branch: ``steps`` calls of ``step(lr)`` with the
+    LR decaying (``shape``) from ``start`` towards ``floor``; step k of n trains at progress k/n
+    (the first at ``start``; the LR at the branch's end would be the floor: the same arithmetic
+    as a stored cooldown). ``step`` returns True when training diverged, which ends the branch.
+    Returns the steps trained. Saving, evaluating and restoring are the caller's."""
+    if steps < 0:
+        raise ValueError(f"steps: must be >= 0, got {steps}")
+    trained = 0
+    for index in range(steps):
+        trained += 1
+        if step(shape_value(shape, start, floor, index / steps)):
+            break
+    return trained
+
+
 def search_phases(spec: Any) -> Phases:
     """The phases of a search spec (the ScheduleSearch spec, or the part a trainer pod reads):
     its budget, base schedule (warm-up, floor) and evaluation settings; the annealed branch is a
-    fraction of PBT's perturbation interval or AutoLRS's first probe length."""
+    fraction of PBT's perturbation interval, AutoLRS's first probe length or HDET's sync
+    interval. HDET follows its base schedule's own rise, so it gets no separate warm-up."""
     strategy = spec.strategy
     interval = 0
     if strategy.pbt is not None:
         interval = strategy.pbt.perturbation_interval
     elif strategy.autolrs is not None:
         interval = strategy.autolrs.tau_prime
+    elif strategy.hdet is not None:
+        interval = strategy.hdet.sync_interval
     return Phases.create(
         spec.budget.steps,
         evaluation=spec.evaluation,

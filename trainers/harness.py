@@ -29,7 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from schedsearch.trainers import schedules
+from schedsearch.trainers import evaluation
 from schedsearch.trainers.workloads.base import Workload, to_device
 
 STATE_FORMAT = "schedsearch.io/trainer-state-v1"
@@ -329,13 +329,9 @@ class Trainer:
         self.callbacks, self.eval_every = [], None
         trained = 0
         try:
-            for index in range(steps):
-                # Step k of n trains at progress k/n: the first at the current LR, the LR at the
-                # branch's end would be the floor (the same arithmetic as a stored cooldown).
-                result = self.step(schedules.shape_value(shape, start, floor, index / steps))
-                trained += 1
-                if result.diverged:
-                    break
+            trained = evaluation.train_cooldown_branch(
+                lambda lr: self.step(lr).diverged, steps, start=start, floor=floor, shape=shape
+            )
             metrics = {"val_loss": math.nan} if self.diverged else self.evaluate()
         finally:
             self.load_state_dict(saved)

@@ -204,6 +204,9 @@ class SearchRequest:
             seed=self.seed,
             out_dir=out,
             reporter=reporter,
+            phases=Phases.create(
+                self.steps, base=self.base_schedule, interval=self.config.sync_interval
+            ),
         )
 
 

@@ -337,6 +337,7 @@ def run_hdet(pod: Pod) -> None:
         out_dir=str(pod.env.checkpoint_dir),
         base=pod.spec.base_schedule,
         seed=pod.spec.seed,
+        phases=search_phases(pod.spec),
     )
     lead = pod.env.member == 0
     result = run_replica(job, pod.reporter if lead else base.NullReporter())

@@ -89,7 +89,7 @@ def search(
 def _reporter(trial: optuna.Trial) -> curves.OnEval:
     def report(step: int, loss: float) -> bool:
         trial.report(loss if math.isfinite(loss) else math.inf, step)
-        return trial.should_prune()
+        return bool(trial.should_prune())  # numpy bool from some pruners
 
     return report
 

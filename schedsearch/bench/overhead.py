@@ -224,7 +224,10 @@ def hdet_converge_cost(
     workload: str, *, steps: int, interval: int, replicas: int, out_dir: Path, seed: int = 0
 ) -> dict[str, Any]:
     """Run HDET locally and read the worker's own timing of the converge all-reduce."""
-    config = HDETConfig(replicas=replicas, sync_interval=interval)
+    # No probes: this run measures the converge all-reduce.
+    config = HDETConfig.model_validate(
+        {"replicas": replicas, "syncInterval": interval, "probe": {"factors": []}}
+    )
     with Stopwatch() as watch:
         result = run_hdet(
             config,

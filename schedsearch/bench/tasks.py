@@ -177,8 +177,19 @@ def search_task(profile: Profile, plan: WorkloadPlan, strategy: str) -> Task:
     elif strategy == "hdet":
         hdet = profiles.hdet_config(profile, steps)
         spec["config"] = hdet.model_dump(by_alias=True, mode="json")
-        spec["base"] = profiles.hdet_base(plan.workload).model_dump(by_alias=True)
-        trained, evals = hdet.replicas * steps, profiles.HDET_SYNCS
+        # The same base as the other strategies (the grid's warm-up to the default LR), which
+        # the probes scale to the peak they choose.
+        spec["base"] = profiles.grid_config(
+            profile, "constant", get_workload(plan.workload).default_lr, steps
+        ).model_dump(by_alias=True)
+        # The probes (each with its branch) and, when scoring is annealed, every replica's
+        # branch at each sync of the searched part.
+        probes = len(hdet.probe.factors) * hdet.probe_steps() * (1 + EVALUATION.anneal.fraction)
+        scoring = hdet.score == "annealed"
+        syncs = (1.0 - EVALUATION.cooldown.fraction) * steps / hdet.sync_interval
+        branches = hdet.replicas * syncs * EVALUATION.anneal.fraction * hdet.sync_interval
+        trained = hdet.replicas * steps + probes + (branches if scoring else 0)
+        evals = profiles.HDET_SYNCS
     else:
         raise ValueError(f"strategy: {strategy!r} is not one of {', '.join(profiles.STRATEGIES)}")
     return Task("search", plan.workload, f"search {strategy}", spec, round(trained), evals)
@@ -281,10 +292,12 @@ def run_search(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
         pbt = PBTConfig.model_validate(spec["config"])
         result = run_pbt(pbt, workload, phases=_phases(spec, pbt.perturbation_interval), **common)
     else:
+        hdet = HDETConfig.model_validate(spec["config"])
         result = run_hdet(
-            HDETConfig.model_validate(spec["config"]),
+            hdet,
             workload,
             base=BaseScheduleConfig.model_validate(spec["base"]),
+            phases=_phases(spec, hdet.sync_interval),
             **common,
         )
     return {**result.to_dict(), "autolrsStageTimings": timings}

@@ -84,7 +84,12 @@ def _single_trial(config: dict[str, Any], strategy: str) -> None:
 
         def run() -> SearchResult:
             return run_hdet(
-                hdet, spec.workload.ref, base=base_schedule, reporter=reporter, **common
+                hdet,
+                spec.workload.ref,
+                base=base_schedule,
+                reporter=reporter,
+                phases=search_phases(spec),
+                **common,
             )
     else:
         assert spec.strategy.autolrs is not None

@@ -422,8 +422,12 @@ class Recorder:
 def _run_local(out_dir: object, recorder: Recorder | None = None) -> object:
     from schedsearch.trainers.strategies.hdet.runner import run_hdet
 
+    # No probes: the faults count the workload's loss calls from the first training step.
+    config = HDETConfig.model_validate(
+        {"replicas": 2, "syncInterval": 10, "alpha": 0.3, "probe": {"factors": []}}
+    )
     return run_hdet(
-        HDETConfig(replicas=2, sync_interval=10, alpha=0.3),
+        config,
         "tests.unit.test_hdet:faulty_regression",
         total_steps=40,
         base=None,

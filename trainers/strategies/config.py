@@ -123,6 +123,33 @@ class PBTConfig(StrategyModel):
         return min(math.ceil(self.population * self.quantile_fraction), self.population // 2)
 
 
+DEFAULT_PROBE_FACTORS: Final = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+class HDETProbeConfig(StrategyModel):
+    """How HDET picks its starting peak before the replicas train together.
+
+    Each candidate peak (the base schedule's peak times a factor, clipped to the LR bounds) is
+    a short run from the shared initialisation: the base schedule's rise, the candidate held,
+    then an annealed evaluation (``spec.evaluation.anneal``). The replicas share the candidates
+    out; the lowest annealed validation loss is the peak the base schedule is scaled to.
+    """
+
+    factors: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: list(DEFAULT_PROBE_FACTORS),
+        max_length=32,
+        description=(
+            "Candidate peaks as multiples of the base schedule's peak; an empty list starts "
+            "from the base schedule's own peak (no probes)."
+        ),
+    )
+    steps: Steps | None = Field(
+        None,
+        gt=0,
+        description="Steps of a probe before its cooldown branch (default: 2 x syncInterval).",
+    )
+
+
 class HDETConfig(StrategyModel):
     """HDET (Cheng et al., 2026): replicas fan out over LRs, average weights, move the base LR."""
 
@@ -157,6 +184,21 @@ class HDETConfig(StrategyModel):
     backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="torch.distributed backend: auto picks NCCL on CUDA, else gloo."
     )
+    probe: HDETProbeConfig = Field(
+        default_factory=HDETProbeConfig,
+        description="Short annealed probes that choose the starting peak.",
+    )
+    score: Literal["annealed", "interval"] = Field(
+        "annealed",
+        description=(
+            "What the auto-LR weighs at a sync: annealed, each replica's validation loss after "
+            "a cooldown branch (spec.evaluation.anneal; the interval loss favours the lower "
+            "LRs); interval, the replicas' mean training loss over the interval (the paper's)."
+        ),
+    )
+
+    def probe_steps(self) -> int:
+        return self.probe.steps if self.probe.steps is not None else 2 * self.sync_interval
 
     def multipliers(self) -> list[float]:
         """The fan-out rho_r, evenly spaced in [1-alpha, 1+alpha] with mean 1."""

@@ -15,6 +15,14 @@ Where the base LR comes from:
   momentum rule of ``maths.meta_step``. The decay ``gamma`` is derived from the number K of
   update syncs so that, with no signal, the base reaches ``lrFloorFraction * start`` at the last.
 
+With ``phases`` (a search's :class:`~schedsearch.trainers.evaluation.Phases`) the budget ends
+in a cooldown: from ``phases.search_end`` on, the base decays from where it stands to the floor,
+and the base stops moving there. The decay ``gamma`` is then 0: annealing is the cooldown's job,
+so in the searched part the base moves only on the replicas' evidence. (The paper's decay towards
+1% of the start is what made HDET's found schedules average a tenth of the tuned peak.)
+:meth:`HDETController.set_peak` scales the base schedule to a peak chosen by the probes (see
+``probe.py``) before training starts.
+
 Only rank 0's permutation draws count: the runner broadcasts them (see ``scheduler.py``), so ranks
 agree without relying on a shared global seed. The draws are counter-based, so the state is two
 integers.
@@ -29,6 +37,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from schedsearch.trainers import schedules
+from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies.config import HDETConfig
 from schedsearch.trainers.strategies.hdet import maths
 
@@ -51,6 +60,9 @@ class Converge:
     multipliers: tuple[float, ...]
     auto_lr: str
     losses: tuple[float | None, ...]
+    # What the auto-LR weighed: the annealed evaluation of each replica when it ran, else the
+    # interval losses.
+    scores: tuple[float | None, ...]
     weights: tuple[float, ...]
     delta: float
     velocity: float
@@ -59,7 +71,7 @@ class Converge:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["kind"] = "Converge"
-        for key in ("assignment", "multipliers", "losses", "weights", "nonfinite"):
+        for key in ("assignment", "multipliers", "losses", "scores", "weights", "nonfinite"):
             data[key] = list(data[key])
         return data
 
@@ -96,18 +108,29 @@ class HDETController:
         base_schedule: schedules.Schedule | None = None,
         lr_bounds: tuple[float, float],
         seed: int = 0,
+        phases: Phases | None = None,
     ) -> None:
         if not isinstance(total_steps, int) or total_steps < 1:
             raise ValueError(f"steps must be an integer >= 1, got {total_steps!r}")
+        if phases is not None and phases.total_steps != total_steps:
+            raise ValueError(
+                f"phases: laid out for {phases.total_steps} steps, the run has {total_steps}"
+            )
         self.config = config
         self.total_steps = total_steps
+        self.phases = phases
+        self.search_end = phases.search_end if phases is not None else total_steps
         self.lr_bounds = check_bounds(lr_bounds)
         self.base_schedule = base_schedule or default_base_schedule(self.lr_bounds, total_steps)
-        self.takeover = min(max(config.warmup_steps, peak_step(self.base_schedule)), total_steps)
-        self.gamma = config.gamma(len(self.update_steps()))
+        self.takeover = min(
+            max(config.warmup_steps, peak_step(self.base_schedule)), self.search_end
+        )
+        cooldown = phases is not None and phases.has_cooldown
+        self.gamma = 0.0 if cooldown else config.gamma(len(self.update_steps()))
         self._rho = config.multipliers()
         self.seed = seed
         self._draws = 0
+        self._set_scale(1.0)
         self._base = self._start_lr()
         self._ceiling = self.lr_bounds[1]
         self._velocity = 0.0
@@ -125,15 +148,17 @@ class HDETController:
         return [*steps, self.total_steps]
 
     def update_steps(self) -> list[int]:
-        """The syncs that move the base LR: from the takeover on, excluding the final one."""
-        if not self.config.auto_lr:
-            return []
-        return [s for s in self.sync_steps()[:-1] if s >= self.takeover]
+        """The syncs that move the base LR: from the takeover to the cooldown's start, excluding
+        the final one."""
+        return [s for s in self.sync_steps() if self.moves_at(s)]
 
     def moves_at(self, step: int) -> bool:
         """True when the sync at ``step`` may move the base LR (and so reassigns multipliers)."""
         return (
-            self.config.auto_lr and self.takeover <= step < self.total_steps and self.is_sync(step)
+            self.config.auto_lr
+            and self.takeover <= step <= self.search_end
+            and step < self.total_steps
+            and self.is_sync(step)
         )
 
     def is_sync(self, step: int) -> bool:
@@ -144,9 +169,37 @@ class HDETController:
 
     def base_lr(self, step: int) -> float:
         """The base LR for training step ``step`` (0-based), given the syncs processed so far."""
+        if self.phases is not None and self.phases.has_cooldown and step >= self.search_end:
+            return self.phases.lr(self._cooldown_from(), step)
         if not self.config.auto_lr or step < self.takeover:
-            return self.base_schedule.lr_at(step)
+            return self._driver.lr_at(step)
         return self._base
+
+    def _cooldown_from(self) -> float:
+        """The base LR the cooldown starts from: where the base stood at its start."""
+        if not self.config.auto_lr:
+            return self._driver.lr_at(self.search_end)
+        return self._base
+
+    def set_peak(self, peak: float) -> None:
+        """Scale the base schedule so its peak is ``peak`` (before any step is trained)."""
+        if self._last_sync or self._changes:
+            raise ValueError("set_peak: the run has started; the peak is chosen before training")
+        if not (peak > 0 and math.isfinite(peak)):
+            raise ValueError(f"peak: must be a finite LR > 0, got {peak}")
+        self._set_scale(self._clip(peak) / self.base_schedule.peak_lr)
+        self._base = self._start_lr()
+
+    def _set_scale(self, scale: float) -> None:
+        self._scale = scale
+        # The schedule itself scaled, not its LRs times the scale: the found schedule is this
+        # very object, so a replay repeats the training bit for bit.
+        self._driver = self.base_schedule.scaled(scale) if scale != 1.0 else self.base_schedule
+
+    @property
+    def peak(self) -> float:
+        """The peak of the base schedule as scaled (the start of the auto-LR)."""
+        return self._driver.peak_lr
 
     def multiplier(self, replica: int) -> float:
         return self._rho[self._assignment[self._check_replica(replica)]]
@@ -174,16 +227,26 @@ class HDETController:
         return order
 
     def sync(
-        self, step: int, losses: Sequence[float], permutation: Sequence[int] | None = None
+        self,
+        step: int,
+        losses: Sequence[float],
+        permutation: Sequence[int] | None = None,
+        scores: Sequence[float] | None = None,
     ) -> Converge:
         """Parameters are averaged at ``step``; ``losses[r]`` is replica r's mean interval loss.
 
-        ``permutation`` is the broadcast draw of rank 0; when omitted (rank 0, or a single
-        process simulating all replicas) the controller draws it itself, if it needs one.
+        ``scores[r]``, when given, is what the auto-LR weighs instead of the interval loss (the
+        replica's annealed evaluation: the interval loss favours the lower LRs, see
+        ``evaluation.py``). ``permutation`` is the broadcast draw of rank 0; when omitted (rank
+        0, or a single process simulating all replicas) the controller draws it itself, if it
+        needs one.
         """
         self._check_sync(step, losses)
+        if scores is not None and len(scores) != len(losses):
+            raise ValueError(f"scores: expected {len(losses)} values, got {len(scores)}")
+        weighed = losses if scores is None else scores
         nonfinite = tuple(r for r, loss in enumerate(losses) if not math.isfinite(loss))
-        reason, step_result = self._maybe_update(step, losses)
+        reason, step_result = self._maybe_update(step, weighed)
         if reason == UPDATED:
             order = list(permutation) if permutation is not None else self.next_permutation()
             self._assignment = self._check_permutation(order)
@@ -195,6 +258,7 @@ class HDETController:
             multipliers=tuple(self.multiplier(r) for r in range(self.config.replicas)),
             auto_lr=reason,
             losses=tuple(loss if math.isfinite(loss) else None for loss in losses),
+            scores=tuple(v if math.isfinite(v) else None for v in weighed),
             weights=step_result.weights if step_result else (),
             delta=step_result.delta if step_result else 0.0,
             velocity=self._velocity,
@@ -208,7 +272,7 @@ class HDETController:
     ) -> tuple[str, maths.MetaStep | None]:
         if not self.config.auto_lr:
             return OFF, None
-        if step >= self.total_steps:
+        if step >= self.total_steps or step > self.search_end:
             return FINAL, None
         if step < self.takeover:
             return WARMUP, None
@@ -256,19 +320,22 @@ class HDETController:
             "autoLR": self.config.auto_lr,
             "seed": self.seed,
         }
+        base = self._driver
         if not self.config.auto_lr:
-            return self.base_schedule.with_provenance(**provenance)
-        builder = schedules.ScheduleBuilder()
-        if self.takeover > 0:
-            builder.append_segment(0, self.base_schedule, n_steps=self.takeover)
-        if self.takeover < self.total_steps:
-            builder.set_lr(self.takeover, self._start_lr())
-        for step, lr in self._changes:
-            builder.set_lr(step, lr)
-        return builder.build(self.total_steps, provenance)
+            found = base.with_provenance(**provenance)
+        else:
+            builder = schedules.ScheduleBuilder()
+            if self.takeover > 0:
+                builder.append_segment(0, base, n_steps=self.takeover)
+            if self.takeover < self.total_steps:
+                builder.set_lr(self.takeover, self._start_lr())
+            for step, lr in self._changes:
+                builder.set_lr(step, lr)
+            found = builder.build(self.total_steps, provenance)
+        return found if self.phases is None else self.phases.with_cooldown(found)
 
     def _start_lr(self) -> float:
-        return self._clip(self.base_schedule.lr_at(self.takeover))
+        return self._clip(self._driver.lr_at(self.takeover))
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -277,6 +344,7 @@ class HDETController:
             "seed": self.seed,
             "draws": self._draws,
             "base": self._base,
+            "scale": self._scale,
             "velocity": self._velocity,
             "ceiling": self._ceiling,
             "assignment": list(self._assignment),
@@ -289,6 +357,7 @@ class HDETController:
         self.seed = int(state["seed"])
         self._draws = int(state["draws"])
         self._base = float(state["base"])
+        self._set_scale(float(state.get("scale", 1.0)))
         self._velocity = float(state["velocity"])
         self._ceiling = float(state["ceiling"])
         self._assignment = self._check_permutation([int(i) for i in state["assignment"]])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from schedsearch.trainers.config import BaseScheduleConfig
+from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies.config import HDETConfig
 
 JOB_FORMAT = "schedsearch.io/hdet-job-v1"
@@ -37,6 +38,8 @@ class ReplicaJob:
     seed: int = 0
     checkpoint_dir: str | None = None
     progress_every: int = 50
+    # The search's cooldown and annealed-evaluation settings (None: no cooldown, raw scores).
+    phases: Phases | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.total_steps, int) or self.total_steps < 1:
@@ -67,6 +70,7 @@ class ReplicaJob:
             "seed": self.seed,
             "checkpointDir": self.checkpoint_dir,
             "progressEvery": self.progress_every,
+            "phases": self.phases.to_dict() if self.phases is not None else None,
         }
 
     @classmethod
@@ -84,6 +88,7 @@ class ReplicaJob:
             seed=int(data.get("seed", 0)),
             checkpoint_dir=data.get("checkpointDir"),
             progress_every=int(data.get("progressEvery", 50)),
+            phases=Phases.from_dict(data["phases"]) if data.get("phases") else None,
         )
 
     def write(self, path: Path) -> None:

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from schedsearch.trainers import schedules
 from schedsearch.trainers.config import BaseScheduleConfig
+from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies import base as strategy_base
 from schedsearch.trainers.strategies.config import HDETConfig
 from schedsearch.trainers.strategies.hdet.job import JOB_FILE, REPORT_TAG, ReplicaJob
@@ -47,11 +48,13 @@ def run_hdet(
     seed: int,
     out_dir: str | Path,
     reporter: strategy_base.Reporter | None = None,
+    phases: Phases | None = None,
 ) -> strategy_base.SearchResult:
     """Run HDET with ``config.replicas`` local processes; returns rank 0's result.
 
     The result's ``best_schedule`` is the base schedule the replicas followed (the one a single
-    model replays), ``member_steps`` is replicas * steps, and the last ``history`` entry
+    model replays, ending in ``phases``'s cooldown), ``member_steps`` is replicas * steps plus
+    the probes and scoring branches (``evaluation_steps``), and the last ``history`` entry
     (``kind: Timing``) holds the measured converge cost.
     """
     out = Path(out_dir).resolve()
@@ -64,6 +67,7 @@ def run_hdet(
         out_dir=str(out),
         base=base,
         seed=seed,
+        phases=phases,
     )
     job.write(out / JOB_FILE)
     reporter = reporter or strategy_base.NullReporter()
@@ -198,4 +202,5 @@ def read_result(path: Path) -> strategy_base.SearchResult:
         member_steps=int(data["memberSteps"]),
         history=list(data["history"]),
         wall_seconds=float(data["wallSeconds"]),
+        evaluation_steps=int(data.get("evaluationSteps", 0)),
     )

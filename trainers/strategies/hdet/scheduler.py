@@ -6,21 +6,24 @@ averages the replicas (parameters, floating buffers and optimizer state) and run
 of ``controller.HDETController``. Gradients are averaged every step by DDP or by
 :func:`average_gradients`; each replica applies the averaged gradient with its own LR.
 
-Collectives at a sync, in order: all-gather of the replicas' interval losses, broadcast of rank 0's
-permutation (only at syncs that move the base LR), all-reduce of the finite replicas' state. A
-replica whose state is non-finite is left out of the average and receives it.
+Collectives at a sync, in order: all-gather of the replicas' interval losses, all-gather of their
+scores (only at syncs that move the base LR, when a ``scorer`` is given: each replica's annealed
+evaluation), broadcast of rank 0's permutation (only at syncs that move the base LR), all-reduce
+of the finite replicas' state. A replica whose state is non-finite is left out of the average and
+receives it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from schedsearch.trainers import schedules
+from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies.config import HDETConfig
 from schedsearch.trainers.strategies.hdet.controller import Converge, HDETController
 
@@ -141,7 +144,11 @@ class HDETScheduler:
     ``base_schedule`` gives the base LR (from ``families.build_schedule``); ``peak_lr`` alone means
     a constant base at that LR; neither means the log-midpoint of ``lr_bounds``. ``model`` (when
     given) adds its buffers to what a sync averages. ``rank``/``world_size`` default to
-    torch.distributed's; the world size must equal ``config.replicas``.
+    torch.distributed's; the world size must equal ``config.replicas``. ``phases`` ends the run
+    in a cooldown (see ``controller.py``). ``scorer``, when given, is called on every rank at the
+    syncs that move the base LR, before the average: it returns this replica's score (lower is
+    better; e.g. an annealed evaluation) and the training steps it cost, and the auto-LR weighs
+    the scores instead of the interval losses.
     """
 
     def __init__(
@@ -159,6 +166,8 @@ class HDETScheduler:
         group: Any = None,
         seed: int = 0,
         group_scales: Sequence[float] | None = None,
+        phases: Phases | None = None,
+        scorer: Callable[[], tuple[float, int]] | None = None,
     ) -> None:
         self.rank, self.world_size = self._topology(rank, world_size, group)
         if self.world_size != config.replicas:
@@ -174,8 +183,12 @@ class HDETScheduler:
             base_schedule=base_schedule,
             lr_bounds=lr_bounds,
             seed=seed,
+            phases=phases,
         )
         self.optimizer, self.model, self.group = optimizer, model, group
+        self.scorer = scorer
+        # Training steps this replica spent in scoring branches (search cost).
+        self.evaluation_steps = 0
         self.group_scales = self._check_scales(group_scales, optimizer)
         self.step_count = 0
         self.converge_seconds = 0.0
@@ -212,17 +225,24 @@ class HDETScheduler:
         # The gather also lines the ranks up, so the timing below is the all-reduce alone, not
         # a wait for the slowest replica (that is counted in ``sync_wait_seconds``).
         losses = self._gather_losses()
+        scores = self._gather_scores()
         permutation = self._shared_permutation()
         started = time.perf_counter()
         contributors = average_finite(replica_state(self.optimizer, self.model), group=self.group)
         self._wait_for_device()
         self.converge_seconds += time.perf_counter() - started
         self.sync_wait_seconds += started - waited
-        decision = self.controller.sync(self.step_count, losses, permutation)
+        decision = self.controller.sync(self.step_count, losses, permutation, scores)
         self.last_decision = decision
         self.averaged_replicas = contributors
         self._loss_sum, self._loss_count = 0.0, 0
         return decision
+
+    def set_peak(self, peak: float) -> None:
+        """Scale the base schedule to peak at ``peak`` (before the first step; see
+        ``HDETController.set_peak``)."""
+        self.controller.set_peak(peak)
+        self._apply_lr()
 
     @property
     def lr(self) -> float:
@@ -248,6 +268,7 @@ class HDETScheduler:
             "lossCount": self._loss_count,
             "convergeSeconds": self.converge_seconds,
             "syncWaitSeconds": self.sync_wait_seconds,
+            "evaluationSteps": self.evaluation_steps,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -258,6 +279,7 @@ class HDETScheduler:
         self._loss_sum, self._loss_count = float(state["lossSum"]), int(state["lossCount"])
         self.converge_seconds = float(state["convergeSeconds"])
         self.sync_wait_seconds = float(state["syncWaitSeconds"])
+        self.evaluation_steps = int(state.get("evaluationSteps", 0))
         self._apply_lr()
 
     # -- internals ----------------------------------------------------------------------------
@@ -277,10 +299,20 @@ class HDETScheduler:
 
     def _gather_losses(self) -> list[float]:
         mean = self._loss_sum / self._loss_count if self._loss_count else float("nan")
-        mine = torch.tensor([mean], dtype=torch.float64, device=self._device())
+        return self._gather(mean)
+
+    def _gather(self, value: float) -> list[float]:
+        mine = torch.tensor([value], dtype=torch.float64, device=self._device())
         gathered = [torch.zeros_like(mine) for _ in range(self.world_size)]
         dist.all_gather(gathered, mine, group=self.group)
         return [float(t.item()) for t in gathered]
+
+    def _gather_scores(self) -> list[float] | None:
+        if self.scorer is None or not self.controller.moves_at(self.step_count):
+            return None
+        score, steps = self.scorer()
+        self.evaluation_steps += steps
+        return self._gather(score)
 
     def _shared_permutation(self) -> list[int] | None:
         """Rank 0 draws, everyone receives: ranks agree without sharing a global seed."""

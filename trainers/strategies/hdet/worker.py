@@ -9,6 +9,12 @@ from its own shard (seed offset by rank). Each step gradients are averaged acros
 the replicas every ``syncInterval`` steps and at the end, right after which rank 0 writes the
 checkpoint (the replicas are identical then, so one file restores all) and evaluates.
 
+Before a fresh start the replicas run the probes that choose the starting peak (``probe.py``),
+each its share of the candidates, alone (no gradient averaging), from the shared initialisation.
+With annealed evaluation on (``job.phases.anneal_steps``), each replica scores itself at the
+syncs that move the base LR by a cooldown branch of its own (alone, then restored exactly), and
+the auto-LR weighs those scores instead of the interval losses.
+
 Rank 0 reports through a :class:`~schedsearch.trainers.strategies.base.Reporter`; run as a
 script, it prints the reports as tagged JSON lines for the launcher to forward.
 """
@@ -16,6 +22,7 @@ script, it prints the reports as tagged JSON lines for the launcher to forward.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -28,10 +35,11 @@ from typing import Any, TextIO
 import torch
 import torch.distributed as dist
 
-from schedsearch.trainers import families, workloads
+from schedsearch.trainers import evaluation, families, workloads
 from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.hdet import probe
 from schedsearch.trainers.strategies.hdet import scheduler as hdet_scheduler
-from schedsearch.trainers.strategies.hdet.controller import Converge
+from schedsearch.trainers.strategies.hdet.controller import Converge, peak_step
 from schedsearch.trainers.strategies.hdet.job import REPORT_TAG, ReplicaJob
 from schedsearch.trainers.workloads import base as workload_base
 
@@ -133,10 +141,49 @@ class Replica:
             lr_bounds=job.lr_bounds,
             model=self.model,
             seed=job.seed,
+            phases=job.phases,
+            scorer=self.annealed_score if _scores_annealed(job) else None,
         )
         self.batches = self.workload.train_batches(job.seed + SHARD_SEED_STRIDE * self.rank)
         self.val_loss = math.nan
         self.train_seconds = 0.0
+        # Member-steps of the probes, all replicas together (counted once, on every rank).
+        self.probe_steps = 0
+
+    def local_step(self, lr: float) -> bool:
+        """One step of this replica alone (no gradient averaging) at ``lr``; True if diverged."""
+        return _local_step(self.workload, self.model, self.optimizer, self.batches, lr, self.device)
+
+    def annealed_score(self) -> tuple[float, int]:
+        """This replica's validation loss after a cooldown branch from its current LR to the
+        floor, trained alone; the replica is restored exactly afterwards. Returns the loss
+        (NaN if the branch diverged) and the steps the branch trained."""
+        phases = self.job.phases
+        assert phases is not None
+        saved = (
+            copy.deepcopy(self.model.state_dict()),
+            copy.deepcopy(self.optimizer.state_dict()),
+            copy.deepcopy(self.batches.state_dict()),
+            torch.get_rng_state(),
+        )
+        lrs = [float(group["lr"]) for group in self.optimizer.param_groups]
+        try:
+            trained = evaluation.train_cooldown_branch(
+                self.local_step,
+                phases.anneal_steps,
+                start=lrs[0],
+                floor=phases.floor,
+                shape=phases.anneal_shape,
+            )
+            loss = _evaluate(self.workload, self.model)
+        finally:
+            self.model.load_state_dict(saved[0])
+            self.optimizer.load_state_dict(saved[1])
+            self.batches.load_state_dict(saved[2])
+            torch.set_rng_state(saved[3])
+            for group, lr in zip(self.optimizer.param_groups, lrs, strict=True):
+                group["lr"] = lr
+        return loss, trained
 
     @torch.no_grad()
     def start_fresh(self) -> None:
@@ -163,11 +210,53 @@ class Replica:
         return float(loss.detach()), lr, self.scheduler.step(loss.detach())
 
     def evaluate(self) -> float:
-        self.model.eval()
-        with torch.no_grad():
-            metrics = self.workload.evaluate(self.model)
-        self.val_loss = float(metrics["val_loss"])
+        self.val_loss = _evaluate(self.workload, self.model)
         return self.val_loss
+
+    # -- the probes that choose the starting peak ------------------------------------------------
+
+    def probe_plan(self) -> probe.ProbePlan | None:
+        """The probes of a fresh start (None when the config asks for none)."""
+        config, job = self.job.config, self.job
+        if not config.probe.factors:
+            return None
+        controller = self.scheduler.controller
+        steps = min(config.probe_steps(), job.total_steps)
+        fraction = job.phases.anneal_fraction if job.phases is not None else 0.0
+        return probe.plan(
+            base_peak=controller.peak,
+            factors=config.probe.factors,
+            bounds=controller.lr_bounds,
+            steps=steps,
+            rise=peak_step(controller.base_schedule),
+            branch_steps=round(fraction * steps),
+            floor=job.phases.floor if job.phases is not None else 0.0,
+            shape=job.phases.anneal_shape if job.phases is not None else "linear",
+        )
+
+    def run_probes(self, plan: probe.ProbePlan, reporter: base.Reporter) -> probe.ProbeOutcome:
+        """Train this replica's share of the probes, gather everyone's, and scale the base
+        schedule to the chosen peak (the same choice on every rank)."""
+        mine = [
+            _probe(self.workload, self.job.seed, plan, plan.candidates[i], self.device)
+            for i in plan.assigned(self.rank, dist.get_world_size())
+        ]
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, mine)
+        outcomes = sorted((o for share in gathered for o in share), key=lambda o: o.peak)
+        chosen = probe.choose(outcomes)
+        self.probe_steps = sum(o.steps for o in outcomes)
+        self.scheduler.set_peak(chosen.peak)
+        reporter.on_event(
+            "probe",
+            f"starting peak {chosen.peak:.4g} from {len(outcomes)} annealed probes of "
+            f"{plan.steps}+{plan.branch_steps} steps: "
+            + ", ".join(f"{o.peak:.3g}: {o.loss:.4g}" for o in outcomes),
+            peak=chosen.peak,
+            probes=[o.to_dict() for o in outcomes],
+            steps=self.probe_steps,
+        )
+        return chosen
 
     # -- checkpoints: written by rank 0 right after a sync, read by every rank --------------------
 
@@ -186,6 +275,7 @@ class Replica:
             "streams": streams,
             "valLoss": self.val_loss,
             "trainSeconds": self.train_seconds,
+            "probeSteps": self.probe_steps,
         }
         tmp = path.with_suffix(".tmp")
         torch.save(state, tmp)
@@ -204,7 +294,73 @@ class Replica:
         self.batches.load_state_dict(state["streams"][self.rank])
         self.val_loss = float(state["valLoss"])
         self.train_seconds = float(state["trainSeconds"])
+        self.probe_steps = int(state.get("probeSteps", 0))
         return True
+
+
+def _scores_annealed(job: ReplicaJob) -> bool:
+    """Whether the replicas score themselves by annealed evaluation (else by interval loss)."""
+    return job.config.score == "annealed" and job.phases is not None and job.phases.anneal_steps > 0
+
+
+def _evaluate(workload: workload_base.Workload, model: torch.nn.Module) -> float:
+    model.eval()
+    with torch.no_grad():
+        return float(workload.evaluate(model)["val_loss"])
+
+
+def _local_step(
+    workload: workload_base.Workload,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Any,
+    lr: float,
+    device: torch.device,
+) -> bool:
+    """One training step of ``model`` alone at ``lr``; True when its loss is not finite."""
+    model.train()
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    loss = workload.loss(model, workload_base.to_device(next(batches), device))
+    if not torch.isfinite(loss):
+        return True
+    optimizer.zero_grad(set_to_none=False)
+    loss.backward()
+    optimizer.step()
+    return False
+
+
+def _probe(
+    workload: workload_base.Workload,
+    seed: int,
+    plan: probe.ProbePlan,
+    peak: float,
+    device: torch.device,
+) -> probe.ProbeOutcome:
+    """One probe from the run's initialisation, with the run's first batches (every candidate
+    sees the same ones, so they differ by their LR alone)."""
+    model = workload.build_model(seed).to(device)
+    optimizer = workload.make_optimizer(model.parameters(), 0.0)
+    batches = workload.train_batches(seed)
+    trained, diverged = 0, False
+    for step in range(plan.steps):
+        trained += 1
+        if _local_step(workload, model, optimizer, batches, plan.lr(peak, step), device):
+            diverged = True
+            break
+    if not diverged:
+        branch: list[bool] = []
+
+        def branch_step(lr: float) -> bool:
+            branch.append(_local_step(workload, model, optimizer, batches, lr, device))
+            return branch[-1]
+
+        trained += evaluation.train_cooldown_branch(
+            branch_step, plan.branch_steps, start=peak, floor=plan.floor, shape=plan.shape
+        )
+        diverged = any(branch)
+    loss = math.nan if diverged else _evaluate(workload, model)
+    return probe.ProbeOutcome(peak, loss if math.isfinite(loss) else math.nan, trained)
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -219,6 +375,9 @@ def run_replica(job: ReplicaJob, reporter: base.Reporter) -> base.SearchResult |
         lead = replica.rank == 0
         resumed = replica.restore()
         if not resumed:
+            plan = replica.probe_plan()
+            if plan is not None:
+                replica.run_probes(plan, reporter if lead else base.NullReporter())
             replica.start_fresh()
         if lead:
             reporter.on_event(
@@ -229,9 +388,11 @@ def run_replica(job: ReplicaJob, reporter: base.Reporter) -> base.SearchResult |
                 step=replica.scheduler.step_count,
             )
         _train(replica, reporter if lead else base.NullReporter())
+        branches: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(branches, replica.scheduler.evaluation_steps)
         result = None
         if lead:
-            result = _result(replica, time.perf_counter() - started)
+            result = _result(replica, time.perf_counter() - started, sum(branches))
             job.result_path.parent.mkdir(parents=True, exist_ok=True)
             job.result_path.write_text(json.dumps(result.to_dict(), indent=2))
             reporter.on_event(
@@ -282,8 +443,10 @@ def _after_sync(replica: Replica, decision: Converge, reporter: base.Reporter) -
     return val_loss
 
 
-def _result(replica: Replica, wall_seconds: float) -> base.SearchResult:
+def _result(replica: Replica, wall_seconds: float, branch_steps: int) -> base.SearchResult:
+    """Rank 0's result; ``branch_steps``: every replica's scoring branches together."""
     sched, job = replica.scheduler, replica.job
+    evaluation_steps = replica.probe_steps + branch_steps
     history = [
         *sched.controller.history,
         {
@@ -300,9 +463,10 @@ def _result(replica: Replica, wall_seconds: float) -> base.SearchResult:
         best_schedule=sched.schedule(),
         best_objective=replica.val_loss,
         best_member=0,
-        member_steps=job.config.replicas * sched.step_count,
+        member_steps=job.config.replicas * sched.step_count + evaluation_steps,
         history=history,
         wall_seconds=wall_seconds,
+        evaluation_steps=evaluation_steps,
     )
 
 
