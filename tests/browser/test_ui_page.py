@@ -1,5 +1,6 @@
 """``schedsearch ui`` in a real headless Chromium: the searches list (sorted, updated live), one
-PBT search's plotted series and lineage graph, and the schedules page with a baseline family.
+PBT search's plotted series and lineage graph, an AutoLRS search's stages, and the schedules page
+with a baseline family.
 
 The browser is Debian's chromium and its chromedriver, installed by ``scripts/install-browser.sh``
 (``make test`` runs it and passes the driver's path in ``$SCHEDSEARCH_CHROMEDRIVER``). Without
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 
 from schedsearch.store import HistoryPoint, SQLiteStore
-from tests.unit.test_ui_data import POPULATION, known_store, pbt_state
+from tests.unit.test_ui_data import POPULATION, STAGES, known_store, pbt_state
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER_ENV = "SCHEDSEARCH_CHROMEDRIVER"
@@ -162,6 +163,13 @@ def test_the_page_lists_shows_and_compares_searches_in_a_real_browser(
     assert count("#exploits tbody tr") == len(exploits)
     assert "kind: ScheduleSearch" in browser.find_element(By.ID, "spec").text
     browser.save_screenshot(str(artifacts / "search.png"))
+
+    # An AutoLRS search: its stages' probes, one series per stage.
+    browser.get(url + "#/search/digits-autolrs")
+    wait.until(lambda _: count("#stage-chart .u-legend tr.u-series") > 0)
+    assert count("#stage-chart .u-legend tr.u-series") - 1 == len(STAGES)
+    assert count("#stages tbody tr") == len(STAGES)
+    browser.save_screenshot(str(artifacts / "search-autolrs.png"))
 
     # The stored schedules: the best with its base schedule, then a baseline family from the
     # menu; the downloads are offered in every format.

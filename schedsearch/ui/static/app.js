@@ -99,6 +99,11 @@ function align(series) {
   return [steps, ...columns];
 }
 
+function tickLabels(u, ticks) {
+  // A log axis passes null for the ticks it leaves unlabelled.
+  return ticks.map((t) => (t === null ? "" : num(t, 2)));
+}
+
 function logRange(u, min, max) {
   return uPlot.rangeLog(Math.max(min, max * 1e-4), max, 10, true);
 }
@@ -117,7 +122,7 @@ function lineChart(target, { series, yLabel, log = false, hooks = {} }) {
     scales: { x: { time: false }, y: log ? { distr: 3, range: logRange } : {} },
     axes: [{ label: "step" }, {
       label: yLabel, size: 60,
-      values: (u, ticks) => ticks.map((t) => (t === null ? "" : num(t, 2))),
+      values: tickLabels,
     }],
     series: [{ label: "step" }, ...cleaned.map((s) => ({
       label: s.label, stroke: s.color, width: s.width || 1.5, dash: s.dash,
@@ -128,6 +133,52 @@ function lineChart(target, { series, yLabel, log = false, hooks = {} }) {
   const chart = new uPlot(options, align(cleaned), target);
   charts.push(chart);
   return chart;
+}
+
+// Each stage's probes as points (LR, forecast loss), one colour per stage; diverged probes have
+// no forecast and are left out (the table lists them).
+function stageChart(target, stages) {
+  const series = stages.map((stage, i) => {
+    const probes = stage.candidates.filter((c) => c.lr !== null && c.forecast !== null);
+    return { label: `stage ${stage.stage}`, xs: probes.map((c) => c.lr),
+      ys: probes.map((c) => c.forecast), color: color(i) };
+  });
+  target.dataset.series = String(series.length);
+  const options = {
+    width: pageWidth(),
+    height: 260,
+    scales: { x: { time: false, distr: 3 }, y: {} },
+    axes: [{ label: "probed LR", values: tickLabels },
+      { label: "forecast loss", size: 60 }],
+    series: [{ label: "LR" }, ...series.map((s) => ({
+      label: s.label, stroke: s.color, paths: () => null,
+      points: { show: true, size: 8, fill: s.color },
+    }))],
+  };
+  charts.push(new uPlot(options, align(series), target));
+}
+
+function stageMarks(stages) {
+  // A dotted vertical line where each AutoLRS stage starts.
+  return {
+    draw: [(u) => {
+      const ctx = u.ctx;
+      ctx.save();
+      ctx.setLineDash([2, 4]);
+      ctx.strokeStyle = ctx.fillStyle = "#7a8599";
+      ctx.font = `${Math.round(10 * devicePixelRatio)}px sans-serif`;
+      for (const stage of stages) {
+        const x = u.valToPos(stage.startStep, "x", true);
+        if (!Number.isFinite(x)) continue;
+        ctx.beginPath();
+        ctx.moveTo(x, u.bbox.top);
+        ctx.lineTo(x, u.bbox.top + u.bbox.height);
+        ctx.stroke();
+        ctx.fillText(`stage ${stage.stage}`, x + 3, u.bbox.top + 12 * devicePixelRatio);
+      }
+      ctx.restore();
+    }],
+  };
 }
 
 function exploitMarks(exploits) {
@@ -379,7 +430,10 @@ function strategySections(detail) {
       ev.exploits.map((e) => [e.step, e.dst, e.src, num(e.oldLR), num(e.newLR), e.reason])));
   }
   if (ev.stages.length) {
-    out.push(el("h2", {}, "AutoLRS stages"), table("stages",
+    const probes = el("div", { class: "chart", id: "stage-chart" });
+    out.drawStages = () => stageChart(probes, ev.stages);
+    out.push(el("h2", {}, "AutoLRS stages: probed LRs and their forecast losses"), probes,
+      table("stages",
       ["stage", "from step", "steps", "probe steps", "trained at LR", "probed LRs → forecast"],
       ev.stages.map((s) => [s.stage, s.startStep, s.steps, s.probeSteps, num(s.lr),
         s.candidates.map((c) => `${num(c.lr, 3)} → ${c.diverged ? "diverged" : num(c.forecast)}`)
@@ -427,8 +481,10 @@ function renderSearch(main, detail) {
     lineChart(lossChart, { series: lossSeries(detail.members, s.bestMember), yLabel: "loss",
       hooks: exploitMarks(detail.events.exploits) });
   }
-  lineChart(lrChart, { series: lrSeries(detail), yLabel: "learning rate", log: true });
+  lineChart(lrChart, { series: lrSeries(detail), yLabel: "learning rate", log: true,
+    hooks: stageMarks(detail.events.stages) });
   if (strategy.drawHdet) strategy.drawHdet();
+  if (strategy.drawStages) strategy.drawStages();
 }
 
 async function searchPage(main, name) {
