@@ -73,7 +73,10 @@ def served(tmp_path: Path) -> Iterator[tuple[str, SQLiteStore]]:
         cwd=REPO,
     )
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(line) for line in process.stdout or ()]).start()
+    reader = threading.Thread(
+        target=lambda: [lines.put(line) for line in process.stdout or ()], daemon=True
+    )
+    reader.start()
     try:
         said = []
         while len(said) < 3:  # what it reads, its URL, who can connect
