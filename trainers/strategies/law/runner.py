@@ -1,0 +1,536 @@
+"""Runs the ``law`` strategy on one trainer: probes, fit, optimisation, verification.
+
+1. Probes (``probe.ProbePlan``): a short run per candidate trunk LR, each judged by its loss after
+   a cooldown branch; the best continues as a constant-LR trunk from which cooldown branches of
+   several lengths leave. Every run records its validation curve and the LR of every step.
+2. Fit (``fit``): the law's parameters from all the curves; its error on the trunk's tail when
+   that tail is left out of the fit is reported.
+3. Optimise (``optimise``): the schedule for the budget that minimises the law's predicted final
+   loss, with the base schedule's warm-up, never above the trunk LR.
+4. Verify: that schedule trained once from scratch with the search's seed; its measured final
+   validation loss is the search's objective, reported beside the prediction.
+
+Cost: ``probeCost`` budgets of probes plus one for the verification. With ``out_dir`` the state
+(every completed probe curve, the candidates' outcomes, the trunk's checkpoint) is saved after
+each probe, and a later call with the same directory continues from there; an interrupted
+verification starts again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, cast
+
+import numpy as np
+
+from schedsearch.trainers import harness, schedules
+from schedsearch.trainers.evaluation import Phases, train_cooldown_branch
+from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.hdet import probe as peak_probes
+from schedsearch.trainers.strategies.law import fit, laws, optimise, probe
+from schedsearch.trainers.strategies.law.config import LawConfig
+from schedsearch.trainers.workloads import Workload, get_workload
+
+STRATEGY: Final = "law"
+STATE_FILE = "law-state.json"
+STATE_FORMAT = "schedsearch.io/law-state-v1"
+CANDIDATE_FILE = "law-candidate-{index}.pt"
+TRUNK_FILE = "law-trunk-{step}.pt"
+# The share of the trunk, at its end, whose points are held out to measure the fit's error.
+HELD_OUT_SHARE = 0.2
+_IDENTITY_KEYS = ("config", "workload", "totalSteps", "lrBounds", "seed", "plan")
+
+Points = list[list[float]]
+
+
+@dataclass(frozen=True)
+class _Setting:
+    """What the search is asked for, resolved: the budget's warm-up, floor and base peak."""
+
+    total_steps: int
+    warmup: int
+    floor: float
+    base_peak: float
+    lr_bounds: tuple[float, float]
+
+    def trunk_schedule(self, peak: float, steps: int) -> schedules.Schedule:
+        """The warm-up to ``peak``, then ``peak`` held, over ``steps`` steps."""
+        builder = schedules.ScheduleBuilder()
+        if self.warmup:
+            builder.set_lr(0, 0.0, "linear")
+        builder.set_lr(self.warmup, peak)
+        return builder.build(steps)
+
+    def branch_schedule(self, peak: float, branch: probe.Branch) -> schedules.Schedule:
+        """The trunk to ``branch.start``, then linearly to the floor over ``branch.steps`` (the
+        arithmetic of ``evaluation.train_cooldown_branch``)."""
+        builder = schedules.ScheduleBuilder(self.trunk_schedule(peak, branch.start).points)
+        builder.set_lr(branch.start, peak, "linear")
+        builder.set_lr(branch.start + branch.steps, self.floor)
+        return builder.build(branch.start + branch.steps)
+
+
+def run_law(
+    config: LawConfig,
+    workload: Workload | str,
+    *,
+    total_steps: int,
+    lr_bounds: tuple[float, float],
+    seed: int = 0,
+    out_dir: Path | str | None = None,
+    reporter: base.Reporter | None = None,
+    device: str = "auto",
+    phases: Phases | None = None,
+) -> base.SearchResult:
+    """Search a schedule of ``total_steps`` steps with the ``law`` strategy, training here.
+
+    ``phases`` gives the warm-up, the floor and the base schedule's peak (the candidates' trunk
+    LRs are multiples of it); without it there is no warm-up, the floor is 0 and the peak is the
+    geometric mean of ``lr_bounds``.
+    """
+    started = time.monotonic()
+    work = get_workload(workload) if isinstance(workload, str) else workload
+    reporter = reporter or base.NullReporter()
+    setting = _setting(total_steps, lr_bounds, phases)
+    peaks = peak_probes.candidates(setting.base_peak, config.peak_factors or (1.0,), lr_bounds)
+    plan = probe.make_plan(
+        total_steps=total_steps,
+        warmup=setting.warmup,
+        candidates=len(peaks),
+        probe_cost=config.probe_cost,
+    )
+    state = _fresh_state(config, work.name, setting, seed, plan)
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and _resume(out, state):
+        reporter.on_event(
+            "start",
+            f"law: resumed with {len(state['curves'])} probe curves",
+            curves=len(state["curves"]),
+        )
+    else:
+        reporter.on_event(
+            "start",
+            f"law: probes of {plan.cost} steps ({plan.cost / total_steps:.2f} S), trunk of "
+            f"{plan.trunk_steps} steps, trunk LRs {', '.join(f'{p:.3g}' for p in peaks)}",
+        )
+    prober = _Prober(work, seed, device, setting, plan, state, out, reporter)
+    prober.candidates(peaks)
+    prober.trunk()
+    fitted, fits = _fit(config, state, setting, seed)
+    reporter.on_event(
+        "stage",
+        f"law {fitted.law.name}: fit error {fitted.train_error:.2%}"
+        + (
+            f", held-out error {fitted.held_out_error:.2%}"
+            if fitted.held_out_error is not None
+            else ""
+        ),
+        law=fitted.law.to_dict(),
+    )
+    space = optimise.ScheduleSpace(
+        total_steps=total_steps,
+        warmup=setting.warmup,
+        lr_min=min(lr_bounds[0], state["peak"]),
+        lr_max=state["peak"],
+        floor=setting.floor,
+        change_points=config.change_points,
+        monotone=config.parameterisation == "monotone",
+    )
+    found = optimise.optimise(fitted.law, space, restarts=config.optimise_restarts, seed=seed)
+    reporter.on_event(
+        "commit",
+        f"law: optimised schedule, predicted final val_loss {found.predicted:.4g}",
+        predicted=found.predicted,
+    )
+    verification = prober.verify(found.schedule, fitted.law) if config.verify else None
+    objective = verification["final"] if verification is not None else found.predicted
+    schedule = found.schedule.with_provenance(
+        strategy=STRATEGY,
+        workload=work.name,
+        seed=seed,
+        law=fitted.law.to_dict(),
+        fitError=fitted.train_error,
+        heldOutError=fitted.held_out_error,
+        predictedFinal=found.predicted,
+        verified=verification is not None,
+        trunkLR=state["peak"],
+        probeSteps=plan.cost,
+    )
+    reporter.on_event(
+        "finished",
+        f"law done: val_loss={objective:.4f} (predicted {found.predicted:.4f}), "
+        f"{state['memberSteps']} member-steps",
+        val_loss=objective,
+        predicted=found.predicted,
+    )
+    history: list[base.JSONDict] = [
+        {"plan": plan.to_dict()},
+        {"candidates": state["candidates"], "trunkLR": state["peak"]},
+        {"fits": [f.to_dict() for f in fits], "chosen": fitted.law.name},
+        {"predictedFinal": found.predicted, "verification": verification},
+    ]
+    return base.SearchResult(
+        # The registry that will list "law" among the strategies is not written yet.
+        strategy=cast(base.StrategyName, STRATEGY),
+        workload=work.name,
+        best_schedule=schedule,
+        best_objective=objective,
+        best_member=0,
+        member_steps=state["memberSteps"],
+        evaluation_steps=state["evaluationSteps"],
+        history=history,
+        wall_seconds=time.monotonic() - started,
+    )
+
+
+def _setting(total_steps: int, lr_bounds: tuple[float, float], phases: Phases | None) -> _Setting:
+    low, high = lr_bounds
+    if not (0 < low < high and math.isfinite(high)):
+        raise ValueError(f"lr_bounds: need 0 < min < max, got {lr_bounds}")
+    if phases is not None and phases.total_steps != total_steps:
+        raise ValueError(f"phases: laid out for {phases.total_steps} steps, not {total_steps}")
+    peak = phases.peak_lr if phases is not None else None
+    return _Setting(
+        total_steps=total_steps,
+        warmup=phases.warmup_steps if phases is not None else 0,
+        floor=phases.floor if phases is not None else 0.0,
+        base_peak=math.sqrt(low * high) if peak is None else min(max(peak, low), high),
+        lr_bounds=(low, high),
+    )
+
+
+# --- the probes ---------------------------------------------------------------------------------
+
+
+class _Prober:
+    """Trains the probes the plan lists, recording their curves in ``state``."""
+
+    def __init__(
+        self,
+        work: Workload,
+        seed: int,
+        device: str,
+        setting: _Setting,
+        plan: probe.ProbePlan,
+        state: dict[str, Any],
+        out: Path | None,
+        reporter: base.Reporter,
+    ) -> None:
+        self.work, self.seed, self.device = work, seed, device
+        self.setting, self.plan, self.state = setting, plan, state
+        self.out, self.reporter = out, reporter
+        self.trainer: harness.Trainer | None = None
+        # The candidates' trainers at the end of their runs, to continue the chosen one as the
+        # trunk without reading it back (or, with no out_dir, without training it again).
+        self.kept: dict[int, dict[str, Any]] = {}
+
+    def candidates(self, peaks: list[float]) -> None:
+        """One short run per trunk LR, each with its cooldown branch; the best one's trainer
+        becomes the trunk."""
+        for index in range(len(self.state["candidates"]), len(peaks)):
+            self._candidate(index, peaks[index])
+        if self.state["peak"] is None:
+            outcomes = [
+                peak_probes.ProbeOutcome(
+                    c["peak"], math.nan if c["loss"] is None else c["loss"], c["steps"]
+                )
+                for c in self.state["candidates"]
+            ]
+            chosen = peak_probes.choose(outcomes)
+            index = [c["peak"] for c in self.state["candidates"]].index(chosen.peak)
+            self.state["peak"] = chosen.peak
+            self.state["trunk"] = {
+                "step": self.plan.candidate_steps,
+                "file": CANDIDATE_FILE.format(index=index),
+                "curve": f"candidate-{index}",
+                "candidate": index,
+            }
+            self.reporter.on_event(
+                "commit", f"law: trunk LR {chosen.peak:.3g} (loss {chosen.loss:.4g} annealed)"
+            )
+            self._save()
+            self._drop_files(keep=self.state["trunk"]["file"])
+
+    def _candidate(self, index: int, peak: float) -> None:
+        trainer = harness.Trainer(self.work, seed=self.seed, device=self.device)
+        name = f"candidate-{index}"
+        schedule = self.setting.trunk_schedule(peak, self.plan.trunk_steps)
+        points: Points = []
+        self._train(trainer, schedule, self.plan.candidate_steps, self.plan.eval_every, points)
+        self._add_curve(name, schedule, points)
+        branch = probe.Branch(self.plan.candidate_steps, self.plan.candidate_branch)
+        loss = math.nan
+        if not trainer.diverged:
+            loss = self._branch(trainer, peak, branch, name=f"{name}-branch")
+        self.state["candidates"].append(
+            {
+                "peak": peak,
+                "loss": loss if math.isfinite(loss) else None,
+                "steps": self.plan.candidate_steps + branch.steps,
+            }
+        )
+        self.reporter.on_event(
+            "candidate",
+            f"law candidate {index}: trunk LR {peak:.3g}, annealed val_loss {loss:.4g}",
+            lr=peak,
+            forecast=loss,
+        )
+        if not trainer.diverged:
+            self.kept[index] = trainer.state_dict()
+            if self.out is not None:
+                trainer.save(self.out / CANDIDATE_FILE.format(index=index))
+        self._save()
+
+    def trunk(self) -> None:
+        """Continue the chosen run to each branch point, and train the branches there."""
+        peak = float(self.state["peak"])
+        schedule = self.setting.trunk_schedule(peak, self.plan.trunk_steps)
+        trainer = self._trunk_trainer()
+        for stop in self.plan.stops:
+            pending = [
+                b
+                for b in self.plan.branches
+                if b.start == stop and b.name not in self.state["doneBranches"]
+            ]
+            if not pending:
+                continue
+            if trainer.global_step < stop:
+                curve = self._curve(self.state["trunk"]["curve"])
+                self._train(trainer, schedule, stop, self.plan.eval_every, curve["points"])
+                self._save_trunk(trainer)
+            for branch in pending:
+                if not trainer.diverged:
+                    self._branch(trainer, peak, branch, name=branch.name)
+                self.state["doneBranches"].append(branch.name)
+                self._save()
+
+    def _trunk_trainer(self) -> harness.Trainer:
+        """The trainer at the trunk's latest saved step (kept in memory while this runs)."""
+        if self.trainer is not None:
+            return self.trainer
+        trainer = harness.Trainer(self.work, seed=self.seed, device=self.device)
+        trunk = self.state["trunk"]
+        kept = self.kept.get(trunk["candidate"])
+        if kept is not None and trunk["step"] == self.plan.candidate_steps:
+            trainer.load_state_dict(kept)
+        elif self.out is not None and (self.out / trunk["file"]).exists():
+            trainer.load(self.out / trunk["file"])
+        else:
+            # No checkpoint (the chosen candidate diverged): train its run again, which
+            # diverges again (training is deterministic); those steps count.
+            peak = float(self.state["peak"])
+            schedule = self.setting.trunk_schedule(peak, self.plan.trunk_steps)
+            done = trainer.train(trunk["step"], schedule.lr_at)
+            self.state["memberSteps"] += len(done)
+        self.trainer = trainer
+        return trainer
+
+    def _save_trunk(self, trainer: harness.Trainer) -> None:
+        self.state["trunk"]["step"] = trainer.global_step
+        if self.out is not None:
+            name = TRUNK_FILE.format(step=trainer.global_step)
+            trainer.save(self.out / name)
+            self.state["trunk"]["file"] = name
+        self._save()
+        if self.out is not None:
+            self._drop_files(keep=self.state["trunk"]["file"])
+
+    def _train(
+        self,
+        trainer: harness.Trainer,
+        schedule: schedules.Schedule,
+        until: int,
+        every: int,
+        points: Points,
+    ) -> None:
+        """Train to step ``until`` at ``schedule``'s LRs, evaluating every ``every`` steps and at
+        ``until`` (the points are appended to ``points``)."""
+        start = trainer.global_step
+        while trainer.global_step < until:
+            result = trainer.step(schedule.lr_at(trainer.global_step))
+            if result.diverged:
+                self.reporter.on_event(
+                    "diverged", f"law: the trunk diverged at step {result.step}", lr=result.lr
+                )
+                break
+            step = trainer.global_step
+            val = None
+            if step % every == 0 or step == until:
+                val = float(trainer.evaluate()["val_loss"])
+                if math.isfinite(val):  # JSON has no NaN; a missing point is not fitted
+                    points.append([step, val])
+            self.reporter.on_progress(0, step, result.loss, result.lr, val_loss=val)
+        self.state["memberSteps"] += trainer.global_step - start + (1 if trainer.diverged else 0)
+
+    def _branch(
+        self, trainer: harness.Trainer, peak: float, branch: probe.Branch, *, name: str
+    ) -> float:
+        """Train ``branch`` from the trainer's state and restore it; record the branch's curve
+        and return its final validation loss (NaN: diverged)."""
+        saved = trainer.state_dict()
+        points: Points = []
+        every, done = branch.eval_every, [0]
+
+        def step(lr: float) -> bool:
+            result = trainer.step(lr)
+            done[0] += 1
+            if not result.diverged and (done[0] % every == 0 or done[0] == branch.steps):
+                val = float(trainer.evaluate()["val_loss"])
+                if math.isfinite(val):
+                    points.append([trainer.global_step, val])
+            return result.diverged
+
+        try:
+            trained = train_cooldown_branch(
+                step, branch.steps, start=peak, floor=self.setting.floor, shape="linear"
+            )
+        finally:
+            trainer.load_state_dict(saved)
+        self.state["memberSteps"] += trained
+        self.state["evaluationSteps"] += trained
+        self._add_curve(name, self.setting.branch_schedule(peak, branch), points)
+        complete = trained == branch.steps and points and points[-1][0] == branch.start + trained
+        return float(points[-1][1]) if complete else math.nan
+
+    def verify(self, schedule: schedules.Schedule, law: laws.Law) -> dict[str, Any]:
+        """Train ``schedule`` from scratch; its measured curve beside the law's prediction."""
+        self.reporter.on_event(
+            "stage", f"law: verifying the schedule ({schedule.total_steps} steps)"
+        )
+        trainer = harness.Trainer(self.work, seed=self.seed, device=self.device)
+        points: Points = []
+        self._train(trainer, schedule, schedule.total_steps, self.plan.eval_every, points)
+        final = math.nan
+        if not trainer.diverged and points and points[-1][0] == schedule.total_steps:
+            final = float(points[-1][1])
+        after = [p for p in points if p[0] > self.setting.warmup]
+        predicted = law.predict(
+            schedule.lrs(), [int(p[0]) for p in after], warmup=self.setting.warmup
+        )
+        measured = np.asarray([p[1] for p in after])
+        error = float(np.mean(np.abs(predicted / measured - 1.0))) if after else math.nan
+        predicted_final = float(predicted[-1]) if after else math.nan
+        return {
+            "final": final,
+            "predictedFinal": predicted_final,
+            "finalError": (predicted_final / final - 1.0) if math.isfinite(final) else None,
+            "curveError": error,
+            "curve": points,
+        }
+
+    # --- state ---
+
+    def _add_curve(self, name: str, schedule: schedules.Schedule, points: Points) -> None:
+        self.state["curves"].append(
+            {"name": name, "schedule": schedule.to_dict(), "points": points}
+        )
+
+    def _curve(self, name: str) -> dict[str, Any]:
+        return next(c for c in self.state["curves"] if c["name"] == name)
+
+    def _save(self) -> None:
+        if self.out is not None:
+            _save(self.out, self.state)
+
+    def _drop_files(self, *, keep: str) -> None:
+        if self.out is None:
+            return
+        for pattern in (CANDIDATE_FILE.format(index="*"), TRUNK_FILE.format(step="*")):
+            for path in self.out.glob(pattern):
+                if path.name != keep:
+                    path.unlink(missing_ok=True)
+
+
+# --- the fit --------------------------------------------------------------------------------------
+
+
+def probe_curves(state: dict[str, Any], warmup: int) -> list[fit.Curve]:
+    """The curves the law is fitted on: the trunk (its tail held out), the chosen candidate's
+    branch and the trunk's branches (the other candidates ran at other LRs: the laws describe
+    schedules below one peak, so they are left out)."""
+    trunk_name = state["trunk"]["curve"]
+    wanted = {trunk_name, f"{trunk_name}-branch", *state["doneBranches"]}
+    curves = []
+    for record in state["curves"]:
+        if record["name"] not in wanted or not record["points"]:
+            continue
+        schedule = schedules.Schedule.from_dict(record["schedule"])
+        steps = tuple(int(p[0]) for p in record["points"])
+        losses = tuple(float(p[1]) for p in record["points"])
+        held = None
+        if record["name"] == trunk_name:
+            cut = (1.0 - HELD_OUT_SHARE) * state["trunk"]["step"]
+            held = next((i for i, s in enumerate(steps) if s > max(cut, warmup)), None)
+        lrs = tuple(schedule.lrs(max(steps)))
+        curves.append(fit.Curve(record["name"], lrs, steps, losses, held_out_from=held))
+    return curves
+
+
+def _fit(
+    config: LawConfig, state: dict[str, Any], setting: _Setting, seed: int
+) -> tuple[fit.FitResult, list[fit.FitResult]]:
+    kinds: list[laws.LawName] = ["multiPower", "tissue"] if config.law == "auto" else [config.law]
+    return fit.fit_best(
+        kinds,
+        probe_curves(state, setting.warmup),
+        warmup=setting.warmup,
+        lr_scale=float(state["peak"]),
+        huber_scale=config.huber_scale,
+        restarts=config.fit_restarts,
+        seed=seed,
+    )
+
+
+# --- saving and resuming --------------------------------------------------------------------------
+
+
+def _fresh_state(
+    config: LawConfig, workload: str, setting: _Setting, seed: int, plan: probe.ProbePlan
+) -> dict[str, Any]:
+    return {
+        "format": STATE_FORMAT,
+        "config": config.model_dump(mode="json", by_alias=True),
+        "workload": workload,
+        "totalSteps": setting.total_steps,
+        "lrBounds": list(setting.lr_bounds),
+        "seed": seed,
+        "plan": plan.to_dict(),
+        "candidates": [],
+        "peak": None,
+        "trunk": None,
+        "curves": [],
+        "doneBranches": [],
+        "memberSteps": 0,
+        "evaluationSteps": 0,
+    }
+
+
+def _save(out: Path, state: dict[str, Any]) -> None:
+    """Write the state atomically (checkpoints it names are written before it)."""
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / (STATE_FILE + ".tmp")
+    tmp.write_text(json.dumps(state, allow_nan=False))
+    tmp.replace(out / STATE_FILE)
+
+
+def _resume(out: Path, state: dict[str, Any]) -> bool:
+    """Replace ``state`` by the one saved in ``out`` (False: nothing saved there yet)."""
+    path = out / STATE_FILE
+    if not path.exists():
+        return False
+    saved = json.loads(path.read_text())
+    if saved.get("format") != STATE_FORMAT:
+        raise ValueError(f"out: {path} is not a law search's state ({saved.get('format')!r})")
+    for key in _IDENTITY_KEYS:
+        if saved.get(key) != state[key]:
+            raise ValueError(
+                f"out: {out} holds a law search with {key}={saved.get(key)!r}, not "
+                f"{state[key]!r}; use another directory to start a new search"
+            )
+    state.clear()
+    state.update(saved)
+    return True
