@@ -220,8 +220,11 @@ def scaling_notes(profile: Profile) -> list[str]:
         f"PBT: population {profile.pbt_population}, perturbationInterval = S/{PBT_ROUNDS} "
         "(the spec example's 250 steps of 4000), quantile 0.25, resample 0.25, factors 1.2/0.8.",
         f"HDET: {profile.hdet_replicas} replicas, syncInterval T = S/{HDET_SYNCS}, alpha 1/9, "
-        "beta 0.9, lambda 0.5, sigma 0.1, floor 1% of the start; base schedule onecycle at the "
-        "workload's default LR (HDET is presented as a drop-in for OneCycleLR).",
+        "beta 0.9, lambda 0.5, sigma 0.1; the same base as PBT and AutoLRS (the grid's warm-up "
+        "to the workload's default LR), scaled to the peak its probes choose (default x "
+        "0.25/0.5/1/2/4/8, each probe 2T steps plus an annealed branch); replicas scored by "
+        "annealed evaluation at each sync of the searched part; no decay in the searched part "
+        "(gamma 0: the trained cooldown anneals).",
         f"Optuna at each strategy's cost: TPESampler(seed={profile.search_seed}, "
         f"{profile.optuna_tpe_startup} random start-up trials) over family in "
         f"{'/'.join(profile.optuna_families)} (the grid's warm-up and decay rules) and log peak "
