@@ -4,7 +4,8 @@ talks to the API). Checked by tests/integration/test_helm_install.py: the chart'
 runs a search to the end with exactly these.
 */}}
 {{- define "schedsearch.rbacRules" -}}
-# The searches: kopf lists and watches them, adds its finalizer and bookkeeping annotations.
+# The searches and what they own are listed and watched by label into the controller's cache
+# (secrets excepted: read by name). Patch on searches: kopf removes earlier versions' finalizer.
 - apiGroups: ["schedsearch.io"]
   resources: ["schedulesearches"]
   verbs: ["get", "list", "watch", "patch"]
@@ -14,20 +15,20 @@ runs a search to the end with exactly these.
 # The best schedule of each search is stored as an LRSchedule (replaced when a better one comes).
 - apiGroups: ["schedsearch.io"]
   resources: ["lrschedules"]
-  verbs: ["get", "create", "update"]
+  verbs: ["get", "list", "watch", "create", "update"]
 # Trainer pods, HDET's headless Service, the per-search report token, the durable search state.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "create", "delete"]
+  verbs: ["list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["services"]
-  verbs: ["list", "create"]
+  verbs: ["list", "watch", "create"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
