@@ -1,11 +1,14 @@
-"""The controller process: kopf runs one reconcile loop per ScheduleSearch, next to the report
-channel and the metrics endpoint (``python -m schedsearch.controller --help``).
+"""The controller process: watches fill a cache, a work queue feeds reconcile workers, next to
+the report channel and the metrics endpoint (``python -m schedsearch.controller --help``).
 
-Kopf's only job here is to know which searches exist: for each one it keeps a daemon that calls
-:meth:`Reconciler.reconcile` (read everything, ``plan``, apply) now, again when the plan asks
-(``requeue_after``), and at once when a trainer's report changed the search's state. Nothing
-depends on which event woke it, and a restarted controller simply starts the loops again: all
-it needs is in the cluster (status, state ConfigMap, pods).
+Kopf streams the searches and everything they own into ``controller.cache``; a change to any
+of them queues its search, and a worker reconciles it (:meth:`Reconciler.reconcile`: read from
+the cache, ``plan``, apply) once however many changes queued it. Nothing is timed while nothing
+changes: trainers' reports and pod changes are what move a search on, deadlines (an image's
+pull grace) queue it when they fall due, and a slow resync (``--resync``) lists everything
+again in case a watch missed something. With ``--leader-elect`` several replicas run and one
+acts; the others keep their caches warm and take over when its Lease expires. A restarted
+controller loses nothing: all it needs is in the cluster (status, state ConfigMap, pods).
 """
 
 from __future__ import annotations
@@ -15,22 +18,32 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import os
+import socket
 import sys
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from schedsearch.api.spec import API_GROUP, API_VERSION_NAME
-from schedsearch.controller import kube, observe, plan, server, settings
+from schedsearch.controller import (
+    cache,
+    kube,
+    leader,
+    observe,
+    plan,
+    server,
+    settings,
+    watches,
+    workqueue,
+)
 from schedsearch.controller import metrics as metrics_mod
 
 log = logging.getLogger("schedsearch.controller")
-IDLE_SECONDS = 300.0  # a finished search is looked at again this rarely
-MAX_BACKOFF_SECONDS = 60.0
-FINALIZER = f"{API_GROUP}/controller"
+LEASE_NAME = "schedsearch-controller"
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,17 @@ class Options:
     metrics_port: int | None = None
     log_level: str = "info"
     settings: settings.Settings = field(default_factory=settings.Settings)
+    # Every search is listed and reconciled again this often, whether or not it changed.
+    resync_seconds: float = 300.0
+    workers: int = 4
+    kube_qps: float = 50.0
+    kube_burst: int = 100
+    # Label selector of the searches this controller runs (None: all of them).
+    shard_selector: str | None = None
+    leader_elect: bool = False
+    lease_namespace: str | None = None
+    lease_name: str = LEASE_NAME
+    lease_timing: leader.Timing = field(default_factory=leader.Timing)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -62,14 +86,40 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--health-port", type=_port, default=8080, help="serves /healthz")
     parser.add_argument("--metrics-port", type=_port, help="serves /metrics when set")
     parser.add_argument("--trainer-metrics-port", type=_port, help="trainer pods serve /metrics")
-    parser.add_argument("--image-pull-grace", type=float, default=60.0, metavar="SECONDS")
+    parser.add_argument("--image-pull-grace", type=_positive, default=60.0, metavar="SECONDS")
     parser.add_argument(
         "--resync",
-        type=float,
-        default=3.0,
+        type=_positive,
+        default=300.0,
         metavar="SECONDS",
-        help="how often a running search is looked at",
+        help="how often every search is listed and reconciled again, changed or not",
     )
+    parser.add_argument(
+        "--workers", type=_count, default=4, help="searches reconciled at the same time"
+    )
+    parser.add_argument(
+        "--kube-qps", type=_positive, default=50.0, help="API requests per second, sustained"
+    )
+    parser.add_argument("--kube-burst", type=_count, default=100, help="API requests in a burst")
+    parser.add_argument(
+        "--shard-selector",
+        metavar="LABELS",
+        help="run only the searches matching this label selector (e.g. shard=a)",
+    )
+    parser.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="of several replicas, only the holder of a Lease acts",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        metavar="NAMESPACE",
+        help="namespace of the Lease (default: $POD_NAMESPACE)",
+    )
+    parser.add_argument("--leader-election-id", default=LEASE_NAME, metavar="NAME")
+    parser.add_argument("--lease-duration", type=_positive, default=15.0, metavar="SECONDS")
+    parser.add_argument("--renew-deadline", type=_positive, default=10.0, metavar="SECONDS")
+    parser.add_argument("--retry-period", type=_positive, default=2.0, metavar="SECONDS")
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
@@ -80,8 +130,14 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         report_url=report_url.rstrip("/"),
         trainer_metrics_port=args.trainer_metrics_port,
         image_pull_grace_seconds=args.image_pull_grace,
-        requeue_running_seconds=args.resync,
     )
+    try:
+        timing = leader.Timing(args.lease_duration, args.renew_deadline, args.retry_period)
+    except ValueError as err:
+        parser.error(str(err))
+    lease_namespace = args.leader_election_namespace or os.environ.get("POD_NAMESPACE")
+    if args.leader_elect and not lease_namespace:
+        parser.error("--leader-elect: needs --leader-election-namespace or $POD_NAMESPACE")
     return Options(
         namespaces=tuple(args.namespace),
         all_namespaces=args.all_namespaces,
@@ -90,6 +146,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         metrics_port=args.metrics_port,
         log_level=args.log_level,
         settings=config,
+        resync_seconds=args.resync,
+        workers=args.workers,
+        kube_qps=args.kube_qps,
+        kube_burst=args.kube_burst,
+        shard_selector=_selector(parser, args.shard_selector),
+        leader_elect=args.leader_elect,
+        lease_namespace=lease_namespace,
+        lease_name=args.leader_election_id,
+        lease_timing=timing,
     )
 
 
@@ -98,6 +163,30 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {port}")
     return port
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def _selector(parser: argparse.ArgumentParser, text: str | None) -> str | None:
+    """A label selector as the API server reads it: requirements joined by commas."""
+    if text is None:
+        return None
+    requirements = [part.strip() for part in text.split(",")]
+    if not all(requirements):
+        parser.error(f"--shard-selector: an empty requirement in {text!r}")
+    return ",".join(requirements)
 
 
 # Passes of one reconcile while each acts and asks to look again soon (see Reconciler.reconcile).
@@ -113,15 +202,14 @@ class Reconciler:
         self.api = api
         self.config = config
         self.metrics = metrics
-        self._wakeups: dict[tuple[str, str], asyncio.Event] = {}
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Read, plan, apply; returns when to look again (None: only when something changes).
 
         A plan that acted and asks to look again soon (it created the search's secret and
         state, say, and the member pods come next) is followed by another pass at once, up to
-        ``MAX_PASSES``: the API server answers reads from etcd, so what was just created is
-        already observed, and a new search gets its pods without waiting for a requeue.
+        ``MAX_PASSES``: what the API answered the writes with is already in the cache, so a new
+        search gets its pods without waiting for a requeue.
         """
         with self.metrics.time_reconcile(namespace):
             again: float | None = None
@@ -170,81 +258,15 @@ class Reconciler:
             mode=objective.mode if objective is not None else "",
         )
 
-    def poke(self, namespace: str, name: str) -> None:
-        """Something changed (a report arrived): reconcile this search now."""
-        event = self._wakeups.get((namespace, name))
-        if event is not None:
-            event.set()
-
-    async def run(self, namespace: str, name: str, stopped: kopf.DaemonStopped) -> None:
-        """The per-search loop kopf keeps alive while the search exists."""
-        key = (namespace, name)
-        wakeup = self._wakeups.setdefault(key, asyncio.Event())
-        failures = 0
+    def handle(self, key: cache.SearchKey) -> float | None:
+        """A work-queue item: reconcile that search; API errors that retrying cannot fix are
+        :class:`workqueue.Terminal` (the next change or resync tries again)."""
         try:
-            while True:
-                wakeup.clear()
-                try:
-                    delay = await asyncio.to_thread(self.reconcile, namespace, name)
-                    failures = 0
-                except Exception as err:
-                    failures += 1
-                    delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2**failures)
-                    log.warning(
-                        "reconcile %s/%s failed (retry in %.1fs): %s", namespace, name, delay, err
-                    )
-                if stopped:  # kopf also cancels the sleep below; this spares a last wait
-                    return
-                await _sleep(wakeup, IDLE_SECONDS if delay is None else delay)
-        finally:
-            self._wakeups.pop(key, None)
-            # Kopf ends this loop when the search is being deleted (or the controller stops), not
-            # always after a pass that saw the deletion: its series go here either way.
-            self.metrics.forget_search(namespace, name)
-
-
-async def _sleep(wakeup: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(wakeup.wait(), timeout=seconds)
-
-
-def registry_for(reconciler: Reconciler) -> kopf.OperatorRegistry:
-    """Kopf's handlers: log in with the Kubernetes client, one daemon per search."""
-    registry = kopf.OperatorRegistry()
-
-    @kopf.on.login(registry=registry)
-    def login(**kwargs: object) -> kopf.ConnectionInfo | None:
-        return kopf.login_via_client(**kwargs)  # type: ignore[arg-type]
-
-    @kopf.daemon(
-        API_GROUP,
-        API_VERSION_NAME,
-        "schedulesearches",
-        registry=registry,
-        id="reconcile",
-        cancellation_timeout=10.0,
-    )
-    async def reconcile_loop(
-        namespace: str | None, name: str, stopped: kopf.DaemonStopped, **_: object
-    ) -> None:
-        assert namespace is not None, "ScheduleSearch is namespaced"
-        await reconciler.run(namespace, name, stopped)
-
-    return registry
-
-
-def operator_settings(level: str) -> kopf.OperatorSettings:
-    config = kopf.OperatorSettings()
-    config.persistence.finalizer = FINALIZER
-    # Kopf's own bookkeeping goes to annotations: the status schema has no room for it.
-    config.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
-    config.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=API_GROUP, key="last-handled-configuration"
-    )
-    # We post our own Events; kopf's would turn every log line into one.
-    config.posting.enabled = False
-    config.posting.level = logging.getLevelName(level.upper())
-    return config
+            return self.reconcile(*key)
+        except kube.ApiError as err:
+            if err.terminal:
+                raise workqueue.Terminal(str(err)) from err
+            raise
 
 
 def load_kube_config() -> k8s.ApiClient:
@@ -255,12 +277,122 @@ def load_kube_config() -> k8s.ApiClient:
     return k8s.ApiClient()
 
 
+# Listed pods before state ConfigMaps: a pod's end is then never seen without its final report.
+SYNC_ORDER = (
+    cache.SEARCHES,
+    cache.PODS,
+    cache.SERVICES,
+    cache.CONFIGMAPS,
+    cache.SCHEDULES,
+)
+SYNC_RETRY_SECONDS = (1.0, 30.0)  # first and longest wait between attempts to list
+
+
+async def sync(api: kube.Kube, options: Options) -> int:
+    """List every watched kind into the cache (forgetting what is gone); retried until it
+    works, except a shard selector the API server refuses. Returns the number of objects."""
+    wait = SYNC_RETRY_SECONDS[0]
+    while True:
+        try:
+            return await asyncio.to_thread(_list_all, api, options)
+        except kube.ApiError as err:
+            if err.status == 400 and options.shard_selector:
+                raise ValueError(
+                    f"--shard-selector {options.shard_selector!r}: the API server refused it: "
+                    f"{err.message}"
+                ) from err
+            log.warning("listing the searches and their objects: %s (retry in %.0fs)", err, wait)
+        except Exception as err:
+            log.warning("listing the searches and their objects: %s (retry in %.0fs)", err, wait)
+        await asyncio.sleep(wait)
+        wait = min(wait * 2, SYNC_RETRY_SECONDS[1])
+
+
+def _list_all(api: kube.Kube, options: Options) -> int:
+    where: Sequence[str | None] = [None] if options.all_namespaces else options.namespaces
+    return sum(
+        api.relist(kind, namespace, watches.selector(kind, options.shard_selector))
+        for kind in SYNC_ORDER
+        for namespace in where
+    )
+
+
+async def lead(
+    options: Options,
+    api: kube.Kube,
+    queue: workqueue.WorkQueue[cache.SearchKey],
+    reconciler: Reconciler,
+    elector: leader.Elector | None,
+) -> None:
+    """Once this replica leads (at once without leader election): list everything, queue every
+    search, and run the workers, the resync and the Lease renewal until one of them fails."""
+    if elector is not None:
+        await leader.acquire(elector)
+    reconciler.metrics.leader.set(1)
+    listed = await sync(api, options)
+    searches = api.store.searches()
+    log.info("cache synced: %d objects, %d searches", listed, len(searches))
+    for key in searches:
+        queue.add(key)
+    tasks = [
+        asyncio.create_task(workqueue.work(queue, reconciler.handle), name=f"worker-{index}")
+        for index in range(options.workers)
+    ]
+    tasks.append(asyncio.create_task(_resync(options, api, queue), name="resync"))
+    if elector is not None:
+        tasks.append(asyncio.create_task(leader.keep(elector), name="lease"))
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _resync(
+    options: Options, api: kube.Kube, queue: workqueue.WorkQueue[cache.SearchKey]
+) -> None:
+    while True:
+        await asyncio.sleep(options.resync_seconds)
+        await sync(api, options)
+        for key in api.store.searches():
+            queue.add(key)
+
+
+def identity() -> str:
+    """This replica's name in the Lease: its host (the pod's name) and a random suffix."""
+    return f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
 async def serve(options: Options) -> None:
-    """Run until cancelled: report channel, metrics, and kopf's reconcile loops."""
+    """Run until kopf stops (SIGTERM) or leadership is lost: the report channel, metrics, the
+    watches that fill the cache, and while leading the reconcile workers."""
+    loop = asyncio.get_running_loop()
+    queue: workqueue.WorkQueue[cache.SearchKey] = workqueue.WorkQueue()
+
+    def enqueue(namespace: str, name: str) -> None:
+        # Called from the event loop (watch events) and from threads (writes, reports).
+        loop.call_soon_threadsafe(queue.add, (namespace, name))
+
     metrics = metrics_mod.ControllerMetrics(namespaces=options.namespaces)
-    api = kube.Kube(kube.Rest(load_kube_config()), on_restart=metrics.count_member_restart)
+    store = cache.Store(on_change=enqueue)
+    limiter = workqueue.TokenBucket(options.kube_qps, options.kube_burst)
+    rest = kube.Rest(load_kube_config(), limiter=limiter, on_request=metrics.count_api_request)
+    api = kube.Kube(rest, store=store, on_restart=metrics.count_member_restart)
     reconciler = Reconciler(api, options.settings, metrics)
-    channel = server.ReportChannel(api, metrics, on_change=reconciler.poke)
+    elector = None
+    if options.leader_elect:
+        assert options.lease_namespace is not None  # parse_args checks
+        elector = leader.Elector(
+            rest,
+            namespace=options.lease_namespace,
+            name=options.lease_name,
+            identity=identity(),
+            timing=options.lease_timing,
+        )
+    leading: Callable[[], bool] = (lambda: True) if elector is None else (lambda: elector.leading)
+    channel = server.ReportChannel(api, metrics, on_change=enqueue, leading=leading)
     runners = [await server.start(channel.app(), "0.0.0.0", options.report_port)]
     if options.metrics_port is not None:
         runners.append(
@@ -271,16 +403,30 @@ async def serve(options: Options) -> None:
         server.bound_port(runners[0]),
         options.settings.report_url,
     )
-    try:
-        await kopf.operator(
-            registry=registry_for(reconciler),
-            settings=operator_settings(options.log_level),
+    watch = asyncio.create_task(
+        kopf.operator(
+            registry=watches.registry(store),
+            settings=watches.operator_settings(options.log_level, shard=options.shard_selector),
             standalone=True,
             clusterwide=options.all_namespaces,
             namespaces=options.namespaces,
             liveness_endpoint=f"http://0.0.0.0:{options.health_port}/healthz",
-        )
+        ),
+        name="watches",
+    )
+    work = asyncio.create_task(lead(options, api, queue, reconciler, elector), name="lead")
+    try:
+        done, _ = await asyncio.wait({watch, work}, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            task.result()
     finally:
+        queue.shutdown()
+        for task in (work, watch):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if elector is not None:
+            await asyncio.to_thread(elector.release)
         for runner in runners:
             await runner.cleanup()
 
@@ -300,4 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(serve(options))
     except KeyboardInterrupt:
         return 130
+    except (leader.LeadershipLost, ValueError) as err:
+        log.error("%s", err)
+        return 1
     return 0

@@ -22,9 +22,10 @@ from urllib.parse import quote
 from kubernetes import client as k8s
 
 from schedsearch.api.spec import API_GROUP, API_VERSION_NAME, best_schedule_name
-from schedsearch.controller import names, plan, pods, results, status
+from schedsearch.controller import cache, names, plan, pods, results, status
 from schedsearch.controller import state as state_mod
 from schedsearch.controller.observe import Observed, SearchView, owned_by, pod_view
+from schedsearch.controller.workqueue import TokenBucket
 
 JsonObj = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ COMPONENT = "schedsearch-controller"
 MERGE_PATCH = "application/merge-patch+json"
 STATE_RETRIES = 10
 TIMEOUT = (5.0, 30.0)  # connect, read
+LIST_CHUNK = 500
 
 
 class ApiError(Exception):
@@ -82,8 +84,16 @@ class NotReady(Exception):
 class Rest:
     """JSON requests on the official client's configured (authenticated, TLS) connection."""
 
-    def __init__(self, api_client: k8s.ApiClient) -> None:
+    def __init__(
+        self,
+        api_client: k8s.ApiClient,
+        *,
+        limiter: TokenBucket | None = None,
+        on_request: Callable[[str, int | None], None] = lambda method, status: None,
+    ) -> None:
         self.client = api_client
+        self.limiter = limiter  # the client-side QPS/burst bound (None: unbounded)
+        self.on_request = on_request  # (method, HTTP status or None: no answer), for metrics
 
     def request(
         self,
@@ -94,6 +104,8 @@ class Rest:
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
     ) -> JsonObj:
+        if self.limiter is not None:
+            self.limiter.acquire()
         headers = {"Accept": "application/json", "Content-Type": content_type}
         _, url, headers, body, _ = self.client.param_serialize(
             method,
@@ -103,9 +115,14 @@ class Rest:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.client.call_api(
-            method, url, header_params=headers, body=body, _request_timeout=TIMEOUT
-        )
+        try:
+            response = self.client.call_api(
+                method, url, header_params=headers, body=body, _request_timeout=TIMEOUT
+            )
+        except Exception:
+            self.on_request(method, None)
+            raise
+        self.on_request(method, response.status)
         response.read()
         data = response.data or b""
         if response.status >= 400:
@@ -123,15 +140,27 @@ class Rest:
                 return None
             raise
 
-    def create(self, path: str, body: JsonObj) -> bool:
-        """POST ``body``; False when an object of that name already exists."""
+    def create(self, path: str, body: JsonObj) -> JsonObj | None:
+        """POST ``body``: the created object, or None when one of that name already exists."""
         try:
-            self.request("POST", path, body=body)
+            return self.request("POST", path, body=body)
         except ApiError as err:
             if err.status == 409:
-                return False
+                return None
             raise
-        return True
+
+    def list(self, path: str, **query: str) -> tuple[list[JsonObj], str]:
+        """All items of a collection, in chunks, and the resourceVersion of the list."""
+        items: list[JsonObj] = []
+        token = ""
+        while True:
+            chunk = {**query, "limit": str(LIST_CHUNK), **({"continue": token} if token else {})}
+            answer = self.get(path, **chunk)
+            items += answer.get("items") or []
+            meta = answer.get("metadata") or {}
+            token = str(meta.get("continue") or "")
+            if not token:
+                return items, str(meta.get("resourceVersion", ""))
 
 
 def _message(data: bytes) -> tuple[str, str]:
@@ -152,11 +181,29 @@ def _custom(namespace: str, plural: str, name: str | None = None) -> str:
     return base if name is None else f"{base}/{quote(name, safe='')}"
 
 
-class Kube:
-    """What the reconciler and the report channel ask of the API server."""
+def collection(kind: cache.Kind, namespace: str | None) -> str:
+    """The API path of all objects of ``kind`` in ``namespace`` (None: every namespace)."""
+    where = "" if namespace is None else f"/namespaces/{quote(namespace, safe='')}"
+    if kind in (cache.SEARCHES, cache.SCHEDULES):
+        return f"/apis/{API_GROUP}/{API_VERSION_NAME}{where}/{kind}"
+    return f"/api/v1{where}/{kind}"
 
-    def __init__(self, rest: Rest, *, on_restart: Callable[[str, str], None] | None = None) -> None:
+
+class Kube:
+    """What the reconciler and the report channel ask of the API server.
+
+    Reads come from ``store`` (fed by watches, see ``controller.cache``); every object the API
+    answers a write with goes into it at once, so the next pass sees what this one did."""
+
+    def __init__(
+        self,
+        rest: Rest,
+        *,
+        store: cache.Store | None = None,
+        on_restart: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.rest = rest
+        self.store = store if store is not None else cache.Store()
         self._on_restart = on_restart
         self._tokens: dict[tuple[str, str], str] = {}
         self._tokens_lock = threading.Lock()
@@ -164,19 +211,29 @@ class Kube:
     # -- reading ---------------------------------------------------------------------------------
 
     def get_search(self, namespace: str, name: str) -> JsonObj | None:
-        return self.rest.get_or_none(_custom(namespace, SEARCHES, name))
+        return self.store.search(namespace, name)
+
+    def relist(self, kind: cache.Kind, namespace: str | None, selector: str) -> int:
+        """List ``kind`` afresh into the store (forgetting what is gone); returns the count."""
+        items, version = self.rest.list(collection(kind, namespace), labelSelector=selector)
+        self.store.replace(kind, namespace, items, version)
+        return len(items)
 
     def observe(self, search: SearchView, now: datetime.datetime) -> Observed:
-        """Everything the search owns. Pods are read before the state: a pod that ended after
-        its final report is then always seen together with that report."""
-        ns, selector = search.namespace, names.selector(search.name)
-        pod_list = self.rest.get(f"{_ns(ns)}/pods", labelSelector=selector)["items"]
-        state_obj = self.rest.get_or_none(
-            f"{_ns(ns)}/configmaps/{names.state_configmap(search.name)}"
-        )
-        secret = self.rest.get_or_none(f"{_ns(ns)}/secrets/{names.token_secret(search.name)}")
-        service_list = self.rest.get(f"{_ns(ns)}/services", labelSelector=selector)["items"]
-        schedule = self.rest.get_or_none(_custom(ns, SCHEDULES, best_schedule_name(search.name)))
+        """Everything the search owns, from the store."""
+        ns, name, store = search.namespace, search.name, self.store
+        pod_list = store.owned(cache.PODS, ns, name)
+        state_obj = store.get(cache.CONFIGMAPS, ns, names.state_configmap(name))
+        if search.status.phase not in plan.TERMINAL and any(_ended(p) for p in pod_list):
+            # Pods and the state come from two watches, in no guaranteed order. A member sends
+            # its final report before its pod ends, so the state read now holds that report
+            # whenever the pod's end is already known: a finished member is never mistaken
+            # for one that died.
+            state_obj = self.rest.get_or_none(f"{_ns(ns)}/configmaps/{names.state_configmap(name)}")
+            self._file(cache.CONFIGMAPS, state_obj)
+        secret = self._secret(ns, name)
+        service_list = store.owned(cache.SERVICES, ns, name)
+        schedule = store.get(cache.SCHEDULES, ns, best_schedule_name(name))
         foreign: list[str] = []
         views = []
         for obj in pod_list:
@@ -191,14 +248,14 @@ class Kube:
             f"service {s['metadata']['name']}" for s in service_list if not owned_by(s, search.uid)
         ]
         if secret is not None and not owned_by(secret, search.uid):
-            foreign.append(f"secret {names.token_secret(search.name)}")
+            foreign.append(f"secret {names.token_secret(name)}")
             secret = None
         state = None
         if state_obj is not None:
             if owned_by(state_obj, search.uid):
                 state = state_mod.SearchState.from_configmap(state_obj)
             else:
-                foreign.append(f"configmap {names.state_configmap(search.name)}")
+                foreign.append(f"configmap {names.state_configmap(name)}")
         return Observed(
             now=now,
             pods=tuple(views),
@@ -208,6 +265,20 @@ class Kube:
             schedule_owner_uid=None if schedule is None else results.schedule_owner_uid(schedule),
             foreign=tuple(foreign),
         )
+
+    def _secret(self, namespace: str, search: str) -> JsonObj | None:
+        """The search's token Secret. Secrets are never listed or watched (the controller may
+        not list them): one it did not create itself is read by name once, then kept."""
+        secret = self.store.get(cache.SECRETS, namespace, names.token_secret(search))
+        if secret is None:
+            secret = self.rest.get_or_none(f"{_ns(namespace)}/secrets/{names.token_secret(search)}")
+            self._file(cache.SECRETS, secret)
+        return secret
+
+    def _file(self, kind: cache.Kind, answer: Any) -> None:
+        """Put an object the API answered with into the store (anything else is ignored)."""
+        if isinstance(answer, dict) and answer.get("kind") != "Status":
+            self.store.put(kind, answer)
 
     # -- acting ----------------------------------------------------------------------------------
 
@@ -249,39 +320,53 @@ class Kube:
 
     def _create(self, search: SearchView, plural: str, manifest: JsonObj) -> bool:
         with _refusal(self, search, manifest["kind"], manifest["metadata"]["name"]):
-            return self.rest.create(f"{_ns(search.namespace)}/{plural}", manifest)
+            created = self.rest.create(f"{_ns(search.namespace)}/{plural}", manifest)
+        self._file(cache.Kind(plural), created)
+        return bool(created)
 
     def _delete_pod(self, namespace: str, name: str, uid: str) -> None:
         # The uid precondition: never delete a newer pod that took the name meanwhile.
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
         try:
-            self.rest.request("DELETE", f"{_ns(namespace)}/pods/{name}", body=body)
+            answer = self.rest.request("DELETE", f"{_ns(namespace)}/pods/{name}", body=body)
         except ApiError as err:
             if err.status not in (404, 409):
                 raise
+            return
+        if (answer.get("metadata") or {}).get("deletionTimestamp"):
+            self._file(cache.PODS, answer)  # terminating: its end comes as a watch event
+        else:
+            gone = {"metadata": {"namespace": namespace, "name": name, "uid": uid}}
+            self.store.delete(cache.PODS, answer if answer.get("kind") == "Pod" else gone)
 
     def _store_schedule(self, namespace: str, uid: str, manifest: JsonObj) -> None:
         path = _custom(namespace, SCHEDULES)
-        if self.rest.create(path, manifest):
+        created = self.rest.create(path, manifest)
+        if created:
+            self._file(cache.SCHEDULES, created)
             return
         existing = self.rest.get(f"{path}/{manifest['metadata']['name']}")
         if results.schedule_owner_uid(existing) == uid:
+            self._file(cache.SCHEDULES, existing)
             return  # ours, stored by an earlier attempt
         replacement = dict(manifest)
         replacement["metadata"] = {
             **manifest["metadata"],
             "resourceVersion": existing["metadata"]["resourceVersion"],
         }
-        self.rest.request("PUT", f"{path}/{manifest['metadata']['name']}", body=replacement)
+        name = manifest["metadata"]["name"]
+        self._file(cache.SCHEDULES, self.rest.request("PUT", f"{path}/{name}", body=replacement))
 
     def write_status(self, search: SearchView, new: Any) -> None:
         body = {"status": status.wire(new)}
         path = _custom(search.namespace, SEARCHES, search.name) + "/status"
         try:
-            self.rest.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+            answer = self.rest.request("PATCH", path, body=body, content_type=MERGE_PATCH)
         except ApiError as err:
             if err.status != 404:  # deleted meanwhile: nothing to report to
                 raise
+            return
+        self._file(cache.SEARCHES, answer)
 
     def record_event(self, search: pods.SearchRef, kind: str, reason: str, message: str) -> None:
         """A core/v1 Event on the search; best effort (an event lost is not worth a retry)."""
@@ -336,6 +421,7 @@ class Kube:
             "binaryData": binary or None,
         }
         answer = self.rest.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+        self._file(cache.CONFIGMAPS, answer)
         return str(answer["metadata"]["resourceVersion"])
 
     def update_state(
@@ -368,7 +454,11 @@ class Kube:
         with self._tokens_lock:
             if not fresh and key in self._tokens:
                 return self._tokens[key]
-        secret = self.rest.get_or_none(f"{_ns(namespace)}/secrets/{names.token_secret(search)}")
+        secret = (
+            None if fresh else self.store.get(cache.SECRETS, namespace, names.token_secret(search))
+        )
+        if secret is None:
+            secret = self.rest.get_or_none(f"{_ns(namespace)}/secrets/{names.token_secret(search)}")
         if secret is None:
             return None
         raw = (secret.get("data") or {}).get("token")
@@ -377,6 +467,10 @@ class Kube:
             if value is not None:
                 self._tokens[key] = value
         return value
+
+
+def _ended(pod: JsonObj) -> bool:
+    return (pod.get("status") or {}).get("phase") in plan.TERMINAL
 
 
 def new_token() -> str:

@@ -24,7 +24,13 @@ from collections import Counter as Tally
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -171,6 +177,19 @@ class ControllerMetrics:
             buckets=REPORT_BUCKETS,
             registry=self.registry,
         )
+        self.api_requests = Counter(
+            PREFIX + "api_requests",
+            "Requests the controller sent to the API server (watches aside), by method and "
+            "answer's status class (2xx, 4xx, 5xx, or error: no answer).",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            PREFIX + "controller_leader",
+            "1 while this controller replica acts (holds the Lease, or runs without leader "
+            "election), 0 while it waits to take over.",
+            registry=self.registry,
+        )
         for namespace in namespaces:  # the watched namespaces: known before any reconcile
             self.reconcile_errors.labels(namespace=namespace)
 
@@ -194,6 +213,11 @@ class ControllerMetrics:
         self._searches.drop(namespace, name)
         self.exploits.remove(namespace, name)
         self.member_restarts.remove(namespace, name)
+
+    def count_api_request(self, method: str, status: int | None) -> None:
+        """One request to the API server, answered with ``status`` (None: no answer)."""
+        code = "error" if status is None else f"{status // 100}xx"
+        self.api_requests.labels(method=method, code=code).inc()
 
     def count_exploit(self, namespace: str, search: str, n: int = 1) -> None:
         self.exploits.labels(namespace=namespace, search=search).inc(n)

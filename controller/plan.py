@@ -425,6 +425,21 @@ def _pull_problem(ctx: _Context, member: int, pod: PodView) -> tuple[str, str] |
     return "ImagePullFailed", f"member {member}: image {image} cannot be pulled ({reason}){detail}"
 
 
+def _next_deadline(ctx: _Context) -> float | None:
+    """Seconds until the first image-pull grace runs out (None: no deadline pending).
+
+    Nothing else about a running search changes with time alone: reports and pod changes are
+    events, so without a deadline the search is looked at again only when something happens."""
+    waits = [
+        ctx.config.image_pull_grace_seconds - (ctx.now - pod.created).total_seconds()
+        for pod in ctx.observed.pods
+        if pod.waiting_reason in IMAGE_PULL_ERRORS and pod.created is not None
+    ]
+    pending = [wait for wait in waits if wait >= 0]
+    # ``now`` is in whole seconds: one more makes sure the grace is over when looked at.
+    return min(pending) + 1.0 if pending else None
+
+
 def _gang(ctx: _Context, state: state_mod.SearchState) -> tuple[dict[int, _Outcome], list[Action]]:
     """HDET replicas: all run, or all are replaced together."""
     members = range(ctx.size)
@@ -542,7 +557,7 @@ def _decide(
     actions = [*records, *pod_actions]
     if _all_done(ctx, state, outcomes):
         return _conclude(ctx, state, outcomes, actions)
-    requeue = ctx.config.requeue_soon_seconds if actions else ctx.config.requeue_running_seconds
+    requeue = ctx.config.requeue_soon_seconds if actions else _next_deadline(ctx)
     return _running(ctx, tuple(actions), requeue=requeue, state=state, outcomes=outcomes)
 
 
@@ -677,7 +692,7 @@ def _running(
     ctx: _Context,
     actions: tuple[Action, ...],
     *,
-    requeue: float,
+    requeue: float | None,
     state: state_mod.SearchState | None = None,
     outcomes: dict[int, _Outcome] | None = None,
 ) -> Plan:
@@ -799,4 +814,5 @@ def _waiting_for_foreign(ctx: _Context) -> Plan:
     new.phase, new.message = "Pending", message
     wanted = [status.Cond("Running", "False", "WaitingForCleanup", message)]
     new = _with_conditions(ctx.search, new, wanted, ctx.now)
-    return Plan((), _if_changed(ctx.search, new), ctx.config.requeue_running_seconds)
+    # Their deletion is a watch event on the search's objects: that wakes the reconciler.
+    return Plan((), _if_changed(ctx.search, new), None)

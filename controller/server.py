@@ -6,8 +6,9 @@
 * 400 ``{"error": "field: message"}`` for a body that breaks the contract (not worth a retry);
 * 409 for a stale report (numbered before the member's last one: from a pod since replaced);
 * 401 without the search's bearer token; 404 for a search that has no token (unknown);
-* 503 with ``Retry-After`` while the state is not there yet or the API server is unreachable:
-  the trainer retries, so a report is never lost while the controller restarts.
+* 503 with ``Retry-After`` while the state is not there yet, the API server is unreachable,
+  or this replica is not the leader: the trainer retries, so a report is never lost while the
+  controller restarts or another replica takes over.
 
 Reports of one search are applied one at a time in this process (a lock per search); the
 state's resourceVersion guards against any other writer. The HTTP layer holds no state of its
@@ -51,10 +52,12 @@ class ReportChannel:
         metrics: metrics_mod.ControllerMetrics,
         *,
         on_change: Callable[[str, str], None] = lambda ns, name: None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.api = api
         self.metrics = metrics
         self.on_change = on_change
+        self.leading = leading
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def app(self) -> web.Application:
@@ -66,6 +69,9 @@ class ReportChannel:
 
     async def handle(self, request: web.Request) -> web.Response:
         namespace, name = request.match_info["namespace"], request.match_info["name"]
+        if not self.leading():
+            # Only the leader writes states; the trainer's retry finds it (through the Service).
+            return _error(503, "this controller replica is not the leader", **_RETRY)
         denied = await self._authenticate(request, namespace, name)
         if denied is not None:
             return denied

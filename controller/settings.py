@@ -1,4 +1,4 @@
-"""The controller's settings: what its flags say about the pods it builds and how often it looks."""
+"""The controller's settings: what its flags say about the pods it builds, when to look again."""
 
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ class Settings:
     trainer_metrics_port: int | None = None
     # An image that cannot be pulled for this long fails the search (registries do hiccup).
     image_pull_grace_seconds: float = 60.0
-    # How soon to look again while members train, and after creating or deleting something.
-    requeue_running_seconds: float = 3.0
+    # How soon to look again after creating or deleting something. While members train, nothing
+    # is timed: their reports and their pods' changes wake the reconciler.
     requeue_soon_seconds: float = 0.5
     checkpoint_mount: str = CHECKPOINT_MOUNT
     termination_grace_seconds: int = 30

@@ -8,10 +8,12 @@ specs on the built-in digits workloads with budgets small enough for a 2-core ma
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,10 +44,19 @@ def install_crds(cluster: harness.Cluster) -> None:
 class ControllerProcess:
     """``python -m schedsearch.controller`` watching one namespace, restartable."""
 
-    def __init__(self, cluster: harness.Cluster, namespace: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        cluster: harness.Cluster,
+        namespace: str,
+        log_dir: Path,
+        *,
+        name: str = "controller",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.cluster = cluster
         self.namespace = namespace
-        self.log_path = log_dir / f"controller-{namespace}.log"
+        self.extra_args = extra_args
+        self.log_path = log_dir / f"{name}-{namespace}.log"
         self.report_port = free_port()
         self.health_port = free_port()
         self.proc: processes.ManagedProcess | None = None
@@ -59,8 +70,8 @@ class ControllerProcess:
             "--report-url", f"http://127.0.0.1:{self.report_port}",
             "--health-port", str(self.health_port),
             "--image", TEST_IMAGE,
-            "--resync", "1",
             "--image-pull-grace", "5",
+            *self.extra_args,
         ]  # fmt: skip
         self.proc = processes.spawn(
             "controller", argv, log_path=self.log_path, env=self.cluster.env(), cwd=ROOT
@@ -90,6 +101,60 @@ class ControllerProcess:
 
     def log_tail(self, lines: int = 60) -> str:
         return processes.log_tail(self.log_path, lines)
+
+    def logged(self, text: str) -> bool:
+        try:
+            return text in self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+
+
+class ServiceProxy:
+    """A stand-in for the controller's Service in front of several replicas: each connection
+    goes to the next replica that accepts it, as kube-proxy spreads connections over endpoints
+    (a replica that is down refuses the connection and the next one gets it)."""
+
+    def __init__(self, ports: list[int]) -> None:
+        self.ports = ports
+        self._next = itertools.count()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+
+    def _forward(self, client: socket.socket) -> None:
+        start = next(self._next)
+        for offset in range(len(self.ports)):
+            port = self.ports[(start + offset) % len(self.ports)]
+            try:
+                upstream = socket.create_connection(("127.0.0.1", port), timeout=2)
+            except OSError:
+                continue
+            upstream.settimeout(None)
+            threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+            _pipe(client, upstream)
+            return
+        client.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def _pipe(source: socket.socket, target: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+        target.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,13 @@
-"""The controller process's wiring: flags, one reconcile pass, the per-search loop, state merges."""
+"""The controller process's wiring: flags, one reconcile pass, its errors, state merges."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 from typing import Any
 
 import pytest
 
-from schedsearch.controller import app, kube, observe, plan
+from schedsearch.controller import app, kube, leader, observe, plan, workqueue
 from schedsearch.controller import metrics as metrics_mod
 
 from .controller_fixtures import (  # noqa: F401
@@ -82,31 +81,77 @@ def test_a_deleted_search_is_left_alone() -> None:
     assert reconcile.reconcile("ml", "s1") is None and fake.applied == []
 
 
-def test_the_loop_wakes_up_on_a_poke_and_backs_off_on_errors() -> None:
-    calls: list[str] = []
+def test_api_errors_are_terminal_or_retried_as_the_api_server_meant() -> None:
     reconcile, _ = reconciler(search_object("pbt"))
 
-    def counting(namespace: str, name: str) -> float | None:
-        calls.append(name)
-        if len(calls) == 2:
-            raise kube.ApiError(500, "flaky")
-        return 60.0  # without a poke, the next pass would be a minute away
+    def failing(status: int) -> Any:
+        def fail(namespace: str, name: str) -> float | None:
+            raise kube.ApiError(status, "no")
 
-    reconcile.reconcile = counting  # type: ignore[method-assign]
+        return fail
 
-    class Stopped:
-        def __bool__(self) -> bool:
-            return len(calls) >= 3
+    reconcile.reconcile = failing(422)  # type: ignore[method-assign]
+    with pytest.raises(workqueue.Terminal):
+        reconcile.handle(("ml", "s1"))
+    reconcile.reconcile = failing(503)  # type: ignore[method-assign]
+    with pytest.raises(kube.ApiError):  # retried with backoff by the work queue
+        reconcile.handle(("ml", "s1"))
 
-    async def scenario() -> None:
-        task = asyncio.create_task(reconcile.run("ml", "s1", Stopped()))  # type: ignore[arg-type]
-        await asyncio.sleep(0.05)
-        assert len(calls) == 1
-        reconcile.poke("ml", "s1")  # a report arrived: reconcile now
-        await asyncio.wait_for(task, timeout=5)  # the failure backs off 1s, then a last pass
 
-    asyncio.run(scenario())
-    assert len(calls) == 3
+def test_scale_and_availability_flags() -> None:
+    options = app.parse_args(
+        [
+            "--all-namespaces",
+            "--resync=600",
+            "--workers=8",
+            "--kube-qps=20",
+            "--kube-burst=40",
+            "--shard-selector=shard=a, tier in (gpu)",
+            "--leader-elect",
+            "--leader-election-namespace=schedsearch-system",
+            "--lease-duration=6",
+            "--renew-deadline=4",
+            "--retry-period=1",
+        ]
+    )
+    assert (options.resync_seconds, options.workers) == (600.0, 8)
+    assert (options.kube_qps, options.kube_burst) == (20.0, 40)
+    assert options.shard_selector == "shard=a,tier in (gpu)"
+    assert options.leader_elect and options.lease_namespace == "schedsearch-system"
+    assert options.lease_timing == leader.Timing(lease=6.0, renew_deadline=4.0, retry=1.0)
+    defaults = app.parse_args(["--namespace", "ml"])
+    assert defaults.resync_seconds == 300.0 and not defaults.leader_elect
+    assert defaults.shard_selector is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--workers=0"], "--workers"),
+        (["--resync=-1"], "--resync"),
+        (["--shard-selector=a=b,,c=d"], "--shard-selector"),
+        (["--leader-elect", "--lease-duration=5", "--renew-deadline=8"], "renew deadline"),
+    ],
+)
+def test_bad_flags_are_refused_naming_them(
+    flags: list[str],
+    named: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", "schedsearch-system")
+    with pytest.raises(SystemExit):
+        app.parse_args(["--namespace", "ml", *flags])
+    assert named in capsys.readouterr().err
+
+
+def test_leader_election_needs_a_namespace_for_its_lease(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("POD_NAMESPACE", raising=False)
+    with pytest.raises(SystemExit):
+        app.parse_args(["--namespace", "ml", "--leader-elect"])
+    assert "--leader-election-namespace" in capsys.readouterr().err
 
 
 def test_state_merges_only_grow() -> None:

@@ -285,27 +285,17 @@ def test_the_reconciler_labels_the_best_objective_with_the_specs_objective() -> 
     assert metrics.registry.get_sample_value("schedsearch_search_best_objective", labels) == 0.2
 
 
-def test_a_search_loop_that_kopf_stops_drops_the_searchs_series() -> None:
-    import asyncio
-
-    from schedsearch.controller import app
+def test_a_search_gone_from_the_cache_drops_its_series() -> None:
+    from schedsearch.controller import app, cache, kube
 
     from .controller_fixtures import CONFIG
 
     metrics = ControllerMetrics()
-    reconciler = app.Reconciler(None, CONFIG, metrics)  # type: ignore[arg-type]
-
-    def reconcile(namespace: str, name: str) -> float | None:
-        metrics.observe_search(namespace, name, phase="Running", best_objective=0.5)
-        metrics.count_exploit(namespace, name)
-        return 60.0
-
-    reconciler.reconcile = reconcile  # type: ignore[method-assign]
-
-    class Stopped:  # kopf's flag: set once the search is being deleted
-        def __bool__(self) -> bool:
-            return True
-
-    asyncio.run(reconciler.run("ml", "s1", Stopped()))  # type: ignore[arg-type]
+    store = cache.Store()
+    reconciler = app.Reconciler(kube.Kube(None, store=store), CONFIG, metrics)  # type: ignore[arg-type]
+    metrics.observe_search("ml", "s1", phase="Running", best_objective=0.5)
+    metrics.count_exploit("ml", "s1")
+    # The search's DELETED event queued it; the pass finds it gone from the cache.
+    assert reconciler.handle(("ml", "s1")) is None
     left = [s.name for f in metrics.registry.collect() for s in f.samples if s.labels.get("search")]
     assert left == []

@@ -112,7 +112,8 @@ def test_running_members_need_nothing_and_status_is_stable() -> None:
     assert first.status is not None and first.status.phase == "Running"
     assert cond(first, "Running").status == "True"
     assert cond(first, "Running").observed_generation == 1
-    assert first.requeue_after == CONFIG.requeue_running_seconds
+    # Nothing is timed while members train: reports and pod changes wake the reconciler.
+    assert first.requeue_after is None
     # Level-triggered: planning again from the written status changes nothing.
     again = plan.plan(with_status(search, first), seen, config=CONFIG)
     assert again.actions == () and again.status is None
@@ -257,7 +258,9 @@ def test_unpullable_image_fails_after_grace(reason: str, age: float, fails: bool
     p = plan.plan(search, observed(search, stuck), config=CONFIG)
     assert p.status is not None
     assert (p.status.phase == "Failed") is fails
-    if fails:
+    if not fails:  # looked at again when the grace runs out (now is in whole seconds: +1)
+        assert p.requeue_after == CONFIG.image_pull_grace_seconds - age + 1.0
+    else:
         failed = cond(p, "Failed")
         assert failed.reason == "ImagePullFailed"
         assert "registry.example/me/train:2" in failed.message and reason in failed.message
@@ -455,4 +458,4 @@ def test_objects_of_an_earlier_search_of_that_name_are_waited_for() -> None:
     p = plan.plan(search, seen, config=CONFIG)
     assert p.actions == ()
     assert p.status is not None and "s1-report-token" in (p.status.message or "")
-    assert p.requeue_after == CONFIG.requeue_running_seconds
+    assert p.requeue_after is None  # their deletion is a watch event on the search's objects

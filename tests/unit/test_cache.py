@@ -1,0 +1,218 @@
+"""The controller's cache and what it wakes: a change to an owned object queues its search, a
+pass reads from the cache (no requests when nothing changed) and a search with nothing changing
+is not looked at again before the resync."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import itertools
+import json
+from typing import Any
+
+from schedsearch.controller import app, cache, kube, names, workqueue
+from schedsearch.controller import metrics as metrics_mod
+
+from .controller_fixtures import CONFIG, UID, _builtin_workloads, search_object  # noqa: F401
+
+JsonObj = dict[str, Any]
+
+
+def labelled(kind: str, name: str, search: str | None, version: int, **extra: Any) -> JsonObj:
+    labels = {} if search is None else {names.LABEL_SEARCH: search}
+    meta = {"name": name, "namespace": "ml", "uid": f"uid-{name}", "labels": labels}
+    return {"kind": kind, "metadata": {**meta, "resourceVersion": str(version)}, **extra}
+
+
+def test_a_change_to_an_owned_pod_queues_its_search() -> None:
+    queued: list[tuple[str, str]] = []
+    store = cache.Store(on_change=lambda ns, name: queued.append((ns, name)))
+    pod = labelled("Pod", "s1-pbt-0", "s1", 10, status={"phase": "Pending"})
+    store.apply_event(cache.PODS, "ADDED", pod)
+    assert queued == [("ml", "s1")]
+    running = copy.deepcopy(pod)
+    running["metadata"]["resourceVersion"] = "11"
+    running["status"]["phase"] = "Running"
+    store.apply_event(cache.PODS, "MODIFIED", running)
+    assert queued == [("ml", "s1")] * 2
+    assert store.owned(cache.PODS, "ml", "s1") == [running]
+    # The same version again (our own write, then its watch event) wakes nobody.
+    store.apply_event(cache.PODS, "MODIFIED", copy.deepcopy(running))
+    store.apply_event(cache.PODS, None, copy.deepcopy(running))  # a relisting watch
+    assert len(queued) == 2
+    store.apply_event(cache.PODS, "DELETED", running)
+    assert queued == [("ml", "s1")] * 3 and store.owned(cache.PODS, "ml", "s1") == []
+    # A search's own change queues it; an object of no search queues nothing.
+    store.apply_event(cache.SEARCHES, "MODIFIED", labelled("ScheduleSearch", "s2", None, 12))
+    store.apply_event(cache.PODS, "ADDED", labelled("Pod", "other", None, 13))
+    assert queued[-1] == ("ml", "s2") and len(queued) == 4
+
+
+def test_an_older_version_never_replaces_a_newer_one() -> None:
+    store = cache.Store()
+    new = labelled("ConfigMap", "s1-state", "s1", 20, data={"v": "new"})
+    store.put(cache.CONFIGMAPS, new)  # what our own write was answered with
+    store.apply_event(cache.CONFIGMAPS, "MODIFIED", labelled("ConfigMap", "s1-state", "s1", 19))
+    assert store.get(cache.CONFIGMAPS, "ml", "s1-state") == new
+    # A deletion of an earlier object of that name leaves the newer one.
+    earlier = labelled("ConfigMap", "s1-state", "s1", 5)
+    earlier["metadata"]["uid"] = "an-earlier-search"
+    store.delete(cache.CONFIGMAPS, earlier)
+    assert store.get(cache.CONFIGMAPS, "ml", "s1-state") == new
+
+
+def test_the_answer_to_a_delete_arriving_after_its_watch_event_does_not_bring_it_back() -> None:
+    store = cache.Store()
+    pod = labelled("Pod", "s1-pbt-0", "s1", 10, status={"phase": "Failed"})
+    store.put(cache.PODS, pod)
+    # A failed pod is deleted at once: the watch's DELETED event can beat the DELETE's answer.
+    store.apply_event(cache.PODS, "DELETED", labelled("Pod", "s1-pbt-0", "s1", 11))
+    answer = labelled("Pod", "s1-pbt-0", "s1", 10, status={"phase": "Failed"})
+    answer["metadata"]["deletionTimestamp"] = "2026-01-02T03:04:05Z"
+    store.put(cache.PODS, answer)
+    assert store.owned(cache.PODS, "ml", "s1") == []
+
+
+def test_a_full_list_forgets_what_a_watch_missed_but_not_what_changed_since() -> None:
+    store = cache.Store()
+    ghost = labelled("Pod", "s1-pbt-0", "s1", 10)  # deleted while the watch reconnected
+    newer = labelled("Pod", "s1-pbt-2", "s1", 40)  # created after the list was taken
+    listed = labelled("Pod", "s1-pbt-1", "s1", 15)
+    deleted = labelled("Pod", "s1-pbt-3", "s1", 16)
+    for obj in (ghost, newer):
+        store.put(cache.PODS, obj)
+    store.apply_event(cache.PODS, "DELETED", {**deleted, "metadata": {**deleted["metadata"]}})
+    store.replace(cache.PODS, "ml", [listed, deleted], version="30")
+    names_left = [p["metadata"]["name"] for p in store.owned(cache.PODS, "ml", "s1")]
+    assert names_left == ["s1-pbt-1", "s1-pbt-2"]
+
+
+class FakeApiServer:
+    """Enough of the API for a reconcile pass: creates, merge patches (status, ConfigMaps) and
+    deletes, each answered with the object as stored, every request recorded."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, JsonObj] = {}
+        self.versions = itertools.count(100)
+        self.requests: list[str] = []
+
+    def _stamp(self, obj: JsonObj) -> JsonObj:
+        obj["metadata"]["resourceVersion"] = str(next(self.versions))
+        return copy.deepcopy(obj)
+
+    def create(self, path: str, body: JsonObj) -> JsonObj | None:
+        key = f"{path}/{body['metadata']['name']}"
+        self.requests.append(f"POST {key}")
+        if key in self.objects:
+            return None
+        obj = copy.deepcopy(body)
+        obj["metadata"].setdefault("uid", f"uid-{body['metadata']['name']}")
+        self.objects[key] = obj
+        return self._stamp(obj)
+
+    def request(self, method: str, path: str, *, body: Any = None, **_: Any) -> JsonObj:
+        self.requests.append(f"{method} {path}")
+        if method == "PATCH" and path.endswith("/status"):
+            obj = self.objects[path.removesuffix("/status")]
+            obj["status"] = body["status"]
+            return self._stamp(obj)
+        if method == "PATCH":
+            obj = self.objects[path]
+            obj["data"] = body.get("data") or {}
+            return self._stamp(obj)
+        raise AssertionError(f"unexpected {method} {path}")
+
+    def get_or_none(self, path: str) -> JsonObj | None:
+        self.requests.append(f"GET {path}")
+        found = self.objects.get(path)
+        return None if found is None else copy.deepcopy(found)
+
+    def get(self, path: str, **_: str) -> JsonObj:
+        found = self.get_or_none(path)
+        assert found is not None, path
+        return found
+
+
+def started() -> tuple[FakeApiServer, cache.Store, app.Reconciler, list[tuple[str, str]]]:
+    """A new PBT search, reconciled once: token, state and four member pods created."""
+    server = FakeApiServer()
+    queued: list[tuple[str, str]] = []
+    store = cache.Store(on_change=lambda ns, name: queued.append((ns, name)))
+    search = search_object("pbt")
+    search["metadata"]["resourceVersion"] = "1"
+    server.objects[kube._custom("ml", kube.SEARCHES, "s1")] = copy.deepcopy(search)
+    store.put(cache.SEARCHES, search)
+    api = kube.Kube(server, store=store)  # type: ignore[arg-type]
+    reconciler = app.Reconciler(api, CONFIG, metrics_mod.ControllerMetrics())
+    reconciler.reconcile("ml", "s1")
+    return server, store, reconciler, queued
+
+
+def test_a_pass_reads_the_cache_and_sees_its_own_writes() -> None:
+    server, store, _, _ = started()
+    creates = [r for r in server.requests if r.startswith("POST") and not r.endswith("/events")]
+    # Each object created once: the next pass saw it in the cache, not a second 409.
+    assert sorted(creates) == sorted(set(creates))
+    assert len(store.owned(cache.PODS, "ml", "s1")) == 4
+    # Reads come from the cache, except: the token Secret is looked up by name once (Secrets
+    # are never listed), and the state is read afresh to change it (its resourceVersion guards
+    # the write).
+    reads = [r for r in server.requests if r.startswith("GET")]
+    assert reads == [
+        f"GET /api/v1/namespaces/ml/secrets/{names.token_secret('s1')}",
+        f"GET /api/v1/namespaces/ml/configmaps/{names.state_configmap('s1')}",
+    ]
+
+
+def test_a_search_with_nothing_changing_costs_no_requests_and_is_not_looked_at_again() -> None:
+    server, store, reconciler, queued = started()
+    queued.clear()
+    for pod in store.owned(cache.PODS, "ml", "s1"):  # the kubelet starts them: watch events
+        running = copy.deepcopy(pod)
+        running["status"] = {"phase": "Running"}
+        running["metadata"]["resourceVersion"] = str(next(server.versions))
+        store.apply_event(cache.PODS, "MODIFIED", running)
+    assert set(queued) == {("ml", "s1")}
+    reconciler.reconcile("ml", "s1")  # writes the Running status
+    phase = (store.search("ml", "s1") or {}).get("status", {}).get("phase")
+    assert phase == "Running"
+    server.requests.clear()
+
+    async def scenario() -> workqueue.WorkQueue[tuple[str, str]]:
+        queue: workqueue.WorkQueue[tuple[str, str]] = workqueue.WorkQueue()
+        queue.add(("ml", "s1"))  # say, the watch of our own status write
+        worker = asyncio.create_task(workqueue.work(queue, reconciler.handle))
+        while len(queue) or queue._processing:
+            await asyncio.sleep(0.01)
+        pending = queue.pending_timer(("ml", "s1"))
+        queue.shutdown()
+        await asyncio.wait_for(worker, timeout=10)
+        assert pending is None, f"looked at again in {pending:.1f}s with nothing changed"
+        return queue
+
+    asyncio.run(scenario())
+    assert server.requests == []
+
+
+def test_a_pod_that_ended_is_judged_with_the_state_as_the_api_has_it() -> None:
+    server, store, reconciler, _ = started()
+    state_path = f"/api/v1/namespaces/ml/configmaps/{names.state_configmap('s1')}"
+    # Another replica stored member 0's final report; its watch event has not arrived yet.
+    stored = server.objects[state_path]
+    state = json.loads(stored["data"]["state.json"])
+    state["members"]["0"]["finished"] = True
+    stored["data"] = {**stored["data"], "state.json": json.dumps(state)}
+    stored["metadata"]["resourceVersion"] = str(next(server.versions))
+    pod = store.get(cache.PODS, "ml", "s1-pbt-0")
+    assert pod is not None
+    ended = copy.deepcopy(pod)
+    ended["status"] = {"phase": "Succeeded"}
+    ended["metadata"]["resourceVersion"] = str(next(server.versions))
+    store.apply_event(cache.PODS, "MODIFIED", ended)
+    server.requests.clear()
+    reconciler.reconcile("ml", "s1")
+    assert f"GET {state_path}" in server.requests
+    # A finished member's pod is not replaced as if it had died.
+    replaced = ("DELETE", "POST /api/v1/namespaces/ml/pods")
+    assert not [r for r in server.requests if r.startswith(replaced)]
+    assert UID in json.dumps(store.get(cache.CONFIGMAPS, "ml", names.state_configmap("s1")))
