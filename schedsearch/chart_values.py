@@ -123,17 +123,44 @@ class Probe(Values):
     )
 
 
+class PodDisruptionBudget(Values):
+    """How many controller replicas evictions must leave running."""
+
+    enabled: bool = Field(default=True, description="Create it (only when replicas > 1).")
+    min_available: int = Field(
+        default=1, ge=1, description="Replicas that voluntary evictions must leave running."
+    )
+
+
 class Controller(Values):
     """The operator's Deployment."""
 
     replicas: int = Field(
         default=1,
         ge=0,
-        le=1,
+        le=10,
         description=(
-            "1 runs the controller. 0 installs everything but keeps it stopped, e.g. to run one "
-            "outside the cluster with the chart's ServiceAccount while debugging. More is "
-            "refused: two controllers would race on the same searches."
+            "Controller replicas. One acts (it holds a Lease); the others keep their caches warm "
+            "and take over when the Lease is not renewed for 15 s. 2 survive the loss of a node. "
+            "0 installs everything but keeps the controller stopped, e.g. to run one outside "
+            "the cluster with the chart's ServiceAccount while debugging."
+        ),
+    )
+    shard_selector: str = Field(
+        default="",
+        description=(
+            "Label selector of the searches this release's controller runs (e.g. `shard=a`, "
+            "`shard in (a,b)`); empty: all of them. On a very large cluster, several releases "
+            "(each in its own namespace, all but one with crds.enabled=false) with disjoint "
+            "selectors share the searches; a search that matches no release's selector is run "
+            "by none."
+        ),
+    )
+    pod_disruption_budget: PodDisruptionBudget = Field(
+        default_factory=lambda: PodDisruptionBudget(),
+        description=(
+            "A PodDisruptionBudget, created when replicas > 1: voluntary evictions (node "
+            "drains) leave at least minAvailable controllers running."
         ),
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field(

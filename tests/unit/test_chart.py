@@ -62,7 +62,7 @@ def test_values_yaml_validates_against_the_schema() -> None:
     "patch",
     [
         {"replicaCount": 2},  # unknown top-level key
-        {"controller": {"replicas": 2}},  # two controllers would race
+        {"controller": {"replicas": -1}},
         {"controller": {"resource": {}}},  # typo of "resources"
         {"metrics": {"serviceMonitor": {"intervall": "30s"}}},  # typo, two levels down
         {"controller": {"tolerations": [{"key": "gpu", "efect": "NoSchedule"}]}},
@@ -397,7 +397,7 @@ def test_helm_lint_passes_in_both_rbac_modes(helm: Path) -> None:
 
 @pytest.mark.parametrize(
     ("setting", "named"),
-    [("controller.replica=1", "replica"), ("controller.replicas=2", "replicas")],
+    [("controller.replica=1", "replica"), ("controller.replicas=-1", "replicas")],
 )
 def test_helm_refuses_bad_values(helm: Path, setting: str, named: str) -> None:
     out = helm_template(helm, "--set", setting)
@@ -412,15 +412,22 @@ def test_cluster_wide_mode(helm: Path) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "rel-schedsearch", "namespace": "schedsearch"}
     ]
-    assert not of_kind(manifests, "Role") and not of_kind(manifests, "RoleBinding")
+    # Namespaced: only the leader election's, in the release's own namespace.
+    for kind in ("Role", "RoleBinding"):
+        found = [
+            (m["metadata"]["namespace"], m["metadata"]["name"]) for m in of_kind(manifests, kind)
+        ]
+        assert found == [("schedsearch", "rel-schedsearch-leader-election")]
     assert "--all-namespaces" in controller_container(manifests)["args"]
 
 
 def test_namespaced_mode(helm: Path) -> None:
     manifests = render(helm, "rbac.namespaces={ml,research}")
     assert not of_kind(manifests, "ClusterRole") and not of_kind(manifests, "ClusterRoleBinding")
-    roles = {m["metadata"]["namespace"] for m in of_kind(manifests, "Role")}
-    bindings = {m["metadata"]["namespace"] for m in of_kind(manifests, "RoleBinding")}
+    roles = {m["metadata"]["namespace"] for m in of_kind(manifests, "Role") if not lease_role(m)}
+    bindings = {
+        m["metadata"]["namespace"] for m in of_kind(manifests, "RoleBinding") if not lease_role(m)
+    }
     assert roles == bindings == {"ml", "research"}
     args = controller_container(manifests)["args"]
     assert "--namespace=ml" in args and "--namespace=research" in args
@@ -449,6 +456,48 @@ def test_the_controller_accepts_the_charts_flags(helm: Path, sets: tuple[str, ..
         assert options.settings.trainer_metrics_port == 9400
     else:
         assert options.all_namespaces and options.settings.trainer_metrics_port is None
+
+
+def lease_role(manifest: Manifest) -> bool:
+    return str(manifest["metadata"]["name"]).endswith("-leader-election")
+
+
+def test_replicas_elect_a_leader_and_a_disruption_budget_keeps_one_running(helm: Path) -> None:
+    one = render(helm)
+    args = controller_container(one)["args"]
+    assert "--leader-elect" in args and "--leader-election-namespace=schedsearch" in args
+    assert "--leader-election-id=rel-schedsearch" in args
+    deployment = of_kind(one, "Deployment")[0]
+    # A new pod comes up before an old one goes: the old leader hands the Lease over.
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert not of_kind(one, "PodDisruptionBudget"), "one replica: nothing to keep running"
+    (role,) = [m for m in of_kind(one, "Role") if lease_role(m)]
+    assert role["metadata"]["namespace"] == "schedsearch"
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
+    two = render(helm, "controller.replicas=2")
+    assert of_kind(two, "Deployment")[0]["spec"]["replicas"] == 2
+    (budget,) = of_kind(two, "PodDisruptionBudget")
+    assert budget["spec"]["minAvailable"] == 1
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert budget["spec"]["selector"]["matchLabels"] == selector
+    off = render(helm, "controller.replicas=2", "controller.podDisruptionBudget.enabled=false")
+    assert not of_kind(off, "PodDisruptionBudget")
+
+
+def test_a_shard_selector_reaches_the_controller(helm: Path) -> None:
+    from schedsearch.controller import app  # kopf and the Kubernetes client: only when needed
+
+    args = controller_container(render(helm))["args"]
+    assert not [a for a in args if a.startswith("--shard-selector")]
+    sharded = render(helm, "controller.shardSelector=shard=a")
+    options = app.parse_args(controller_container(sharded)["args"])
+    assert options.shard_selector == "shard=a" and options.leader_elect
 
 
 def controller_container(manifests: list[Manifest]) -> Manifest:

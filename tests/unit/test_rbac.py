@@ -40,6 +40,14 @@ def test_namespaced_role_is_the_cluster_role_without_cluster_scope() -> None:
     assert role["rules"] == [r for r in cluster if r["apiGroups"] != ["apiextensions.k8s.io"]]
 
 
+def test_leader_election_role_equals_the_charts_rules() -> None:
+    role = objects("leader-election.yaml")["Role"]
+    assert role["rules"] == chart_rules("schedsearch.leaderElectionRules")
+    assert role["metadata"]["namespace"] == "schedsearch-system"  # the controller's own only
+    binding = objects("leader-election.yaml")["RoleBinding"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
 def test_least_privilege() -> None:
     rules = objects("cluster-wide.yaml")["ClusterRole"]["rules"]
     verbs = {(r["apiGroups"][0], res): set(r["verbs"]) for r in rules for res in r["resources"]}

@@ -8,6 +8,12 @@ Trainer pods reach the report channel through the chart's Service and run the ch
 - --report-port={{ .Values.reportChannel.port }}
 - --report-url=http://{{ include "schedsearch.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Values.reportChannel.port }}
 - --image={{ include "schedsearch.image" . }}
+- --leader-elect
+- --leader-election-namespace={{ .Release.Namespace }}
+- --leader-election-id={{ include "schedsearch.fullname" . }}
+{{- with .Values.controller.shardSelector }}
+- --shard-selector={{ . }}
+{{- end }}
 {{- if .Values.metrics.enabled }}
 - --metrics-port={{ .Values.metrics.port }}
 {{- end }}

@@ -35,6 +35,15 @@ runs a search to the end with exactly these.
 {{- end }}
 
 {{/*
+Leader election, in the release's namespace only: the replicas' Lease (named after the release).
+*/}}
+{{- define "schedsearch.leaderElectionRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "create", "update"]
+{{- end }}
+
+{{/*
 Cluster-wide mode only: kopf watches the CRDs to notice them change while it runs (namespaced,
 it reads them once at start and logs that it cannot watch them).
 */}}
