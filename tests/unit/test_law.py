@@ -206,6 +206,19 @@ def test_optimised_schedule_respects_warm_up_bounds_and_monotonicity() -> None:
         assert found.predicted < laws.final_loss(TRUE_MPL, other, warmup=W)
 
 
+def test_final_decay_is_at_least_the_cooldown() -> None:
+    # A law with no gain from annealing wants the most LR area: the peak held, then the
+    # shortest decay allowed.
+    flat = laws.MultiPowerLaw(l0=0.5, a=0.8, alpha=0.5, b=1e-9, c=0.05, beta=0.6, gamma=0.6)
+    found = optimise.optimise(flat, space(min_decay=600), restarts=4, seed=0)
+    before_floor = found.schedule.points[-2]
+    assert S - 600 - 5 <= before_floor.step <= S - 600
+    # Near the top the sigmoid that keeps LRs in bounds flattens the landscape: within 5%.
+    assert before_floor.lr == pytest.approx(1.0, rel=0.05)
+    shaped = optimise.optimise(TRUE_MPL, space(min_decay=600), restarts=2, seed=0)
+    assert shaped.schedule.points[-2].step <= S - 600
+
+
 def test_free_parameterisation_stays_within_bounds() -> None:
     found = optimise.optimise(TRUE_MPL, space(monotone=False, lr_max=0.5), restarts=2, seed=3)
     assert all(0.01 - 1e-12 <= p.lr <= 0.5 + 1e-12 for p in found.schedule.points[1:-1])
@@ -213,7 +226,7 @@ def test_free_parameterisation_stays_within_bounds() -> None:
 
 
 def test_schedule_space_refuses_a_warm_up_that_leaves_no_room() -> None:
-    with pytest.raises(ValueError, match="warmup: 2998 steps leave no room"):
+    with pytest.raises(ValueError, match="warmup: 2998 steps and a final decay of 0 leave no room"):
         space(warmup=2998)
 
 

@@ -110,11 +110,16 @@ class FitResult:
 class _Data:
     designs: list[laws.Design]
     losses: np.ndarray
+    # Each point's residual is multiplied by this: every curve weighs the same in the fit, however
+    # many points it has. The trunk has the most points and, at a constant high LR, the noisiest;
+    # the branches' annealed losses are what a final loss is made of.
+    scale: np.ndarray
 
     @classmethod
     def of(cls, curves: Sequence[Curve], warmup: int, lr_scale: float) -> _Data:
         designs: list[laws.Design] = []
         losses: list[float] = []
+        counts: list[int] = []
         for curve in curves:
             # The laws describe training after the warm-up; points inside it are not fitted.
             keep = [i for i, step in enumerate(curve.steps) if step > warmup]
@@ -124,7 +129,10 @@ class _Data:
             at = [curve.steps[i] for i in good]
             designs.append(laws.design(curve.lrs, at, warmup=warmup, lr_scale=lr_scale))
             losses.extend(curve.losses[i] for i in good)
-        return cls(designs, np.asarray(losses, dtype=np.float64))
+            counts.append(len(good))
+        mean = float(np.mean(counts)) if counts else 1.0
+        scale = np.concatenate([np.full(n, math.sqrt(mean / n)) for n in counts] or [np.zeros(0)])
+        return cls(designs, np.asarray(losses, dtype=np.float64), scale)
 
     def predict(self, law: laws.Law) -> np.ndarray:
         if not self.designs:
@@ -272,7 +280,7 @@ def _fit(
 def _residuals(shape: _Parameterisation, data: _Data) -> Callable[[np.ndarray], np.ndarray]:
     def residuals(theta: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):
-            errors = data.relative_errors(shape.law(theta))
+            errors = data.relative_errors(shape.law(theta)) * data.scale
         # A non-finite prediction is a very bad one, not a crash of the optimiser.
         return np.where(np.isfinite(errors), errors, 1e6)
 

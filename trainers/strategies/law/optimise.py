@@ -2,7 +2,10 @@
 
 Shape: a linear warm-up from 0 to the first change point's LR over ``warmup`` steps (the base
 schedule's), then ``change_points`` points at free steps joined linearly, then a linear segment to
-``floor`` at the end of the budget. Every change point's LR lies in ``[lr_min, lr_max]``, where
+``floor`` at the end of the budget, at least ``min_decay`` steps long (the spec's cooldown: where
+the probes show no gain from annealing, the law is indifferent to how the LR reaches the floor,
+and a drop of a few steps at the very end, which it would then allow, replays badly on other
+seeds). Every change point's LR lies in ``[lr_min, lr_max]``, where
 ``lr_max`` is the highest LR the law was fitted on (it is not trusted beyond: the laws describe
 schedules below a tuned peak and would reward any larger LR with a larger area).
 
@@ -45,6 +48,7 @@ class ScheduleSpace:
     floor: float
     change_points: int
     monotone: bool = True
+    min_decay: int = 0
 
     def __post_init__(self) -> None:
         if not 0 < self.lr_min <= self.lr_max or not math.isfinite(self.lr_max):
@@ -53,10 +57,10 @@ class ScheduleSpace:
             raise ValueError(f"floor: must lie in [0, {self.lr_max}], got {self.floor}")
         if self.change_points < 1:
             raise ValueError(f"change_points: must be >= 1, got {self.change_points}")
-        if not 0 <= self.warmup < self.total_steps - self.change_points:
+        if not 0 <= self.warmup < self.total_steps - self.change_points - self.min_decay:
             raise ValueError(
-                f"warmup: {self.warmup} steps leave no room for {self.change_points} change "
-                f"points in {self.total_steps} steps"
+                f"warmup: {self.warmup} steps and a final decay of {self.min_decay} leave no "
+                f"room for {self.change_points} change points in {self.total_steps} steps"
             )
 
     @property
@@ -67,7 +71,8 @@ class ScheduleSpace:
     def knots(self, u: Array) -> tuple[Array, Array]:
         """The change points' (fractional) steps and LRs for parameters ``u``."""
         k = self.change_points
-        lengths = softmax(u[k:]) * (self.total_steps - self.warmup)
+        lengths = softmax(u[k:]) * (self.total_steps - self.warmup - self.min_decay)
+        lengths[-1] += self.min_decay
         steps = self.warmup + np.concatenate(([0.0], np.cumsum(lengths[:-1])))
         unit = expit(u[:k])
         log_low, log_high = math.log(self.lr_min), math.log(self.lr_max)

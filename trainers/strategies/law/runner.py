@@ -56,6 +56,7 @@ class _Setting:
     floor: float
     base_peak: float
     lr_bounds: tuple[float, float]
+    cooldown: int = 0  # the shortest final decay a found schedule may have
 
     def trunk_schedule(self, peak: float, steps: int) -> schedules.Schedule:
         """The warm-up to ``peak``, then ``peak`` held, over ``steps`` steps."""
@@ -121,16 +122,7 @@ def run_law(
     prober.candidates(peaks)
     prober.trunk()
     fitted, fits = _fit(config, state, setting, seed)
-    reporter.on_event(
-        "stage",
-        f"law {fitted.law.name}: fit error {fitted.train_error:.2%}"
-        + (
-            f", held-out error {fitted.held_out_error:.2%}"
-            if fitted.held_out_error is not None
-            else ""
-        ),
-        law=fitted.law.to_dict(),
-    )
+    reporter.on_event("stage", _fit_summary(fitted), law=fitted.law.to_dict())
     space = optimise.ScheduleSpace(
         total_steps=total_steps,
         warmup=setting.warmup,
@@ -139,6 +131,7 @@ def run_law(
         floor=setting.floor,
         change_points=config.change_points,
         monotone=config.parameterisation == "monotone",
+        min_decay=setting.cooldown,
     )
     found = optimise.optimise(fitted.law, space, restarts=config.optimise_restarts, seed=seed)
     reporter.on_event(
@@ -147,7 +140,16 @@ def run_law(
         predicted=found.predicted,
     )
     verification = prober.verify(found.schedule, fitted.law) if config.verify else None
-    objective = verification["final"] if verification is not None else found.predicted
+    objective = found.predicted
+    if verification is not None:
+        objective = math.nan if verification["final"] is None else verification["final"]
+    reporter.on_event(
+        "finished",
+        f"law done: val_loss={objective:.4f} (predicted {found.predicted:.4f}), "
+        f"{state['memberSteps']} member-steps",
+        val_loss=objective,
+        predicted=found.predicted,
+    )
     schedule = found.schedule.with_provenance(
         strategy=STRATEGY,
         workload=work.name,
@@ -160,19 +162,6 @@ def run_law(
         trunkLR=state["peak"],
         probeSteps=plan.cost,
     )
-    reporter.on_event(
-        "finished",
-        f"law done: val_loss={objective:.4f} (predicted {found.predicted:.4f}), "
-        f"{state['memberSteps']} member-steps",
-        val_loss=objective,
-        predicted=found.predicted,
-    )
-    history: list[base.JSONDict] = [
-        {"plan": plan.to_dict()},
-        {"candidates": state["candidates"], "trunkLR": state["peak"]},
-        {"fits": [f.to_dict() for f in fits], "chosen": fitted.law.name},
-        {"predictedFinal": found.predicted, "verification": verification},
-    ]
     return base.SearchResult(
         # The registry that will list "law" among the strategies is not written yet.
         strategy=cast(base.StrategyName, STRATEGY),
@@ -182,8 +171,20 @@ def run_law(
         best_member=0,
         member_steps=state["memberSteps"],
         evaluation_steps=state["evaluationSteps"],
-        history=history,
+        history=[
+            {"plan": plan.to_dict()},
+            {"candidates": state["candidates"], "trunkLR": state["peak"]},
+            {"fits": [f.to_dict() for f in fits], "chosen": fitted.law.name},
+            {"predictedFinal": found.predicted, "verification": verification},
+        ],
         wall_seconds=time.monotonic() - started,
+    )
+
+
+def _fit_summary(fitted: fit.FitResult) -> str:
+    held = fitted.held_out_error
+    return f"law {fitted.law.name}: fit error {fitted.train_error:.2%}" + (
+        f", held-out error {held:.2%}" if held is not None else ""
     )
 
 
@@ -200,6 +201,7 @@ def _setting(total_steps: int, lr_bounds: tuple[float, float], phases: Phases | 
         floor=phases.floor if phases is not None else 0.0,
         base_peak=math.sqrt(low * high) if peak is None else min(max(peak, low), high),
         lr_bounds=(low, high),
+        cooldown=phases.total_steps - phases.search_end if phases is not None else 0,
     )
 
 
@@ -349,10 +351,11 @@ class _Prober:
     ) -> None:
         """Train to step ``until`` at ``schedule``'s LRs, evaluating every ``every`` steps and at
         ``until`` (the points are appended to ``points``)."""
-        start = trainer.global_step
-        while trainer.global_step < until:
+        start, diverged = trainer.global_step, 0
+        while trainer.global_step < until and not trainer.diverged:
             result = trainer.step(schedule.lr_at(trainer.global_step))
             if result.diverged:
+                diverged = 1  # the step ran (and counts) though its update was skipped
                 self.reporter.on_event(
                     "diverged", f"law: the trunk diverged at step {result.step}", lr=result.lr
                 )
@@ -364,7 +367,7 @@ class _Prober:
                 if math.isfinite(val):  # JSON has no NaN; a missing point is not fitted
                     points.append([step, val])
             self.reporter.on_progress(0, step, result.loss, result.lr, val_loss=val)
-        self.state["memberSteps"] += trainer.global_step - start + (1 if trainer.diverged else 0)
+        self.state["memberSteps"] += trainer.global_step - start + diverged
 
     def _branch(
         self, trainer: harness.Trainer, peak: float, branch: probe.Branch, *, name: str
@@ -404,7 +407,7 @@ class _Prober:
         trainer = harness.Trainer(self.work, seed=self.seed, device=self.device)
         points: Points = []
         self._train(trainer, schedule, schedule.total_steps, self.plan.eval_every, points)
-        final = math.nan
+        final = None
         if not trainer.diverged and points and points[-1][0] == schedule.total_steps:
             final = float(points[-1][1])
         after = [p for p in points if p[0] > self.setting.warmup]
@@ -412,13 +415,12 @@ class _Prober:
             schedule.lrs(), [int(p[0]) for p in after], warmup=self.setting.warmup
         )
         measured = np.asarray([p[1] for p in after])
-        error = float(np.mean(np.abs(predicted / measured - 1.0))) if after else math.nan
-        predicted_final = float(predicted[-1]) if after else math.nan
+        # None, not NaN, where nothing was measured: the result is JSON.
         return {
             "final": final,
-            "predictedFinal": predicted_final,
-            "finalError": (predicted_final / final - 1.0) if math.isfinite(final) else None,
-            "curveError": error,
+            "predictedFinal": float(predicted[-1]) if after else None,
+            "finalError": float(predicted[-1]) / final - 1.0 if final is not None else None,
+            "curveError": float(np.mean(np.abs(predicted / measured - 1.0))) if after else None,
             "curve": points,
         }
 
