@@ -155,6 +155,8 @@ def run_law(
         workload=work.name,
         seed=seed,
         law=fitted.law.to_dict(),
+        # The steps the law treats as warm-up: predicting another schedule needs them.
+        lawWarmup=setting.warmup,
         fitError=fitted.train_error,
         heldOutError=fitted.held_out_error,
         predictedFinal=found.predicted,
