@@ -343,6 +343,9 @@ def test_run_resumes_mid_probe_keeping_completed_curves(tmp_path: Path) -> None:
     kept = {c["name"]: c["points"] for c in saved["curves"]}
     assert set(kept) == {"candidate-0", "candidate-0-branch", "candidate-1", "candidate-1-branch"}
     assert saved["doneBranches"] == []
+    # Only the chosen candidate's trainer is kept on disk: the trunk continues from it.
+    chosen = [c["peak"] for c in saved["candidates"]].index(saved["peak"])
+    assert [p.name for p in tmp_path.glob("*.pt")] == [f"law-candidate-{chosen}.pt"]
 
     events = _Events()
     resumed = _run(tmp_path, events)

@@ -228,8 +228,8 @@ class _Prober:
         self.setting, self.plan, self.state = setting, plan, state
         self.out, self.reporter = out, reporter
         self.trainer: harness.Trainer | None = None
-        # The candidates' trainers at the end of their runs, to continue the chosen one as the
-        # trunk without reading it back (or, with no out_dir, without training it again).
+        # The best candidate's trainer so far at the end of its run, to continue it as the trunk
+        # without reading it back (or, with no out_dir, without training it again).
         self.kept: dict[int, dict[str, Any]] = {}
 
     def candidates(self, peaks: list[float]) -> None:
@@ -283,10 +283,16 @@ class _Prober:
             lr=peak,
             forecast=loss,
         )
-        if not trainer.diverged:
-            self.kept[index] = trainer.state_dict()
+        # Only the best candidate so far is kept (the one ``choose`` would pick among them).
+        earlier = [c for c in self.state["candidates"][:-1] if c["loss"] is not None]
+        if math.isfinite(loss) and all((loss, peak) < (c["loss"], c["peak"]) for c in earlier):
+            self.kept = {index: trainer.state_dict()}
             if self.out is not None:
-                trainer.save(self.out / CANDIDATE_FILE.format(index=index))
+                name = CANDIDATE_FILE.format(index=index)
+                trainer.save(self.out / name)
+                self._save()
+                self._drop_files(keep=name)
+                return
         self._save()
 
     def trunk(self) -> None:
