@@ -14,6 +14,7 @@ import pytest
 from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.law import fit, laws, optimise, probe, runner
+from schedsearch.trainers.strategies.law import state as law_state
 from schedsearch.trainers.strategies.law.config import LawConfig
 
 S, W = 3000, 150
@@ -338,7 +339,7 @@ def test_run_resumes_mid_probe_keeping_completed_curves(tmp_path: Path) -> None:
     crash = _CrashAt("commit", 1, plan["candidateSteps"] + 5)
     with pytest.raises(_Crash):
         _run(tmp_path, crash)
-    saved = json.loads((tmp_path / runner.STATE_FILE).read_text())
+    saved = json.loads((tmp_path / law_state.STATE_FILE).read_text())
     assert [c["peak"] for c in saved["candidates"]] == [0.02, 0.04]
     kept = {c["name"]: c["points"] for c in saved["curves"]}
     assert set(kept) == {"candidate-0", "candidate-0-branch", "candidate-1", "candidate-1-branch"}
@@ -351,7 +352,7 @@ def test_run_resumes_mid_probe_keeping_completed_curves(tmp_path: Path) -> None:
     resumed = _run(tmp_path, events)
     assert events.events[0] == ("start", "law: resumed with 4 probe curves")
     assert not any(kind == "candidate" for kind, _ in events.events)
-    final = json.loads((tmp_path / runner.STATE_FILE).read_text())
+    final = json.loads((tmp_path / law_state.STATE_FILE).read_text())
     for curve in final["curves"]:
         if curve["name"].endswith("-branch") or curve["name"] == "candidate-1":
             continue
@@ -373,18 +374,27 @@ def test_run_resumes_mid_probe_keeping_completed_curves(tmp_path: Path) -> None:
 
 
 def test_resume_refuses_a_directory_of_another_search(tmp_path: Path) -> None:
-    state = {"format": runner.STATE_FORMAT, "config": {}, "workload": "charlm"}
-    (tmp_path / runner.STATE_FILE).write_text(json.dumps(state))
+    state = {"format": law_state.STATE_FORMAT, "config": {}, "workload": "charlm"}
+    (tmp_path / law_state.STATE_FILE).write_text(json.dumps(state))
     with pytest.raises(ValueError, match="holds a law search with config="):
         _run(tmp_path)
 
 
 def test_state_round_trips_through_its_file(tmp_path: Path) -> None:
-    setting = runner._Setting(400, 20, 0.0, 0.02, (2e-4, 0.2))
     plan = probe.make_plan(total_steps=400, warmup=20, candidates=2, probe_cost=1.5)
-    state = runner._fresh_state(SMALL, "regression", setting, 3, plan)
+    options: dict[str, Any] = {
+        "workload": "regression",
+        "total_steps": 400,
+        "lr_bounds": (2e-4, 0.2),
+        "seed": 3,
+        "plan": plan,
+    }
+    state = law_state.fresh(SMALL, **options)
+    assert not law_state.resume(tmp_path, law_state.fresh(SMALL, **options))
     state["curves"].append({"name": "candidate-0", "schedule": {}, "points": [[30, 0.5]]})
-    runner._save(tmp_path, state)
-    loaded = runner._fresh_state(SMALL, "regression", setting, 3, plan)
-    assert runner._resume(tmp_path, loaded)
+    law_state.save(tmp_path, state)
+    loaded = law_state.fresh(SMALL, **options)
+    assert law_state.resume(tmp_path, loaded)
     assert loaded == state
+    with pytest.raises(ValueError, match="holds a law search with seed=3, not 4"):
+        law_state.resume(tmp_path, law_state.fresh(SMALL, **{**options, "seed": 4}))

@@ -18,7 +18,6 @@ verification starts again.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -32,17 +31,15 @@ from schedsearch.trainers.evaluation import Phases, train_cooldown_branch
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.hdet import probe as peak_probes
 from schedsearch.trainers.strategies.law import fit, laws, optimise, probe
+from schedsearch.trainers.strategies.law import state as law_state
 from schedsearch.trainers.strategies.law.config import LawConfig
 from schedsearch.trainers.workloads import Workload, get_workload
 
 STRATEGY: Final = "law"
-STATE_FILE = "law-state.json"
-STATE_FORMAT = "schedsearch.io/law-state-v1"
 CANDIDATE_FILE = "law-candidate-{index}.pt"
 TRUNK_FILE = "law-trunk-{step}.pt"
 # The share of the trunk, at its end, whose points are held out to measure the fit's error.
 HELD_OUT_SHARE = 0.2
-_IDENTITY_KEYS = ("config", "workload", "totalSteps", "lrBounds", "seed", "plan")
 
 Points = list[list[float]]
 
@@ -104,9 +101,16 @@ def run_law(
         candidates=len(peaks),
         probe_cost=config.probe_cost,
     )
-    state = _fresh_state(config, work.name, setting, seed, plan)
+    state = law_state.fresh(
+        config,
+        workload=work.name,
+        total_steps=total_steps,
+        lr_bounds=lr_bounds,
+        seed=seed,
+        plan=plan,
+    )
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and _resume(out, state):
+    if out is not None and law_state.resume(out, state):
         reporter.on_event(
             "start",
             f"law: resumed with {len(state['curves'])} probe curves",
@@ -444,7 +448,7 @@ class _Prober:
 
     def _save(self) -> None:
         if self.out is not None:
-            _save(self.out, self.state)
+            law_state.save(self.out, self.state)
 
     def _drop_files(self, *, keep: str) -> None:
         if self.out is None:
@@ -493,54 +497,3 @@ def _fit(
         restarts=config.fit_restarts,
         seed=seed,
     )
-
-
-# --- saving and resuming --------------------------------------------------------------------------
-
-
-def _fresh_state(
-    config: LawConfig, workload: str, setting: _Setting, seed: int, plan: probe.ProbePlan
-) -> dict[str, Any]:
-    return {
-        "format": STATE_FORMAT,
-        "config": config.model_dump(mode="json", by_alias=True),
-        "workload": workload,
-        "totalSteps": setting.total_steps,
-        "lrBounds": list(setting.lr_bounds),
-        "seed": seed,
-        "plan": plan.to_dict(),
-        "candidates": [],
-        "peak": None,
-        "trunk": None,
-        "curves": [],
-        "doneBranches": [],
-        "memberSteps": 0,
-        "evaluationSteps": 0,
-    }
-
-
-def _save(out: Path, state: dict[str, Any]) -> None:
-    """Write the state atomically (checkpoints it names are written before it)."""
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, allow_nan=False))
-    tmp.replace(out / STATE_FILE)
-
-
-def _resume(out: Path, state: dict[str, Any]) -> bool:
-    """Replace ``state`` by the one saved in ``out`` (False: nothing saved there yet)."""
-    path = out / STATE_FILE
-    if not path.exists():
-        return False
-    saved = json.loads(path.read_text())
-    if saved.get("format") != STATE_FORMAT:
-        raise ValueError(f"out: {path} is not a law search's state ({saved.get('format')!r})")
-    for key in _IDENTITY_KEYS:
-        if saved.get(key) != state[key]:
-            raise ValueError(
-                f"out: {out} holds a law search with {key}={saved.get(key)!r}, not "
-                f"{state[key]!r}; use another directory to start a new search"
-            )
-    state.clear()
-    state.update(saved)
-    return True
