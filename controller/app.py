@@ -60,8 +60,8 @@ class Options:
     # Every search is listed and reconciled again this often, whether or not it changed.
     resync_seconds: float = 300.0
     workers: int = 4
-    kube_qps: float = 50.0
-    kube_burst: int = 100
+    kube_qps: float = 500.0
+    kube_burst: int = 1000
     # Label selector of the searches this controller runs (None: all of them).
     shard_selector: str | None = None
     leader_elect: bool = False
@@ -98,9 +98,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         "--workers", type=_count, default=4, help="searches reconciled at the same time"
     )
     parser.add_argument(
-        "--kube-qps", type=_positive, default=50.0, help="API requests per second, sustained"
+        "--kube-qps", type=_positive, default=500.0, help="API requests per second, sustained"
     )
-    parser.add_argument("--kube-burst", type=_count, default=100, help="API requests in a burst")
+    parser.add_argument("--kube-burst", type=_count, default=1000, help="API requests in a burst")
     parser.add_argument(
         "--shard-selector",
         metavar="LABELS",

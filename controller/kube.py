@@ -231,7 +231,7 @@ class Kube:
             # for one that died.
             state_obj = self.rest.get_or_none(f"{_ns(ns)}/configmaps/{names.state_configmap(name)}")
             self._file(cache.CONFIGMAPS, state_obj)
-        secret = self._secret(ns, name)
+        secret = self._secret(ns, name, setup_done=state_obj is not None)
         service_list = store.owned(cache.SERVICES, ns, name)
         schedule = store.get(cache.SCHEDULES, ns, best_schedule_name(name))
         foreign: list[str] = []
@@ -266,11 +266,12 @@ class Kube:
             foreign=tuple(foreign),
         )
 
-    def _secret(self, namespace: str, search: str) -> JsonObj | None:
+    def _secret(self, namespace: str, search: str, *, setup_done: bool) -> JsonObj | None:
         """The search's token Secret. Secrets are never listed or watched (the controller may
-        not list them): one it did not create itself is read by name once, then kept."""
+        not list them): one this process did not create is read by name once, then kept. A
+        search without its state is new (the Secret is created first): creating it is the read."""
         secret = self.store.get(cache.SECRETS, namespace, names.token_secret(search))
-        if secret is None:
+        if secret is None and setup_done:
             secret = self.rest.get_or_none(f"{_ns(namespace)}/secrets/{names.token_secret(search)}")
             self._file(cache.SECRETS, secret)
         return secret
@@ -406,6 +407,10 @@ class Kube:
         obj = self.rest.get_or_none(f"{_ns(namespace)}/configmaps/{names.state_configmap(search)}")
         return None if obj is None else state_mod.SearchState.from_configmap(obj)
 
+    def _cached_state(self, namespace: str, search: str) -> state_mod.SearchState | None:
+        obj = self.store.get(cache.CONFIGMAPS, namespace, names.state_configmap(search))
+        return None if obj is None else state_mod.SearchState.from_configmap(obj)
+
     def write_state(self, namespace: str, search: str, new: state_mod.SearchState) -> str:
         """Replace the ConfigMap's data if nobody wrote since ``new.resource_version`` was read
         (409 otherwise); returns the new resourceVersion."""
@@ -430,9 +435,14 @@ class Kube:
         search: str,
         change: Callable[[state_mod.SearchState], state_mod.SearchState | None],
     ) -> state_mod.SearchState:
-        """Read-modify-write with optimistic concurrency; ``change`` returns None for no change."""
-        for _ in range(STATE_RETRIES):
-            current = self.read_state(namespace, search)
+        """Read-modify-write with optimistic concurrency; ``change`` returns None for no change.
+
+        The first try starts from the cached state: the cache holds every write of this process,
+        so it is current unless another process wrote (then the write conflicts, and the retry
+        reads the API)."""
+        for attempt in range(STATE_RETRIES):
+            current = self._cached_state(namespace, search) if attempt == 0 else None
+            current = current or self.read_state(namespace, search)
             if current is None:
                 raise NotReady(f"search {namespace}/{search} has no state yet")
             new = change(current)
