@@ -9,7 +9,13 @@ chart's defaults otherwise) on the real API server:
 * the floor: the same pods (the controller's own pod objects, renamed) created directly through
   the API by 4 concurrent clients, from the request to the watch seeing them;
 * the controller's CPU seconds per level and its peak RSS;
-* the largest ScheduleSearch status and PBT state ConfigMap the run produced.
+* the largest ScheduleSearch status and PBT state ConfigMap the run produced;
+* at rest, with ``--idle`` searches present (pods Pending forever): the controller's API
+  requests per minute (its own count, watches aside) and its CPU share over a window;
+* restart with those searches present (SIGKILL, start again): time to the cache synced and to
+  the last reconcile, and the writes it sent (none is needed: nothing changed);
+* leader failover: two replicas with ``--leader-elect`` (the chart's Lease timing), the leader
+  killed: time until the follower leads and until it has reconciled everything.
 
 Pods are created, not run: no kubelet is started, so the figures are the control plane's alone.
 Writes ``DIR/report.json`` and ``DIR/report.md``. Needs the test cluster's binaries
@@ -23,11 +29,13 @@ import copy
 import json
 import os
 import platform
+import signal
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -47,6 +55,11 @@ JsonObj = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
 POPULATION = 4
 LEVELS = ((1, 10), (10, 3), (100, 1))  # (concurrent searches, rounds)
+IDLE_SEARCHES = 300
+IDLE_WINDOW_SECONDS = 60.0
+QUIET_SECONDS = 5.0  # no reconcile for this long: the controller is at rest
+APPLY_CHUNK = 100
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
 FLOOR_CLIENTS = 4
 LABEL_SEARCH = "schedsearch.io/search"
 
@@ -152,32 +165,10 @@ class Bench:
         self.searches = FirstSeen(self.api, f"{GROUP_PATH}/schedulesearches")
         self.controller: processes.ManagedProcess | None = None
 
-    def start_controller(self) -> None:
-        health = free_port()
-        argv = [
-            sys.executable, "-m", "schedsearch.controller", "--all-namespaces",
-            "--report-port", str(free_port()), "--health-port", str(health),
-            "--report-url", "http://127.0.0.1:1", "--image", TEST_IMAGE,
-        ]  # fmt: skip
-        self.controller = processes.spawn(
-            "controller",
-            argv,
-            log_path=self.workdir / "controller.log",
-            env=self.cluster.env(),
-            cwd=ROOT,
-        )
-
-        def healthy() -> bool:
-            import socket
-
-            assert self.controller is not None and self.controller.alive(), "controller exited"
-            try:
-                with socket.create_connection(("127.0.0.1", health), timeout=0.5):
-                    return True
-            except OSError:
-                return False
-
-        wait_until("the controller to serve /healthz", healthy, 60)
+    def start_controller(self, *extra: str, name: str = "controller") -> Replica:
+        replica = Replica(self.cluster, self.workdir / f"{name}.log", extra)
+        self.controller = replica.process
+        return replica
 
     def namespace(self, name: str) -> str:
         self.api.post("/api/v1/namespaces", {"metadata": {"name": name}})
@@ -220,6 +211,82 @@ class Bench:
                 }
             )
         return rows
+
+    def fill(self, namespace: str, count: int) -> None:
+        """``count`` searches at once (in chunks of ``APPLY_CHUNK`` per kubectl apply), and
+        their pods."""
+        for start in range(0, count, APPLY_CHUNK):
+            items = manifests(f"idle{start}", min(APPLY_CHUNK, count - start))
+            document = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+            self.cluster.kubectl("apply", "-n", namespace, "-f", "-", input=document, timeout=600)
+
+        def all_pods() -> bool:
+            prefix = namespace + "/"
+            return sum(k.startswith(prefix) for k, _ in self.pods.items()) >= count * POPULATION
+
+        wait_until(f"{count * POPULATION} pods in {namespace}", all_pods, 1800)
+
+    def idle(self, replica: Replica, count: int, window: float) -> JsonObj:
+        """Requests and CPU of the controller at rest over ``window`` seconds."""
+        replica.wait_quiet()
+        pid = replica.process.pid
+        before, cpu_before, started = replica.scrape() or {}, cpu_seconds(pid), time.monotonic()
+        time.sleep(window)
+        after, cpu_after, ended = replica.scrape() or {}, cpu_seconds(pid), time.monotonic()
+        minutes = (ended - started) / 60
+
+        def rate(methods: Iterable[str] = ()) -> float:
+            return (replica.requests(after, methods) - replica.requests(before, methods)) / minutes
+
+        reconciles = after.get("schedsearch_reconcile_duration_seconds_count", 0.0) - before.get(
+            "schedsearch_reconcile_duration_seconds_count", 0.0
+        )
+        return {
+            "searches": count,
+            "windowSeconds": ended - started,
+            "requestsPerMinute": rate(),
+            "writesPerMinute": rate(WRITES),
+            "reconcilesPerMinute": reconciles / minutes,
+            "cpuShareOfACore": (cpu_after - cpu_before) / (ended - started),
+        }
+
+    def restart(self, replica: Replica, count: int) -> tuple[Replica, JsonObj]:
+        """SIGKILL the controller with ``count`` searches present and start it again."""
+        replica.kill()
+        new = self.start_controller(name="controller-restarted")
+        wait_until("the restarted controller's cache", new.synced, 900)
+        synced = time.monotonic() - new.started
+        last = new.wait_quiet()
+        metrics = new.scrape() or {}
+        return new, {
+            "searches": count,
+            "syncedSeconds": synced,
+            "lastReconcileSeconds": last - new.started,
+            "requests": new.requests(metrics),
+            "writes": new.requests(metrics, WRITES),
+            "reconciles": metrics.get("schedsearch_reconcile_duration_seconds_count", 0.0),
+            "peakRssMiB": peak_rss_mib(new.process.pid),
+        }
+
+    def failover(self, replica: Replica, count: int) -> tuple[list[Replica], JsonObj]:
+        """Two replicas with leader election (default Lease timing); the leader killed."""
+        replica.kill()
+        flags = ("--leader-elect", "--leader-election-namespace=default")
+        pair = [self.start_controller(*flags, name=f"replica-{i}") for i in (1, 2)]
+        wait_until("a leader", lambda: any(r.leading() for r in pair), 120)
+        leader, follower = pair if pair[0].leading() else pair[::-1]
+        leader.wait_quiet()
+        killed = time.monotonic()
+        leader.kill()
+        wait_until("the follower to lead", follower.leading, 300)
+        took_over = time.monotonic() - killed
+        last = follower.wait_quiet()
+        return pair, {
+            "searches": count,
+            "leaseDurationSeconds": 15.0,
+            "takeoverSeconds": took_over,
+            "lastReconcileSeconds": last - killed,
+        }
 
     def clean(self, namespace: str) -> None:
         """Delete the searches; garbage collection removes their pods."""
@@ -272,6 +339,80 @@ class Bench:
         return {"perPod": per_pod, "perGroup": groups}
 
 
+class Replica:
+    """One controller process, with its health and metrics ports."""
+
+    def __init__(self, cluster: harness.Cluster, log_path: Path, extra: tuple[str, ...]) -> None:
+        self.health, self.metrics_port, self.log_path = free_port(), free_port(), log_path
+        argv = [
+            sys.executable, "-m", "schedsearch.controller", "--all-namespaces",
+            "--report-port", str(free_port()), "--health-port", str(self.health),
+            "--metrics-port", str(self.metrics_port),
+            "--report-url", "http://127.0.0.1:1", "--image", TEST_IMAGE, *extra,
+        ]  # fmt: skip
+        self.started = time.monotonic()
+        self.process = processes.spawn(
+            "controller", argv, log_path=log_path, env=cluster.env(), cwd=ROOT
+        )
+        wait_until("the controller to serve /metrics", lambda: self.scrape() is not None, 60)
+
+    def scrape(self) -> dict[str, float] | None:
+        """The controller's metrics, summed over labels except an API request's method."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        assert self.process.alive(), f"controller exited:\n{processes.log_tail(self.log_path)}"
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return None
+        found: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                key = sample.name
+                if sample.name == "schedsearch_api_requests_total":
+                    key = f"{key}:{sample.labels['method']}"
+                found[key] = found.get(key, 0.0) + sample.value
+        return found
+
+    def requests(self, metrics: dict[str, float], methods: Iterable[str] = ()) -> float:
+        prefix = "schedsearch_api_requests_total:"
+        wanted = set(methods)
+        return sum(
+            v
+            for k, v in metrics.items()
+            if k.startswith(prefix) and (not wanted or k[len(prefix) :] in wanted)
+        )
+
+    def reconciles(self) -> float:
+        return (self.scrape() or {}).get("schedsearch_reconcile_duration_seconds_count", 0.0)
+
+    def leading(self) -> bool:
+        return (self.scrape() or {}).get("schedsearch_controller_leader", 0.0) == 1.0
+
+    def synced(self) -> bool:
+        return "cache synced" in self.log_path.read_text(errors="replace")
+
+    def wait_quiet(self, timeout: float = 900.0) -> float:
+        """Wait until no reconcile ran for ``QUIET_SECONDS``; returns when the last one ran."""
+        last, count = time.monotonic(), self.reconciles()
+        deadline = last + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now, current = time.monotonic(), self.reconciles()
+            if current != count:
+                last, count = now, current
+            elif now - last >= QUIET_SECONDS:
+                return last
+        raise TimeoutError("the controller never came to rest")
+
+    def kill(self) -> None:
+        if self.process.alive():
+            self.process.signal_group(signal.SIGKILL)
+            self.process.popen.wait(timeout=30)
+
+
 def status_bound() -> JsonObj:
     """Size of a status with every member slot and field filled: 64 members, the conditions the
     controller writes, a best result and a message (computed from the model, not observed)."""
@@ -321,23 +462,29 @@ def summarize(values: Iterable[float]) -> JsonObj:
     }
 
 
-def run(out: Path) -> JsonObj:
+def run(
+    out: Path,
+    levels_wanted: tuple[tuple[int, int], ...] = LEVELS,
+    idle_count: int = IDLE_SEARCHES,
+    window: float = IDLE_WINDOW_SECONDS,
+) -> JsonObj:
     found, problem = binaries.locate()
     if problem is not None:
         raise SystemExit(f"bench: {problem}")
     workdir = Path(tempfile.mkdtemp(prefix="schedsearch-opbench-"))
     cluster = harness.Cluster.start(found, workdir=workdir / "cluster")
     bench = Bench(cluster, workdir)
+    replicas: list[Replica] = []
     try:
         install_crds(cluster)
         bench.pods.start()
         bench.searches.start()
-        bench.start_controller()
-        assert bench.controller is not None
-        pid = bench.controller.pid
+        replica = bench.start_controller()
+        replicas.append(replica)
+        pid = replica.process.pid
         levels = []
         templates: list[JsonObj] = []
-        for count, rounds in LEVELS:
+        for count, rounds in levels_wanted:
             namespace = bench.namespace(f"bench-{count}")
             rows: list[JsonObj] = []
             cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
@@ -374,6 +521,19 @@ def run(out: Path) -> JsonObj:
                 }
             )
             cluster.kubectl("delete", "namespace", floor_ns, "--wait=false")
+        peak_rss = peak_rss_mib(pid)
+        at_rest: JsonObj = {}
+        if idle_count:
+            bench.fill(bench.namespace(f"idle-{idle_count}"), idle_count)
+            at_rest["idle"] = bench.idle(replica, idle_count, window)
+            peak_rss = at_rest["idle"]["peakRssMiB"] = peak_rss_mib(pid)
+            print(f"bench: at rest: {at_rest['idle']}", file=sys.stderr)
+            replica, at_rest["restart"] = bench.restart(replica, idle_count)
+            replicas.append(replica)
+            print(f"bench: restart: {at_rest['restart']}", file=sys.stderr)
+            pair, at_rest["failover"] = bench.failover(replica, idle_count)
+            replicas += pair
+            print(f"bench: failover: {at_rest['failover']}", file=sys.stderr)
         result = {
             "createdAt": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": {
@@ -383,15 +543,18 @@ def run(out: Path) -> JsonObj:
                 "loadAverage": os.getloadavg(),
             },
             "clusterStartSeconds": dict(cluster.timings),
-            "controllerPeakRssMiB": peak_rss_mib(pid),
+            "controllerPeakRssMiB": peak_rss,
             "statusBound": status_bound(),
+            "command": "python -m tests.cluster.bench " + " ".join(sys.argv[1:]),
             "levels": levels,
+            **at_rest,
         }
     finally:
         bench.pods.stop()
         bench.searches.stop()
-        if bench.controller is not None:
-            bench.controller.stop(grace=10.0)
+        for each in replicas:
+            if each.process.alive():
+                each.process.stop(grace=10.0)
         cluster.stop()
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -406,8 +569,9 @@ def markdown(result: JsonObj) -> str:
         "",
         f"Measured {result['createdAt']} on {result['machine']['cpus']} CPUs, Kubernetes "
         f"{result['machine']['kubernetes']} (test cluster: real API server, no kubelet; pods are "
-        "created, not run). Command: `python -m tests.cluster.bench --out benchmarks/operator` "
-        "(`make bench-operator`).",
+        "created, not run), load average "
+        + ", ".join(f"{x:.1f}" for x in result["machine"]["loadAverage"])
+        + f" at the end. Command: `{result.get('command', 'make bench-operator')}`.",
         "",
         f"Each search is PBT with a population of {POPULATION}: {POPULATION} member pods. "
         "*apply -> pods*: from the start of one `kubectl apply` of all N searches to the last of "
@@ -444,6 +608,7 @@ def markdown(result: JsonObj) -> str:
         f"{result['statusBound']['members']} member slots and every field filled is "
         f"{result['statusBound']['bytes']} bytes (etcd's object limit is 1.5 MiB).",
         "",
+        *_at_rest_lines(result),
         "Test cluster start (seconds from etcd's start): "
         + ", ".join(f"{k} {v:.1f}" for k, v in result["clusterStartSeconds"].items())
         + ".",
@@ -452,11 +617,62 @@ def markdown(result: JsonObj) -> str:
     return "\n".join(lines)
 
 
+def _at_rest_lines(result: JsonObj) -> list[str]:
+    if "idle" not in result:
+        return []
+    idle, restart, failover = result["idle"], result["restart"], result["failover"]
+    return [
+        f"## {idle['searches']} searches present ({idle['searches'] * POPULATION} pods, Pending "
+        "forever: no kubelet)",
+        "",
+        "| measurement | value |",
+        "|---|---|",
+        f"| at rest: controller API requests per minute (watches aside; resync excluded: "
+        f"{idle['windowSeconds']:.0f} s window) | {idle['requestsPerMinute']:.1f} |",
+        f"| at rest: writes per minute | {idle['writesPerMinute']:.1f} |",
+        f"| at rest: reconciles per minute | {idle['reconcilesPerMinute']:.1f} |",
+        f"| at rest: controller CPU | {idle['cpuShareOfACore'] * 100:.2f}% of a core |",
+        f"| controller peak RSS | {idle['peakRssMiB']:.0f} MiB |",
+        f"| restart (SIGKILL, start again): cache synced | {restart['syncedSeconds']:.1f} s |",
+        f"| restart: last reconcile | {restart['lastReconcileSeconds']:.1f} s after start |",
+        f"| restart: requests / writes sent | {restart['requests']:.0f} / "
+        f"{restart['writes']:.0f} |",
+        f"| restart: peak RSS | {restart['peakRssMiB']:.0f} MiB |",
+        f"| failover (Lease {failover['leaseDurationSeconds']:.0f} s): leader killed -> "
+        f"follower leads | {failover['takeoverSeconds']:.1f} s |",
+        f"| failover: leader killed -> follower's last reconcile | "
+        f"{failover['lastReconcileSeconds']:.1f} s |",
+        "",
+        "Reports lost in a failover are counted by "
+        "`tests/integration/test_controller_ha.py` (trainers running; it asserts none): the bench "
+        "runs no trainers.",
+        "",
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.cluster.bench", description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "operator")
+    parser.add_argument(
+        "--levels",
+        default=",".join(f"{n}x{r}" for n, r in LEVELS),
+        help="concurrent searches x rounds, comma-separated (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--idle",
+        type=int,
+        default=IDLE_SEARCHES,
+        help="searches present for the at-rest, restart and failover figures (0: skip them)",
+    )
+    parser.add_argument("--window", type=float, default=IDLE_WINDOW_SECONDS, metavar="SECONDS")
     args = parser.parse_args(argv)
-    result = run(args.out)
+    try:
+        levels = tuple(
+            (int(n), int(r)) for n, r in (part.split("x") for part in args.levels.split(","))
+        )
+    except ValueError:
+        parser.error(f"--levels: expected e.g. 1x10,10x3,100x1, got {args.levels!r}")
+    result = run(args.out, levels, args.idle, args.window)
     print(markdown(result))
 
 
