@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 import logging
@@ -44,6 +45,7 @@ from schedsearch.controller import metrics as metrics_mod
 
 log = logging.getLogger("schedsearch.controller")
 LEASE_NAME = "schedsearch-controller"
+OTHER_THREADS = 8  # threads besides the reconcile workers': reports, the Lease, relists
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Options:
     settings: settings.Settings = field(default_factory=settings.Settings)
     # Every search is listed and reconciled again this often, whether or not it changed.
     resync_seconds: float = 300.0
-    workers: int = 4
+    workers: int = 8
     kube_qps: float = 500.0
     kube_burst: int = 1000
     # Label selector of the searches this controller runs (None: all of them).
@@ -95,7 +97,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="how often every search is listed and reconciled again, changed or not",
     )
     parser.add_argument(
-        "--workers", type=_count, default=4, help="searches reconciled at the same time"
+        "--workers", type=_count, default=8, help="searches reconciled at the same time"
     )
     parser.add_argument(
         "--kube-qps", type=_positive, default=500.0, help="API requests per second, sustained"
@@ -369,6 +371,13 @@ async def serve(options: Options) -> None:
     """Run until kopf stops (SIGTERM) or leadership is lost: the report channel, metrics, the
     watches that fill the cache, and while leading the reconcile workers."""
     loop = asyncio.get_running_loop()
+    # Each reconcile worker holds a thread for a whole pass; the report channel, the Lease and
+    # the relists need threads of their own besides (the default pool is sized by CPUs only).
+    loop.set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(
+            max_workers=options.workers + OTHER_THREADS, thread_name_prefix="schedsearch"
+        )
+    )
     queue: workqueue.WorkQueue[cache.SearchKey] = workqueue.WorkQueue()
 
     def enqueue(namespace: str, name: str) -> None:
