@@ -166,8 +166,12 @@ def test_hdet_runs_as_one_trial_of_replica_processes(ray_address: str, tmp_path:
     result = _run(store_path, _spec(tmp_path, "hdet-e2e", hdet, steps=200, control=True))
     assert result.exit_code == 0, result.output
     record = SQLiteStore(store_path).get_search("hdet-e2e")
-    # Two replicas, and the control run (found and base schedule from a fresh seed).
-    assert record.phase == "Succeeded" and record.member_steps == 2 * 200 + 2 * 200
+    # Two replicas; the six default probes of 2T steps, each with its branch of half that; both
+    # replicas' branches of T/2 at the three syncs of the searched part (50, 100, 150: the
+    # cooldown starts at 160); and the control run (found and base schedule from a fresh seed).
+    probes, scoring = 6 * (100 + 50), 2 * 25 * 3
+    assert record.phase == "Succeeded"
+    assert record.member_steps == 2 * 200 + probes + scoring + 2 * 200
     control = SQLiteStore(store_path).best_schedule("hdet-e2e").provenance.model_extra["control"]
     assert control["steps"] == 200 and control["found"] > 0 and control["base"] > 0
     assert SQLiteStore(store_path).best_schedule("hdet-e2e").schedule.total_steps == 200
