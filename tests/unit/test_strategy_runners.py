@@ -89,7 +89,7 @@ def test_an_autolrs_save_cut_short_resumes_from_the_last_complete_one(tmp_path: 
     )
     trainer = harness.Trainer(get_workload("regression"), seed=3, device="cpu")
     trainer.train(20, lambda _: 0.01)
-    autolrs_runner._save(tmp_path, search, trainer)
+    autolrs_runner._save(tmp_path, search, trainer, 0.5)
     trainer.train(20, lambda _: 0.01)
     # The next save got as far as the trainer file: the kill came before the state file.
     trainer.save(tmp_path / autolrs_runner.TRAINER_PATTERN.format(step=trainer.global_step))
@@ -97,11 +97,23 @@ def test_an_autolrs_save_cut_short_resumes_from_the_last_complete_one(tmp_path: 
     fresh = autolrs_runner.AutoLRSSearch(
         SMALL_AUTOLRS, total_steps=60, lr_min=1e-3, lr_max=0.5, seed=3
     )
-    assert autolrs_runner._resume(tmp_path, fresh, resumed)
+    driver = autolrs_runner._StageDriver(fresh, resumed, base.NullReporter())
+    assert autolrs_runner._resume(tmp_path, fresh, resumed, driver)
     assert resumed.global_step == 20
+    assert driver.first_stage_loss == 0.5  # what the failure rule compares with, kept
     # A complete save then removes the older trainer files.
-    autolrs_runner._save(tmp_path, fresh, resumed)
+    autolrs_runner._save(tmp_path, fresh, resumed, driver.first_stage_loss)
     assert sorted(p.name for p in tmp_path.glob("autolrs-trainer*")) == ["autolrs-trainer-20.pt"]
+
+
+def test_a_stage_fails_only_when_it_ends_no_better_than_the_first_stage_started() -> None:
+    # A later stage may end above its own start (a higher LR, not annealed yet): kept.
+    assert autolrs_runner.stage_problem(0.30, 1.0) is None
+    # Back at the first stage's start (the network was killed): retried.
+    assert "no better than the first stage started (1)" in str(
+        autolrs_runner.stage_problem(0.9995, 1.0)
+    )
+    assert autolrs_runner.stage_problem(float("nan"), 1.0) is not None
 
 
 def test_autolrs_survives_diverging_probes() -> None:
