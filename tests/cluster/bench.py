@@ -157,7 +157,10 @@ def manifests(prefix: str, count: int) -> list[JsonObj]:
 
 
 class Bench:
-    def __init__(self, cluster: harness.Cluster, workdir: Path) -> None:
+    def __init__(
+        self, cluster: harness.Cluster, workdir: Path, controller_flags: tuple[str, ...] = ()
+    ) -> None:
+        self.controller_flags = controller_flags
         self.cluster = cluster
         self.api = cluster.rest
         self.workdir = workdir
@@ -166,7 +169,8 @@ class Bench:
         self.controller: processes.ManagedProcess | None = None
 
     def start_controller(self, *extra: str, name: str = "controller") -> Replica:
-        replica = Replica(self.cluster, self.workdir / f"{name}.log", extra)
+        flags = (*self.controller_flags, *extra)
+        replica = Replica(self.cluster, self.workdir / f"{name}.log", flags)
         self.controller = replica.process
         return replica
 
@@ -467,13 +471,14 @@ def run(
     levels_wanted: tuple[tuple[int, int], ...] = LEVELS,
     idle_count: int = IDLE_SEARCHES,
     window: float = IDLE_WINDOW_SECONDS,
+    controller_flags: tuple[str, ...] = (),
 ) -> JsonObj:
     found, problem = binaries.locate()
     if problem is not None:
         raise SystemExit(f"bench: {problem}")
     workdir = Path(tempfile.mkdtemp(prefix="schedsearch-opbench-"))
     cluster = harness.Cluster.start(found, workdir=workdir / "cluster")
-    bench = Bench(cluster, workdir)
+    bench = Bench(cluster, workdir, controller_flags)
     replicas: list[Replica] = []
     try:
         install_crds(cluster)
@@ -681,6 +686,13 @@ def main(argv: list[str] | None = None) -> None:
         help="searches present for the at-rest, restart and failover figures (0: skip them)",
     )
     parser.add_argument("--window", type=float, default=IDLE_WINDOW_SECONDS, metavar="SECONDS")
+    parser.add_argument(
+        "--controller-flag",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="a flag for every controller the bench starts, e.g. --controller-flag=--resync=3600",
+    )
     args = parser.parse_args(argv)
     try:
         levels = tuple(
@@ -688,7 +700,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     except ValueError:
         parser.error(f"--levels: expected e.g. 1x10,10x3,100x1, got {args.levels!r}")
-    result = run(args.out, levels, args.idle, args.window)
+    result = run(args.out, levels, args.idle, args.window, tuple(args.controller_flag))
     print(markdown(result))
 
 
