@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from schedsearch.trainers import schedules
 from schedsearch.trainers.evaluation import EvaluationConfig, Phases
+from schedsearch.trainers.strategies import peaks
 from schedsearch.trainers.strategies.config import HDETConfig
 from schedsearch.trainers.strategies.hdet import probe
 from schedsearch.trainers.strategies.hdet.controller import FINAL, UPDATED, HDETController
@@ -118,8 +119,8 @@ def test_set_peak_round_trips_through_the_state() -> None:
 
 
 def test_probe_candidates_are_clipped_deduplicated_and_sorted() -> None:
-    assert probe.candidates(0.1, [8.0, 0.5, 1.0, 16.0], (1e-3, 1.0)) == [0.05, 0.1, 0.8, 1.0]
-    assert probe.candidates(0.1, [20.0, 40.0], (1e-3, 1.0)) == [1.0]
+    assert peaks.candidates(0.1, [8.0, 0.5, 1.0, 16.0], (1e-3, 1.0)) == [0.05, 0.1, 0.8, 1.0]
+    assert peaks.candidates(0.1, [20.0, 40.0], (1e-3, 1.0)) == [1.0]
 
 
 def test_probes_are_shared_round_robin_and_rise_within_a_quarter() -> None:
@@ -139,10 +140,10 @@ def test_probes_are_shared_round_robin_and_rise_within_a_quarter() -> None:
 
 
 def test_the_lowest_annealed_loss_wins_and_all_diverged_falls_back_to_the_lowest_peak() -> None:
-    outcomes = [probe.ProbeOutcome(0.01, 0.5, 10), probe.ProbeOutcome(0.1, 0.2, 10)]
-    assert probe.choose([*outcomes, probe.ProbeOutcome(1.0, math.nan, 3)]).peak == 0.1
-    diverged = [probe.ProbeOutcome(0.5, math.nan, 3), probe.ProbeOutcome(0.2, math.nan, 3)]
-    assert probe.choose(diverged).peak == 0.2
+    outcomes = [peaks.ProbeOutcome(0.01, 0.5, 10), peaks.ProbeOutcome(0.1, 0.2, 10)]
+    assert peaks.choose([*outcomes, peaks.ProbeOutcome(1.0, math.nan, 3)]).peak == 0.1
+    diverged = [peaks.ProbeOutcome(0.5, math.nan, 3), peaks.ProbeOutcome(0.2, math.nan, 3)]
+    assert peaks.choose(diverged).peak == 0.2
 
 
 # -- scores --------------------------------------------------------------------------------------

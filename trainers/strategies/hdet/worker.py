@@ -36,7 +36,7 @@ import torch
 import torch.distributed as dist
 
 from schedsearch.trainers import evaluation, families, workloads
-from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies import base, peaks
 from schedsearch.trainers.strategies.hdet import probe
 from schedsearch.trainers.strategies.hdet import scheduler as hdet_scheduler
 from schedsearch.trainers.strategies.hdet.controller import Converge, peak_step
@@ -234,7 +234,7 @@ class Replica:
             shape=job.phases.anneal_shape if job.phases is not None else "linear",
         )
 
-    def run_probes(self, plan: probe.ProbePlan, reporter: base.Reporter) -> probe.ProbeOutcome:
+    def run_probes(self, plan: probe.ProbePlan, reporter: base.Reporter) -> peaks.ProbeOutcome:
         """Train this replica's share of the probes, gather everyone's, and scale the base
         schedule to the chosen peak (the same choice on every rank)."""
         mine = [
@@ -244,7 +244,7 @@ class Replica:
         gathered: list[Any] = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, mine)
         outcomes = sorted((o for share in gathered for o in share), key=lambda o: o.peak)
-        chosen = probe.choose(outcomes)
+        chosen = peaks.choose(outcomes)
         self.probe_steps = sum(o.steps for o in outcomes)
         self.scheduler.set_peak(chosen.peak)
         reporter.on_event(
@@ -336,7 +336,7 @@ def _probe(
     plan: probe.ProbePlan,
     peak: float,
     device: torch.device,
-) -> probe.ProbeOutcome:
+) -> peaks.ProbeOutcome:
     """One probe from the run's initialisation, with the run's first batches (every candidate
     sees the same ones, so they differ by their LR alone)."""
     model = workload.build_model(seed).to(device)
@@ -360,7 +360,7 @@ def _probe(
         )
         diverged = any(branch)
     loss = math.nan if diverged else _evaluate(workload, model)
-    return probe.ProbeOutcome(peak, loss if math.isfinite(loss) else math.nan, trained)
+    return peaks.ProbeOutcome(peak, loss if math.isfinite(loss) else math.nan, trained)
 
 
 # -- the run -------------------------------------------------------------------------------------

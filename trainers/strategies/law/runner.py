@@ -29,7 +29,7 @@ import numpy as np
 from schedsearch.trainers import harness, schedules
 from schedsearch.trainers.evaluation import Phases, train_cooldown_branch
 from schedsearch.trainers.strategies import base
-from schedsearch.trainers.strategies.hdet import probe as peak_probes
+from schedsearch.trainers.strategies import peaks as peak_probes
 from schedsearch.trainers.strategies.law import fit, laws, optimise, probe
 from schedsearch.trainers.strategies.law import state as law_state
 from schedsearch.trainers.strategies.law.config import LawConfig
