@@ -519,6 +519,70 @@ def plot(name: str, output_file: Path, image_format: str | None, results: Result
 
 
 @cli.command()
+@click.argument("reference", metavar="SEARCH", shell_complete=_complete_search_names)
+@click.option(
+    "-s",
+    "--schedule",
+    "schedules",
+    multiple=True,
+    metavar="FILE|family=NAME,peak=LR[,...]",
+    help="A schedule to predict beside the found one (repeat to compare several): a file "
+    "`export` writes, or a baseSchedule family over the search's budget, e.g. "
+    "family=wsd,peak=0.1,decay=400 (keys: peak, min, warmup, decay, cooldown or the "
+    "baseSchedule's field names; warmup defaults to the law's).",
+)
+@click.option(
+    "-f",
+    "--file",
+    "output_file",
+    type=OutputFile(IMAGE_FORMATS),
+    default=None,
+    help="Also plot the predicted losses and the LRs to this image (.png, .svg, .pdf).",
+)
+@results_options
+@output_option
+@_translating_errors
+def predict(
+    reference: str,
+    schedules: Sequence[str],
+    output_file: Path | None,
+    results: Results,
+    output: str,
+) -> None:
+    """Predict the final loss of schedules with the law a finished `law` search fitted.
+
+    SEARCH is the search's name, its spec file, or its exported schedule (JSON/YAML)."""
+    from schedsearch.cli import prediction  # the law needs scipy: imported when used
+
+    image_format = None
+    if output_file is not None:
+        image_format = output_file.suffix.lower().removeprefix(".")
+        if image_format not in IMAGE_FORMATS:
+            raise UserError(
+                f"cannot tell the image format of {output_file}: name a .png, .svg or .pdf file"
+            )
+    try:
+        search, found = prediction.found_schedule(
+            reference, lambda name: results.backend.best_schedule(name).schedule
+        )
+        report = prediction.report(prediction.FittedLaw.of(found, search=search), schedules)
+    except prediction.PredictError as err:
+        raise UserError(str(err)) from None
+    if output != "table":
+        click.echo(render.dump(report.document(), output), nl=False)
+    else:
+        for line in report.lines():
+            click.echo(line)
+        click.echo()
+        _echo_table(report.table())
+    if output_file is not None:
+        _write_file(
+            output_file,
+            lambda path: prediction.plot_report(path, report, image_format=str(image_format)),
+        )
+
+
+@cli.command()
 @name_argument
 @click.option(
     "--with-schedule",
