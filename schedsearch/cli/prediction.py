@@ -13,6 +13,7 @@ schedule's predicted final loss is then exactly the stored ``predictedFinal``.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -169,9 +170,14 @@ def found_schedule(reference: str, lookup: Callable[[str], Schedule]) -> tuple[s
 
 
 def _read_documents(path: Path) -> list[Any]:
+    """The documents of a JSON or YAML file. JSON is read as JSON: YAML 1.1 takes a number
+    such as ``1e-05`` (how JSON writes small floats) for a string."""
     try:
         text = path.read_text(encoding="utf-8")
-        documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+        try:
+            documents = [json.loads(text)]
+        except json.JSONDecodeError:
+            documents = [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise PredictError(f"{path}: cannot read: {err}") from None
     if not documents:

@@ -126,6 +126,19 @@ def test_the_found_schedule_reproduces_the_stored_prediction(law: laws.Law) -> N
     assert result.predictions[0].final == found.provenance["predictedFinal"]
 
 
+def test_an_exported_json_file_is_read_as_json(tmp_path: Path) -> None:
+    # JSON writes 1e-05 with no dot, which YAML 1.1 would read as a string.
+    law = laws.MultiPowerLaw(
+        l0=1e-05, a=2.0, alpha=0.5, b=0.4, c=2.0, beta=0.6, gamma=0.6, lr_scale=TRUNK_LR
+    )
+    path = tmp_path / "found.json"
+    path.write_text(found_by(law).to_json())
+    assert '"l0": 1e-05' in path.read_text()
+    code, output = invoke("predict", str(path), "-o", "json")
+    assert code == 0, output
+    assert json.loads(output)["law"]["l0"] == 1e-05
+
+
 def test_the_law_is_read_in_its_trunk_lr_units() -> None:
     # An older provenance without lr_scale in the law: the trunk LR is its unit.
     data = MULTI_POWER.to_dict()
