@@ -507,18 +507,22 @@ def _refusal(api: Kube, search: SearchView, kind: str, name: str) -> Iterator[No
 def _merge_members(
     current: state_mod.SearchState, action: plan.RecordMembers
 ) -> state_mod.SearchState | None:
-    """Attempts only grow and given-up stays given up (and out of the PBT population), so
-    merging twice changes nothing."""
+    """Attempts only grow, given-up stays given up (and out of the PBT population) and the
+    first fatal reason stays, so merging twice changes nothing."""
     new = current.copy()
     changed = False
     for member, attempts in action.attempts:
-        record = new.members[member]
+        record = new.record(member)
         if attempts > record.attempts:
             record.attempts, changed = attempts, True
     for member, attempt in action.failed:
-        record = new.members[member]
+        record = new.record(member)
         if attempt not in record.failed:
             record.failed, changed = sorted({*record.failed, attempt}), True
     for member in action.gave_up:
         changed = state_mod.give_up(new, member) or changed
+    for member, why in action.fatal:
+        record = new.record(member)
+        if record.fatal is None:  # the first reason stays (a fatal report may have come first)
+            record.fatal, changed = why, True
     return new if changed else None

@@ -34,6 +34,11 @@ def member_pod(search: str, role: str, member: int) -> str:
     return f"{search}-{role}-{member}"
 
 
+def control_pod(search: str) -> str:
+    """``<search>-control``: the pod of the control run (found vs base schedule, fresh seed)."""
+    return f"{search}-control"
+
+
 def token_secret(search: str) -> str:
     """The Secret holding the bearer token the search's pods report with."""
     return f"{search}-report-token"

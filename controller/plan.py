@@ -18,6 +18,15 @@ group: a collective cannot continue with a rank missing. A spec that cannot run 
 workload, unpullable image, a trainer's configuration or arithmetic error, a pod the API server
 refuses, a state too large for a ConfigMap) fails the search with a message instead of being
 retried.
+
+The control run (``evaluation.control.enabled``; off by default on the cluster): once the search
+has its result, one more pod trains the found schedule and the base schedule from a fresh seed
+and reports both objectives. Its pod follows the members' rules (restarts counted against
+``failurePolicy.maxMemberRestarts``, disruptions replaced for free) and reports under the member
+index after the last member (``SearchState.control_index``). Its result is kept in the state,
+then in the stored LRSchedule's provenance and in ``status.control``. A control run that fails
+for good costs the search nothing but the comparison: the search succeeds without it, with a
+Warning event saying why.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from typing import Any
 
 from schedsearch.api.spec import (
     BestResult,
+    ControlStatus,
     MemberSummary,
     ScheduleSearchSpec,
     ScheduleSearchStatus,
@@ -37,7 +47,7 @@ from schedsearch.api.spec import (
 from schedsearch.controller import names, pods, results, settings, status
 from schedsearch.controller import state as state_mod
 from schedsearch.controller.observe import Observed, PodView, SearchView, parse_spec
-from schedsearch.trainers import channel
+from schedsearch.trainers import channel, schedules
 from schedsearch.trainers.evaluation import search_phases
 
 JsonObj = dict[str, Any]
@@ -82,11 +92,14 @@ class CreateState:
 @dataclass(frozen=True)
 class RecordMembers:
     """Merge into the state: attempts are raised to at least these, members marked given up,
-    the attempts (member, attempt) of pods that failed counted against the restart limit."""
+    the attempts (member, attempt) of pods that failed counted against the restart limit, and
+    why (member, message) a pod cannot run (kept for the control run only: a member's such
+    problem fails the search at once, while the control run's ends only the control)."""
 
     attempts: tuple[tuple[int, int], ...] = ()
     gave_up: tuple[int, ...] = ()
     failed: tuple[tuple[int, int], ...] = ()
+    fatal: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -195,6 +208,21 @@ class _Context:
     def now(self) -> datetime.datetime:
         return self.observed.now
 
+    @property
+    def control_wanted(self) -> bool:
+        return self.spec.evaluation.control_enabled(local=False)
+
+    def is_control(self, member: int) -> bool:
+        return member == self.size
+
+    def who(self, member: int) -> str:
+        """How messages name a pod's owner: ``member 3``, or ``control run``."""
+        return "control run" if self.is_control(member) else f"member {member}"
+
+    def reason(self, member: int, what: str) -> str:
+        """An event reason: ``MemberFailed``, or ``ControlFailed`` for the control run."""
+        return ("Control" if self.is_control(member) else "Member") + what
+
 
 def _setup(ctx: _Context) -> list[Action]:
     """The objects members need before they start: token Secret, state, HDET's Service."""
@@ -266,8 +294,7 @@ def _members(
         for member in range(ctx.size):
             outcomes[member], more = _member(ctx, state, member)
             actions.extend(more)
-    created = {a.member: a.attempt for a in actions if isinstance(a, CreatePod)}
-    return outcomes, _record_members(ctx, state, outcomes, created), actions
+    return outcomes, _record_members(ctx, state, outcomes, _created(actions)), actions
 
 
 def _record_members(
@@ -281,26 +308,31 @@ def _record_members(
     A pod's attempt is recorded before the pod is created (these actions run first): a pod
     deleted before any reconcile saw it still counts against the member's restarts."""
     attempts = []
-    for member, record in sorted(state.members.items()):
+    for member in sorted(outcomes):
         pod = ctx.observed.pod(member)
         seen = max(pod.attempt if pod is not None else 0, created.get(member, 0))
-        if seen > record.attempts:
+        if seen > state.record(member).attempts:
             attempts.append((member, seen))
     gave_up = [m for m, o in sorted(outcomes.items()) if o.gave_up and not _given_up(state, m)]
     failed = [
         (m, o.failed)
         for m, o in sorted(outcomes.items())
-        if o.failed is not None and o.failed not in state.members[m].failed
+        if o.failed is not None and o.failed not in state.record(m).failed
     ]
     if not attempts and not gave_up and not failed:
         return []
-    events = [_gave_up_event(ctx, m) for m in gave_up if not state.members[m].gave_up]
+    # The control run's end is told once, when the search succeeds without it.
+    events = [
+        _gave_up_event(ctx, m)
+        for m in gave_up
+        if not state.record(m).gave_up and not ctx.is_control(m)
+    ]
     return [RecordMembers(tuple(attempts), tuple(gave_up), tuple(failed)), *events]
 
 
 def _given_up(state: state_mod.SearchState, member: int) -> bool:
     # A state written before given-up members left the PBT population is repaired too.
-    return state.members[member].gave_up and not state_mod.in_population(state, member)
+    return state.record(member).gave_up and not state_mod.in_population(state, member)
 
 
 def _gave_up_event(ctx: _Context, member: int) -> RecordEvent:
@@ -312,20 +344,22 @@ def _gave_up_event(ctx: _Context, member: int) -> RecordEvent:
 
 
 def _attempts(state: state_mod.SearchState, member: int, pod: PodView | None) -> int:
-    return max(state.members[member].attempts, pod.attempt if pod is not None else 0)
+    return max(state.record(member).attempts, pod.attempt if pod is not None else 0)
 
 
 def _member(
     ctx: _Context, state: state_mod.SearchState, member: int
 ) -> tuple[_Outcome, list[Action]]:
-    record = state.members[member]
+    """Where a member (or the control run) stands, and what its pod needs."""
+    record = state.record(member)
+    who = ctx.who(member)
     pod = ctx.observed.pod(member)
     attempts = _attempts(state, member, pod)
     restarts = max(attempts - 1, 0)
     if record.finished:
         return _Outcome("Succeeded", restarts), []
     if record.fatal is not None:
-        return _Outcome("Failed", restarts, ("Unrunnable", f"member {member}: {record.fatal}")), []
+        return _Outcome("Failed", restarts, ("Unrunnable", f"{who}: {record.fatal}")), []
     if record.gave_up:
         return _Outcome("Failed", restarts, gave_up=True), []
     if pod is None:
@@ -336,73 +370,78 @@ def _member(
             # Gone without having been seen ended: deleted by someone else (or its create
             # failed, and was retried), not a failure of the member.
             message = (
-                f"member {member}: the pod of attempt {attempts} is gone without having ended "
+                f"{who}: the pod of attempt {attempts} is gone without having ended "
                 "(deleted, or never created); replacing it (not counted against "
                 "failurePolicy.maxMemberRestarts)"
             )
-            actions.insert(0, RecordEvent("Warning", "MemberDisrupted", message))
+            actions.insert(0, RecordEvent("Warning", ctx.reason(member, "Disrupted"), message))
         return _Outcome("Pending" if attempts == 0 else "Restarting", restarts), actions
     if pod.terminating:
         return _Outcome("Restarting", restarts), []
     if pod.phase in TERMINAL:
         return _ended(ctx, record, pod, restarts)
-    problem = _pull_problem(ctx, member, pod)
+    problem = _pull_problem(ctx, who, pod)
     phase = pod.phase if pod.phase in ("Pending", "Running") else "Pending"
     return _Outcome(phase, restarts, problem), []
 
 
 def _start(ctx: _Context, state: state_mod.SearchState, member: int, attempt: int) -> list[Action]:
-    manifest = pods.member_pod(
-        ctx.ref,
-        ctx.spec,
-        member,
-        attempt=attempt,
-        config=ctx.config,
-        member_start=state_mod.start_point(state, member),
-        report_seq=state.members[member].last_seq,
-    )
-    name = manifest["metadata"]["name"]
-    if attempt == 1:
-        event = RecordEvent("Normal", "MemberStarted", f"member {member}: created pod {name}")
+    if ctx.is_control(member):
+        manifest = _control_pod(ctx, state, attempt)
+        resumes = "training both schedules from the start"
     else:
-        failures = len(state.members[member].failed)
-        message = (
-            f"member {member}: created pod {name} (attempt {attempt}; {failures} of "
-            f"{ctx.max_restarts} allowed failure(s) used), resuming from its last checkpoint"
+        manifest = pods.member_pod(
+            ctx.ref,
+            ctx.spec,
+            member,
+            attempt=attempt,
+            config=ctx.config,
+            member_start=state_mod.start_point(state, member),
+            report_seq=state.members[member].last_seq,
         )
-        event = RecordEvent("Normal", "MemberRestarted", message)
+        resumes = "resuming from its last checkpoint"
+    name, who = manifest["metadata"]["name"], ctx.who(member)
+    if attempt == 1:
+        event = RecordEvent("Normal", ctx.reason(member, "Started"), f"{who}: created pod {name}")
+    else:
+        failures = len(state.record(member).failed)
+        message = (
+            f"{who}: created pod {name} (attempt {attempt}; {failures} of "
+            f"{ctx.max_restarts} allowed failure(s) used), {resumes}"
+        )
+        event = RecordEvent("Normal", ctx.reason(member, "Restarted"), message)
     return [CreatePod(member, attempt, manifest), event]
 
 
 def _ended(
     ctx: _Context, record: state_mod.MemberRecord, pod: PodView, restarts: int
 ) -> tuple[_Outcome, list[Action]]:
-    """A member pod ended without the member's final report."""
-    member, how = pod.member, _how_it_ended(pod)
+    """A member's (or the control run's) pod ended without its final report."""
+    member, how, who = pod.member, _how_it_ended(pod), ctx.who(pod.member)
     if pod.exit_code == channel.EXIT_CONFIG:
-        message = f"member {member}: pod {pod.name} {how}: the trainer cannot run this spec"
+        message = f"{who}: pod {pod.name} {how}: the trainer cannot run this spec"
         return _Outcome("Failed", restarts, ("Unrunnable", message)), []
     replace = DeletePod(pod.name, pod.uid)
     if pod.disrupted:
         message = (
-            f"member {member}: pod {pod.name} was disrupted ({pod.disruption}); replacing it "
+            f"{who}: pod {pod.name} was disrupted ({pod.disruption}); replacing it "
             "(not counted against failurePolicy.maxMemberRestarts)"
         )
         return _Outcome("Restarting", restarts), [
             replace,
-            RecordEvent("Warning", "MemberDisrupted", message),
+            RecordEvent("Warning", ctx.reason(member, "Disrupted"), message),
         ]
     failures = len({*record.failed, pod.attempt})
     if failures > ctx.max_restarts:
         # Keep the last pod (and its logs) for whoever investigates.
         return _Outcome("Failed", restarts, gave_up=True, failed=pod.attempt), []
     message = (
-        f"member {member}: pod {pod.name} {how}; replacing it (failure {failures}, "
+        f"{who}: pod {pod.name} {how}; replacing it (failure {failures}, "
         f"failurePolicy.maxMemberRestarts {ctx.max_restarts})"
     )
     return _Outcome("Restarting", restarts, failed=pod.attempt), [
         replace,
-        RecordEvent("Warning", "MemberFailed", message),
+        RecordEvent("Warning", ctx.reason(member, "Failed"), message),
     ]
 
 
@@ -413,7 +452,7 @@ def _how_it_ended(pod: PodView) -> str:
     return f"failed (exit code {pod.exit_code}{reason})"
 
 
-def _pull_problem(ctx: _Context, member: int, pod: PodView) -> tuple[str, str] | None:
+def _pull_problem(ctx: _Context, who: str, pod: PodView) -> tuple[str, str] | None:
     reason = pod.waiting_reason
     if reason not in IMAGE_PULL_ERRORS and reason not in IMAGE_INVALID:
         return None
@@ -422,7 +461,7 @@ def _pull_problem(ctx: _Context, member: int, pod: PodView) -> tuple[str, str] |
         return None
     image = pods.trainer_image(ctx.spec, ctx.config)
     detail = f": {pod.waiting_message}" if pod.waiting_message else ""
-    return "ImagePullFailed", f"member {member}: image {image} cannot be pulled ({reason}){detail}"
+    return "ImagePullFailed", f"{who}: image {image} cannot be pulled ({reason}){detail}"
 
 
 def _next_deadline(ctx: _Context) -> float | None:
@@ -516,7 +555,7 @@ def _gang_problem(
             continue
         if pod.exit_code == channel.EXIT_CONFIG:
             return "Unrunnable", f"replica {member}: pod {pod.name} {_how_it_ended(pod)}"
-        problem = _pull_problem(ctx, member, pod)
+        problem = _pull_problem(ctx, ctx.who(member), pod)
         if problem is not None:
             return problem
     return None
@@ -586,6 +625,19 @@ def _conclude(
     if found is None:
         message = "no member finished with a finite objective (all diverged or failed)"
         return _fail(ctx.search, ctx.observed, "NoResult", message, state=state, outcomes=outcomes)
+    control = _control(ctx, state)
+    actions = [*actions, *control.actions]
+    soon = ctx.config.requeue_soon_seconds
+    if not control.done:
+        requeue = soon if actions else _next_deadline(ctx)
+        return _running(
+            ctx,
+            tuple(actions),
+            requeue=requeue,
+            state=state,
+            outcomes=outcomes,
+            doing=("ControlRunning", _control_doing(ctx)),
+        )
     if ctx.observed.schedule_owner_uid != ctx.search.uid:
         manifest = results.schedule_object(
             namespace=ctx.search.namespace,
@@ -594,11 +646,90 @@ def _conclude(
             spec=ctx.spec,
             result=found,
             created_at=ctx.now,
+            control=state.control_result,
         )
         more = (*actions, CreateSchedule(manifest))
-        soon = ctx.config.requeue_soon_seconds
         return _running(ctx, more, requeue=soon, state=state, outcomes=outcomes)
-    return _succeed(ctx, state, outcomes, found, tuple(actions))
+    return _succeed(ctx, state, outcomes, found, tuple(actions), control)
+
+
+# -- the control run ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _ControlStep:
+    """Where the control run stands: ``done`` once it reported or failed for good, or when
+    none is wanted; ``failure`` says why a wanted control run has no result."""
+
+    done: bool
+    actions: tuple[Action, ...] = ()
+    failure: str | None = None
+
+
+def _control(ctx: _Context, state: state_mod.SearchState) -> _ControlStep:
+    """Run the control run's pod until it reports, replacing it as a member's would be; its
+    failures end the control, never the search."""
+    if not ctx.control_wanted or state.control_result is not None:
+        return _ControlStep(done=True)
+    record, index = state.control, state.control_index
+    if record.fatal is not None:
+        return _ControlStep(done=True, failure=record.fatal)
+    if record.gave_up:
+        return _ControlStep(done=True, failure=_control_gave_up(ctx, len(record.failed)))
+    outcome, actions = _member(ctx, state, index)
+    actions = [*_record_members(ctx, state, {index: outcome}, _created(actions)), *actions]
+    pod = ctx.observed.pod(index)
+    stop = [DeletePod(pod.name, pod.uid)] if pod is not None and _alive(pod) else []
+    if outcome.problem is not None:
+        why = outcome.problem[1].removeprefix(f"{ctx.who(index)}: ")
+        return _ControlStep(True, (*actions, RecordMembers(fatal=((index, why),)), *stop), why)
+    if outcome.gave_up:
+        failures = len({*record.failed, *([outcome.failed] if outcome.failed else [])})
+        return _ControlStep(True, (*actions, *stop), _control_gave_up(ctx, failures))
+    return _ControlStep(False, tuple(actions))
+
+
+def _created(actions: list[Action]) -> dict[int, int]:
+    return {a.member: a.attempt for a in actions if isinstance(a, CreatePod)}
+
+
+def _control_gave_up(ctx: _Context, failures: int) -> str:
+    return (
+        f"its pod failed {failures} time(s), more than "
+        f"failurePolicy.maxMemberRestarts ({ctx.max_restarts}) allows"
+    )
+
+
+def _control_seed(ctx: _Context) -> int:
+    return ctx.spec.evaluation.control_seed(ctx.spec.seed)
+
+
+def _control_doing(ctx: _Context) -> str:
+    return (
+        "training the control run: the found schedule and the base schedule from seed "
+        f"{_control_seed(ctx)}, which no member used"
+    )
+
+
+def _control_pod(ctx: _Context, state: state_mod.SearchState, attempt: int) -> JsonObj:
+    found = results.compute(state, ctx.spec)
+    assert found is not None  # the control run starts once the search has its result
+    base = ctx.spec.base_schedule_for_budget()
+    control = {
+        # Points only: the found schedule's provenance is the stored schedule's business.
+        "found": schedules.Schedule(found.schedule.points, found.schedule.total_steps).to_dict(),
+        "base": schedules.Schedule(base.points, base.total_steps).to_dict(),
+        "seed": _control_seed(ctx),
+    }
+    return pods.control_pod(
+        ctx.ref,
+        ctx.spec,
+        state.control_index,
+        attempt=attempt,
+        config=ctx.config,
+        control=control,
+        report_seq=state.control.last_seq,
+    )
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -695,7 +826,10 @@ def _running(
     requeue: float | None,
     state: state_mod.SearchState | None = None,
     outcomes: dict[int, _Outcome] | None = None,
+    doing: tuple[str, str] | None = None,
 ) -> Plan:
+    """A search still under way; ``doing`` (reason, message) says what it does once its
+    members are done (the control run), instead of counting running members."""
     outcomes = outcomes or {}
     summaries = _summaries(state, outcomes) if state is not None else []
     new = _base_status(ctx.search, ctx.now)
@@ -711,11 +845,15 @@ def _running(
         new.member_steps = results.member_steps(state)
     active = sum(s.phase == "Running" for s in summaries)
     new.message = f"{active}/{ctx.size} member(s) running" if summaries else "setting up"
+    if doing is not None:
+        new.message = doing[1]
     if state is not None and state.generation and state.generation != ctx.search.generation:
         new.message += (
             f"; spec edited after start: members keep running generation {state.generation}"
         )
     reason = "MembersRunning" if started else "MembersStarting"
+    if doing is not None:
+        reason = doing[0]
     wanted = [
         status.Cond("Running", "True" if started else "False", reason, new.message),
         _degraded(outcomes),
@@ -730,6 +868,7 @@ def _succeed(
     outcomes: dict[int, _Outcome],
     found: results.Result,
     actions: tuple[Action, ...],
+    control: _ControlStep,
 ) -> Plan:
     new = _base_status(ctx.search, ctx.now)
     new.phase = "Succeeded"
@@ -744,15 +883,24 @@ def _succeed(
         )
     new.completion_time = ctx.search.status.completion_time or ctx.now
     message = f"best schedule stored as LRSchedule {schedule}"
-    new.message = message
+    new.control = None
+    events = []
+    if state.control_result is not None:
+        new.control = ControlStatus.model_validate(state.control_result)
+        message += f"; control: {new.control.summary}"
+    elif control.failure is not None:
+        failed = f"the control run failed ({control.failure}); the search succeeded without it"
+        message += f"; {failed}"
+        events.append(RecordEvent("Warning", "ControlFailed", failed))
+    new.message = message[:4096]
     wanted = [
         status.Cond("Running", "False", "Succeeded", message),
         _degraded(outcomes),
         status.Cond("Succeeded", "True", "ScheduleStored", message),
     ]
     new = _with_conditions(ctx.search, new, wanted, ctx.now)
-    event = RecordEvent("Normal", "SearchSucceeded", message)
-    return Plan((*actions, event), _if_changed(ctx.search, new), None)
+    events.append(RecordEvent("Normal", "SearchSucceeded", message))
+    return Plan((*actions, *events), _if_changed(ctx.search, new), None)
 
 
 def _fail(

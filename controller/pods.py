@@ -1,5 +1,6 @@
-"""Manifests of what a search runs on: member pods, HDET's headless Service, the token Secret,
-the state ConfigMap. Pure functions from the spec (plus settings) to API objects.
+"""Manifests of what a search runs on: member pods, the control run's pod, HDET's headless
+Service, the token Secret, the state ConfigMap. Pure functions from the spec (plus settings) to
+API objects.
 
 Every object carries an ownerReference to the search, so deleting the search lets Kubernetes'
 garbage collector remove them; the stored LRSchedule is built elsewhere and has none (it outlives
@@ -107,6 +108,63 @@ def member_pod(
     """The pod of ``member`` (its ``attempt``-th, counting from 1); its reports are numbered
     from ``report_seq + 1``."""
     role = role_of(spec)
+    extra: dict[str, str] = {}
+    if member_start is not None:
+        extra[channel.ENV_MEMBER_START] = json.dumps(member_start, sort_keys=True)
+    if role == "hdet":
+        extra.update(_rendezvous_env(ref, spec, member))
+    trainer = _Trainer(role, names.member_pod(ref.name, role, member), member, attempt, report_seq)
+    pod = _trainer_pod(ref, spec, trainer, config, extra, _checkpoint_volume(spec))
+    if role == "hdet":
+        pod["spec"]["hostname"] = names.hdet_hostname(ref.name, member)
+        pod["spec"]["subdomain"] = names.hdet_service(ref.name)
+        if member == 0:
+            pod["spec"]["containers"][0].setdefault("ports", []).append(
+                {"name": "rendezvous", "containerPort": master_port(ref)}
+            )
+    return pod
+
+
+def control_pod(
+    ref: SearchRef,
+    spec: ScheduleSearchSpec,
+    member: int,
+    *,
+    attempt: int,
+    config: settings.Settings,
+    control: dict[str, Any],
+    report_seq: int = 0,
+) -> JsonObj:
+    """The control run's pod: it trains ``control["found"]`` and ``control["base"]`` from
+    ``control["seed"]`` and reports under member index ``member`` (the state's
+    ``control_index``). It gets the members' resources (GPUs included), so both schedules train
+    on the hardware the search ran on; it trains from scratch and reads no checkpoint, so it
+    gets a scratch emptyDir rather than the search's checkpoint volume."""
+    extra = {channel.ENV_CONTROL: json.dumps(control, sort_keys=True, separators=(",", ":"))}
+    trainer = _Trainer("control", names.control_pod(ref.name), member, attempt, report_seq)
+    scratch = {"name": CHECKPOINT_VOLUME, "emptyDir": {}}
+    return _trainer_pod(ref, spec, trainer, config, extra, scratch)
+
+
+@dataclass(frozen=True)
+class _Trainer:
+    """Who a trainer pod is: its role, pod name, member index, attempt and last report."""
+
+    role: channel.Role
+    name: str
+    member: int
+    attempt: int
+    report_seq: int
+
+
+def _trainer_pod(
+    ref: SearchRef,
+    spec: ScheduleSearchSpec,
+    trainer: _Trainer,
+    config: settings.Settings,
+    extra_env: dict[str, str],
+    volume: JsonObj,
+) -> JsonObj:
     image = trainer_image(spec, config)
     if image is None:
         raise ValueError(
@@ -114,86 +172,58 @@ def member_pod(
             "(start it with --image)"
         )
     meta = ref.metadata(
-        names.member_pod(ref.name, role, member),
-        **{names.LABEL_ROLE: role, names.LABEL_MEMBER: str(member)},
+        trainer.name,
+        **{names.LABEL_ROLE: trainer.role, names.LABEL_MEMBER: str(trainer.member)},
     )
-    meta["annotations"] = {names.ANNOTATION_ATTEMPT: str(attempt)}
+    meta["annotations"] = {names.ANNOTATION_ATTEMPT: str(trainer.attempt)}
+    container: JsonObj = {
+        "name": CONTAINER,
+        "image": image,
+        "command": list(TRAINER_COMMAND),
+        "env": _env(ref, spec, trainer, config, extra_env),
+        "resources": resources(spec),
+        "volumeMounts": [{"name": CHECKPOINT_VOLUME, "mountPath": config.checkpoint_mount}],
+    }
+    if config.trainer_metrics_port is not None:
+        container["ports"] = [{"name": "metrics", "containerPort": config.trainer_metrics_port}]
     pod_spec: JsonObj = {
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": config.termination_grace_seconds,
         # Service links put every Service of the namespace into the environment: noise at best.
         "enableServiceLinks": False,
-        "containers": [
-            _container(ref, spec, member, attempt, image, config, member_start, report_seq)
-        ],
-        "volumes": [_checkpoint_volume(spec)],
+        "containers": [container],
+        "volumes": [volume],
     }
     pod_spec.update(_scheduling(spec))
-    if role == "hdet":
-        pod_spec["hostname"] = names.hdet_hostname(ref.name, member)
-        pod_spec["subdomain"] = names.hdet_service(ref.name)
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": pod_spec}
-
-
-def _container(
-    ref: SearchRef,
-    spec: ScheduleSearchSpec,
-    member: int,
-    attempt: int,
-    image: str,
-    config: settings.Settings,
-    member_start: dict[str, Any] | None,
-    report_seq: int,
-) -> JsonObj:
-    container: JsonObj = {
-        "name": CONTAINER,
-        "image": image,
-        "command": list(TRAINER_COMMAND),
-        "env": _env(ref, spec, member, attempt, config, member_start, report_seq),
-        "resources": resources(spec),
-        "volumeMounts": [{"name": CHECKPOINT_VOLUME, "mountPath": config.checkpoint_mount}],
-    }
-    ports = []
-    if config.trainer_metrics_port is not None:
-        ports.append({"name": "metrics", "containerPort": config.trainer_metrics_port})
-    if role_of(spec) == "hdet" and member == 0:
-        ports.append({"name": "rendezvous", "containerPort": master_port(ref)})
-    if ports:
-        container["ports"] = ports
-    return container
 
 
 def _env(
     ref: SearchRef,
     spec: ScheduleSearchSpec,
-    member: int,
-    attempt: int,
+    trainer: _Trainer,
     config: settings.Settings,
-    member_start: dict[str, Any] | None,
-    report_seq: int,
+    extra: dict[str, str],
 ) -> list[JsonObj]:
     values: dict[str, str] = {
         channel.ENV_SEARCH: ref.name,
         channel.ENV_NAMESPACE: ref.namespace,
         channel.ENV_SEARCH_UID: ref.uid,
-        channel.ENV_ROLE: role_of(spec),
-        channel.ENV_MEMBER: str(member),
-        channel.ENV_ATTEMPT: str(attempt),
+        channel.ENV_ROLE: trainer.role,
+        channel.ENV_MEMBER: str(trainer.member),
+        channel.ENV_ATTEMPT: str(trainer.attempt),
         channel.ENV_SPEC: json.dumps(spec.to_wire(), sort_keys=True, separators=(",", ":")),
         channel.ENV_CHECKPOINT_DIR: checkpoint_dir(ref, config),
         channel.ENV_REPORT_URL: config.report_url,
-        channel.ENV_REPORT_SEQ: str(report_seq),
+        channel.ENV_REPORT_SEQ: str(trainer.report_seq),
         "PYTHONUNBUFFERED": "1",
         # torch sizes its thread pool from the node's cores, not the pod's CPU limit: far more
         # threads than the limit allows makes small models spin and slow down several-fold.
         "OMP_NUM_THREADS": str(cpu_threads(spec)),
     }
-    if member_start is not None:
-        values[channel.ENV_MEMBER_START] = json.dumps(member_start, sort_keys=True)
     if config.trainer_metrics_port is not None:
         values[trainer_metrics.PORT_ENV] = str(config.trainer_metrics_port)
-    if role_of(spec) == "hdet":
-        values.update(_rendezvous_env(ref, spec, member))
+    values.update(extra)
     env: list[JsonObj] = [{"name": k, "value": v} for k, v in values.items()]
     token_ref = {"name": names.token_secret(ref.name), "key": channel.TOKEN_KEY}
     env.append({"name": channel.ENV_REPORT_TOKEN, "valueFrom": {"secretKeyRef": token_ref}})

@@ -7,6 +7,8 @@ stored state; it then writes the new state back with optimistic concurrency and 
 last key gets the stored answer back and changes nothing, so a retried POST (the pod never saw
 the answer) is applied once. PBT members get the population's decision in the answer; the
 population lives in the state, so whichever controller process answers continues the same one.
+The control run's pod reports under the member index after the last member (its ``control``
+report carries the comparison), once the controller has started it.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schedsearch.controller import state as state_mod
-from schedsearch.trainers import channel, schedules
+from schedsearch.trainers import channel, evaluation, schedules
 from schedsearch.trainers.strategies import base
 
 Answer = dict[str, Any]
@@ -44,15 +46,12 @@ class Outcome:
 
 def apply(current: state_mod.SearchState, report: channel.Report) -> Outcome:
     """Apply ``report`` to a copy of ``current``; raises ``ReportError`` for a bad report."""
-    if report.member not in current.members:
-        raise channel.ReportError(
-            f"member: must be in 0..{len(current.members) - 1}, got {report.member}"
-        )
+    _check_sender(current, report)
     if report.seq < 1:
         raise channel.ReportError(
             f"seq: must be >= 1 (the member's report number), got {report.seq}"
         )
-    record = current.members[report.member]
+    record = current.record(report.member)
     last = record.last_answer
     if record.last_key == report.key() and last is not None and not _is_wait(last):
         return Outcome(current, {**last, "duplicate": True}, changed=False)
@@ -67,9 +66,32 @@ def apply(current: state_mod.SearchState, report: channel.Report) -> Outcome:
     if new.population is not None:
         # A PBT member rotates its checkpoints away as it saves new ones: it keeps these.
         answer = {**answer, "keep": state_mod.named_checkpoints(new, report.member)}
-    member = new.members[report.member]
+    member = new.record(report.member)
     member.last_seq, member.last_key, member.last_answer = report.seq, report.key(), answer
     return Outcome(new, answer, True, outcome.notes, outcome.exploits)
+
+
+# What the control run's pod may send: its result, or that it cannot run.
+CONTROL_KINDS = frozenset({"control", "fatal"})
+
+
+def _check_sender(state: state_mod.SearchState, report: channel.Report) -> None:
+    """A member sends member reports; the control run (once started) its own kinds."""
+    control = report.member == state.control_index and state.control.attempts > 0
+    if report.member not in state.members and not control:
+        raise channel.ReportError(
+            f"member: must be in 0..{len(state.members) - 1}, got {report.member}"
+        )
+    if control and report.kind not in CONTROL_KINDS:
+        raise channel.ReportError(
+            f"kind: the control run (member {report.member}) sends control or fatal reports, "
+            f"got {report.kind}"
+        )
+    if not control and report.kind == "control":
+        raise channel.ReportError(
+            f"kind: control reports come from the control run (member {state.control_index}), "
+            f"not member {report.member}"
+        )
 
 
 @dataclass(frozen=True)
@@ -198,11 +220,27 @@ def _on_final(state: state_mod.SearchState, report: channel.Report) -> _Applied:
 
 
 def _on_fatal(state: state_mod.SearchState, report: channel.Report) -> _Applied:
-    record = state.members[report.member]
+    record = state.record(report.member)
     reason = report.reason or "Unrunnable"
     record.fatal = f"{reason}: {report.message or 'the member cannot run this spec'}"
-    note = Note("Warning", reason, f"member {report.member}: {record.fatal}")
+    who = "control run" if report.member == state.control_index else f"member {report.member}"
+    note = Note("Warning", reason, f"{who}: {record.fatal}")
     return _Applied(_answer(base.Stop(record.fatal)), (note,))
+
+
+def _on_control(state: state_mod.SearchState, report: channel.Report) -> _Applied:
+    """The control run's result: kept in the state (a restarted controller neither loses nor
+    repeats it) with its cost; the reconciler stores it with the schedule."""
+    if state.control_result is not None:
+        return _Applied(_answer(base.Stop("the control run has its result")))
+    if report.result is None:
+        raise channel.ReportError("result: required in a control report")
+    state.control_result = checked_control(report.result)
+    record = state.control
+    record.finished, record.step = True, report.step
+    record.member_steps = max(record.member_steps, report.member_steps or 0)
+    note = Note("Normal", "ControlFinished", f"control run: {state.control_result['summary']}")
+    return _Applied(_answer(None), (note,))
 
 
 _HANDLERS = {
@@ -210,7 +248,43 @@ _HANDLERS = {
     "poll": _on_poll,
     "final": _on_final,
     "fatal": _on_fatal,
+    "control": _on_control,
 }
+
+
+def checked_control(result: dict[str, Any]) -> dict[str, Any]:
+    """A control run's result (``ControlResult.to_dict()``), checked, with its summary written
+    here from the numbers and non-finite objectives as None (a diverged schedule has none; the
+    API's JSON has no NaN)."""
+    try:
+        control = evaluation.ControlResult.from_dict(
+            {**result, "found": _objective(result, "found"), "base": _objective(result, "base")}
+        )
+    except KeyError as err:
+        raise channel.ReportError(f"result.{err.args[0]}: required") from None
+    if not _count(control.seed) or not _count(control.steps):
+        raise channel.ReportError("result.seed, result.steps: must be integers >= 0")
+    if control.mode not in ("min", "max") or not isinstance(control.metric, str):
+        raise channel.ReportError("result.mode: must be min or max; result.metric: a name")
+    data = control.to_dict()
+    for key in ("found", "base"):
+        data[key] = data[key] if math.isfinite(data[key]) else None
+    return data
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _objective(result: dict[str, Any], key: str) -> float:
+    if key not in result:
+        raise channel.ReportError(f"result.{key}: required (null when it diverged)")
+    value = result[key]
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise channel.ReportError(f"result.{key}: must be a number or null")
+    return float(value)
 
 
 def checked_result(result: dict[str, Any]) -> dict[str, Any]:

@@ -61,6 +61,11 @@ def best_member(state: state_mod.SearchState, mode: str, *, finished_only: bool)
 
 
 def member_steps(state: state_mod.SearchState) -> int:
+    """The search's cost so far: every member's steps, and the control run's once it reported."""
+    return _members_steps(state) + state.control.member_steps
+
+
+def _members_steps(state: state_mod.SearchState) -> int:
     return sum(r.member_steps for r in state.members.values())
 
 
@@ -86,7 +91,8 @@ def _reported(result: JsonObj, state: state_mod.SearchState) -> Result:
         objective=float(objective) if isinstance(objective, int | float) else None,
         member=int(result.get("bestMember") or 0),
         step=int(result["bestSchedule"].get("totalSteps") or 0),
-        member_steps=int(result.get("memberSteps") or member_steps(state)),
+        member_steps=int(result.get("memberSteps") or _members_steps(state))
+        + state.control.member_steps,
     )
 
 
@@ -107,8 +113,10 @@ def schedule_object(
     spec: ScheduleSearchSpec,
     result: Result,
     created_at: datetime.datetime,
+    control: JsonObj | None = None,
 ) -> JsonObj:
-    """The LRSchedule storing ``result``: labelled by workload and strategy, owned by no one."""
+    """The LRSchedule storing ``result``: labelled by workload and strategy, owned by no one;
+    ``control`` (the control run's result) goes into its provenance as the local engine puts it."""
     objective = None
     if result.objective is not None and math.isfinite(result.objective):
         objective = ObjectiveValue(metric=spec.objective.metric, value=result.objective)
@@ -122,6 +130,7 @@ def schedule_object(
         created_at=created_at,
         searchUID=search_uid,  # type: ignore[call-arg]
         memberSteps=result.member_steps,  # type: ignore[call-arg]
+        **({"control": control} if control is not None else {}),
     )
     body = LRScheduleSpec.from_schedule(result.schedule, provenance)
     labels = {

@@ -36,7 +36,13 @@ log = logging.getLogger(__name__)
 RETRY_AFTER_SECONDS = "1"
 MAX_BODY_BYTES = 4 * 1024 * 1024
 # Kinds of the report-duration histogram: decisions in flight vs. one-off events.
-_METRIC_KIND = {"checkpoint": "progress", "poll": "progress", "final": "event", "fatal": "event"}
+_METRIC_KIND = {
+    "checkpoint": "progress",
+    "poll": "progress",
+    "final": "event",
+    "fatal": "event",
+    "control": "event",
+}
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:

@@ -2,7 +2,8 @@
 
 It holds what the API cannot be asked again: each member's last report (step, objective,
 checkpoint, the answer it got, for idempotency), how many pods each member has had, the PBT
-population (its ``state_dict``), and the final result once a member sent it. The report channel
+population (its ``state_dict``), the final result once a member sent it, and the control run's
+pod record and result (when ``evaluation.control`` asks for one). The report channel
 and the reconciler both write it, always by read-modify-write on the ConfigMap's
 ``resourceVersion`` (optimistic concurrency), so a restarted controller continues exactly where
 its predecessor stopped and two writers never lose each other's updates.
@@ -84,18 +85,36 @@ class SearchState:
     generation: int = 0
     population: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
+    # The control run's pod, counted like a member's (attempts, failures, its last report), and
+    # what it found (``ControlResult`` data, non-finite objectives as None) once it reported.
+    control: MemberRecord = field(default_factory=MemberRecord)
+    control_result: dict[str, Any] | None = None
     resource_version: str | None = field(default=None, compare=False)
 
     def copy(self) -> SearchState:
         """A copy safe to change: new member records; the population and result dicts are
         shared, since changes replace them rather than edit them in place."""
         members = {i: dataclasses.replace(r) for i, r in self.members.items()}
-        return dataclasses.replace(self, members=members)
+        return dataclasses.replace(self, members=members, control=dataclasses.replace(self.control))
+
+    @property
+    def control_index(self) -> int:
+        """The member index the control run's pod reports under: the one after the last member.
+
+        The report channel keys idempotency and sequence numbers by member index, and every pod
+        presents the search's one token; the next free index gives the control a slot of its
+        own without a second channel or a second token, and can never be a member's.
+        """
+        return len(self.members)
 
     def member(self, index: int) -> MemberRecord:
         if index not in self.members:
             raise KeyError(f"member: must be in 0..{len(self.members) - 1}, got {index}")
         return self.members[index]
+
+    def record(self, index: int) -> MemberRecord:
+        """The record of a member, or of the control run at :attr:`control_index`."""
+        return self.control if index == self.control_index else self.member(index)
 
     # -- ConfigMap encoding ----------------------------------------------------------------------
 
@@ -111,6 +130,8 @@ class SearchState:
             "members": members,
             "result": self.result,
         }
+        if self.control != MemberRecord() or self.control_result is not None:
+            doc["control"] = {"record": _record_json(self.control), "result": self.control_result}
         data = {STATE_KEY: json.dumps(doc, sort_keys=True, separators=(",", ":"))}
         binary: dict[str, str] = {}
         if self.population is not None:
@@ -130,6 +151,7 @@ class SearchState:
         if blob is not None:
             population = json.loads(gzip.decompress(base64.b64decode(blob)))
         members = {int(i): MemberRecord(**r) for i, r in doc["members"].items()}
+        control = doc.get("control") or {}
         meta = obj.get("metadata") or {}
         return cls(
             search_uid=str(doc["searchUID"]),
@@ -139,6 +161,8 @@ class SearchState:
             generation=int(doc.get("generation") or 0),
             population=population,
             result=doc.get("result"),
+            control=MemberRecord(**(control.get("record") or {})),
+            control_result=control.get("result"),
             resource_version=meta.get("resourceVersion"),
         )
 
@@ -234,7 +258,7 @@ def load_population(state: dict[str, Any]) -> Population:
 def give_up(state: SearchState, member: int) -> bool:
     """Mark ``member`` failed for good, in the record and in the PBT population (where it stops
     being a copy source); False when both already say so. Changes ``state`` in place."""
-    record = state.member(member)
+    record = state.record(member)
     changed = not record.gave_up
     record.gave_up = True
     if state.population is not None and in_population(state, member):
@@ -246,8 +270,9 @@ def give_up(state: SearchState, member: int) -> bool:
 
 
 def in_population(state: SearchState, member: int) -> bool:
-    """Whether the PBT population still counts ``member`` as training (False without one)."""
-    if state.population is None:
+    """Whether the PBT population still counts ``member`` as training (False without one, and
+    for the control run, which is no member of it)."""
+    if state.population is None or str(member) not in state.population["members"]:
         return False
     member_state = state.population["members"][str(member)]
     return not (member_state.get("finished") or member_state.get("stopped"))

@@ -38,6 +38,9 @@ ENV_SPEC = "SCHEDSEARCH_SPEC"
 # Where a PBT member (re)starts: {"config": {...}, "step": n, "checkpoint": path|null,
 # "memberSteps": k} - its last checkpoint, or the one it was last told to exploit.
 ENV_MEMBER_START = "SCHEDSEARCH_MEMBER_START"
+# What the control run's pod trains: {"found": schedule, "base": schedule, "seed": n}, the
+# schedules as ``Schedule.to_dict()`` data.
+ENV_CONTROL = "SCHEDSEARCH_CONTROL"
 ENV_CHECKPOINT_DIR = "SCHEDSEARCH_CHECKPOINT_DIR"
 ENV_REPORT_URL = "SCHEDSEARCH_REPORT_URL"
 ENV_REPORT_TOKEN = "SCHEDSEARCH_REPORT_TOKEN"
@@ -48,9 +51,10 @@ TOKEN_KEY = "token"
 # controller does not retry it (sysexits' EX_CONFIG).
 EXIT_CONFIG = 78
 
-Role = Literal["autolrs", "pbt", "hdet"]
+# The strategies' roles, and the control run that trains the found and the base schedule.
+Role = Literal["autolrs", "pbt", "hdet", "control"]
 ROLES: tuple[str, ...] = get_args(Role)
-ReportKind = Literal["checkpoint", "poll", "final", "fatal"]
+ReportKind = Literal["checkpoint", "poll", "final", "fatal", "control"]
 REPORT_KINDS: tuple[str, ...] = get_args(ReportKind)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 API_VERSION = "v1"
@@ -82,7 +86,10 @@ class Report:
     * ``final``: the member trained its whole budget; AutoLRS and HDET rank 0 attach ``result``
       (``SearchResult.to_dict()``).
     * ``fatal``: the member cannot run this spec (``reason`` CamelCase, ``message`` for people);
-      the controller fails the search instead of retrying.
+      the controller fails the search instead of retrying (a control run's ``fatal`` ends only
+      the control: the search succeeds without it).
+    * ``control``: the control run trained both schedules; ``result`` is
+      ``ControlResult.to_dict()`` (non-finite objectives as null), ``member_steps`` its cost.
     """
 
     member: int

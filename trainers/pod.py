@@ -10,6 +10,9 @@ environment (names in ``trainers.channel``). The pod runs its role:
   (``SCHEDSEARCH_MEMBER_START``: its last checkpoint, or the one it was last told to exploit).
 * ``hdet``: replica ``RANK`` of ``WORLD_SIZE``, meeting the others at ``MASTER_ADDR``; every
   replica resumes from the group's last sync checkpoint; rank 0 sends the result.
+* ``control``: once the search has its result, the control run trains the found schedule and
+  the base schedule (``SCHEDSEARCH_CONTROL``) from a seed no member used, and reports both
+  final objectives; a replacement pod starts both over.
 
 Exit codes: 0 done, ``channel.EXIT_CONFIG`` when this spec cannot run here (unknown workload,
 bad entrypoint, an arithmetic error on its numbers; the controller fails the search instead of
@@ -33,7 +36,8 @@ import pydantic
 from schedsearch.trainers import channel, harness, report_client
 from schedsearch.trainers import metrics as trainer_metrics
 from schedsearch.trainers.config import BaseScheduleConfig
-from schedsearch.trainers.evaluation import EvaluationConfig, search_phases
+from schedsearch.trainers.evaluation import EvaluationConfig, control_run, search_phases
+from schedsearch.trainers.schedules import Schedule
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.config import StrategyConfig
 from schedsearch.trainers.workloads import Workload, WorkloadError, get_workload
@@ -65,6 +69,8 @@ class PodEnv:
     token: str
     start: dict[str, Any] | None = None
     report_seq: int = 0
+    # The control run's inputs (``channel.ENV_CONTROL``); None for the strategies' pods.
+    control: Any = None
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] = os.environ) -> PodEnv:
@@ -95,6 +101,7 @@ class PodEnv:
             start=_json_var(
                 channel.ENV_MEMBER_START, environ.get(channel.ENV_MEMBER_START) or "null"
             ),
+            control=_json_var(channel.ENV_CONTROL, environ.get(channel.ENV_CONTROL) or "null"),
         )
 
 
@@ -345,7 +352,51 @@ def run_hdet(pod: Pod) -> None:
     pod.final(pod.spec.budget.steps, result if lead else None, steps)
 
 
-ROLES = {"autolrs": run_autolrs, "pbt": run_pbt, "hdet": run_hdet}
+def run_control(pod: Pod) -> None:
+    found, base, seed = control_inputs(pod.env.control)
+
+    def progress(label: str, step: int) -> None:
+        pod.reporter.on_event("control", f"control run: step {step} of the {label} schedule")
+
+    result = control_run(
+        pod.workload,
+        found,
+        base,
+        seed=seed,
+        metric=pod.spec.objective.metric,
+        mode=pod.spec.objective.mode,
+        on_progress=progress,
+    )
+    log.info("control run: %s", result.summary())
+    data = result.to_dict()
+    for key in ("found", "base"):  # a diverged schedule has no objective; JSON has no NaN
+        data[key] = data[key] if math.isfinite(data[key]) else None
+    report = channel.Report(
+        member=pod.env.member,
+        kind="control",
+        step=result.steps,
+        member_steps=found.total_steps + base.total_steps,
+        result=data,
+    )
+    pod.client.send(report)
+
+
+def control_inputs(given: Any) -> tuple[Schedule, Schedule, int]:
+    """The found schedule, the base schedule and the seed the control run was given."""
+    if not isinstance(given, Mapping):
+        raise PodConfigError(f"{channel.ENV_CONTROL}: required for the control run")
+    try:
+        found = Schedule.from_dict(given["found"])
+        base = Schedule.from_dict(given["base"])
+        seed = given["seed"]
+    except (KeyError, TypeError, ValueError) as err:
+        raise PodConfigError(f"{channel.ENV_CONTROL}: {err}") from None
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise PodConfigError(f"{channel.ENV_CONTROL}: seed must be an integer >= 0")
+    return found, base, seed
+
+
+ROLES = {"autolrs": run_autolrs, "pbt": run_pbt, "hdet": run_hdet, "control": run_control}
 
 
 # -- entry point ----------------------------------------------------------------------------------
@@ -367,8 +418,9 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
     except (PodConfigError, WorkloadError) as err:
         reason = "UnknownWorkload" if isinstance(err, WorkloadError) else "InvalidSpec"
         return _unrunnable(client, env, reason, str(err))
-    # A PBT member's reports are its coordinator's; the others report progress on the side.
-    progress = ChannelReporter(client, env.member) if env.role != "pbt" else None
+    # A PBT member's reports are its coordinator's; the control run reports only its result;
+    # the others report progress on the side.
+    progress = ChannelReporter(client, env.member) if env.role not in ("pbt", "control") else None
     reporter = Tee(
         base.TextReporter(sys.stderr),
         trainer_metrics.reporter_from_env(search=env.search, namespace=env.namespace),

@@ -811,6 +811,26 @@ class BestResult(ApiModel):
         return f"{self.objective:.{OBJECTIVE_DIGITS}g}"
 
 
+class ControlStatus(ApiModel):
+    """The control run: the found and the base schedule trained from one fresh seed."""
+
+    seed: int = Field(ge=0, description="The seed both schedules trained from (no member's).")
+    metric: Metric = Field(description="The metric compared (val_loss).")
+    mode: Literal["min", "max"] = Field(description="Whether lower or higher is better.")
+    found: float | None = Field(
+        default=None, description="The found schedule's final objective (absent: it diverged)."
+    )
+    base: float | None = Field(
+        default=None, description="The base schedule's final objective (absent: it diverged)."
+    )
+    steps: int = Field(ge=0, description="Steps each schedule trained (the budget).")
+    summary: str = Field(
+        max_length=1024,
+        description="The comparison in words, e.g. found 0.0081 vs base 0.0112 val_loss on a "
+        "fresh seed (1000003), -28%.",
+    )
+
+
 class ScheduleSearchStatus(ApiModel):
     """What the controller (or the local engine) observed; written via the status subresource."""
 
@@ -843,6 +863,11 @@ class ScheduleSearchStatus(ApiModel):
         default=None,
         ge=0,
         description="The search's cost: steps summed over all members and probes.",
+    )
+    control: ControlStatus | None = Field(
+        default=None,
+        description="The control run's comparison, when evaluation.control.enabled asked for "
+        "one and it finished.",
     )
     start_time: datetime | None = Field(default=None, description="When members started.")
     completion_time: datetime | None = Field(default=None, description="When the search ended.")

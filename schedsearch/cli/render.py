@@ -88,6 +88,7 @@ def search_summary(record: SearchRecord) -> Table:
         ("Objective", f"{objective.get('metric', 'val_loss')} ({objective.get('mode', 'min')})"),
         ("Budget", f"{record.budget_steps} steps"),
         ("Best", _best_line(record)),
+        *([("Control", record.control.summary)] if record.control is not None else []),
         ("Cost", "-" if record.member_steps is None else f"{record.member_steps} member-steps"),
         ("Created", record.created_at.isoformat()),
         ("Started", record.started_at.isoformat() if record.started_at else "-"),

@@ -78,6 +78,8 @@ class SearchRecord:
     members: tuple[api.MemberSummary, ...] | None = None
     conditions: tuple[api.Condition, ...] = ()
     observed_generation: int | None = None
+    # The control run's comparison (``status.control``), when the search had one.
+    control: api.ControlStatus | None = None
 
     @property
     def objective_metric(self) -> str:
@@ -113,6 +115,7 @@ class SearchRecord:
             members=list(members)[: api.MAX_STATUS_MEMBERS],
             best=best,
             member_steps=self.member_steps,
+            control=self.control,
             start_time=self.started_at,
             completion_time=self.completed_at,
         )

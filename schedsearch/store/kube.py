@@ -292,6 +292,7 @@ def search_record(obj: Mapping[str, Any]) -> SearchRecord:
         members=tuple(status.members),
         conditions=tuple(status.conditions),
         observed_generation=status.observed_generation,
+        control=status.control,
     )
 
 

@@ -4,7 +4,9 @@ replays; ``schedsearch list/get/best/export`` then read those results from the c
 
 The three searches run at once (seven trainer processes on this machine), with budgets of a
 couple of hundred steps: PBT with 4 members perturbing every 25 steps (so exploits happen), HDET
-with 2 replicas meeting at rank 0's DNS name, AutoLRS with two probes per stage.
+with 2 replicas meeting at rank 0's DNS name, AutoLRS with two probes per stage. The AutoLRS
+search ends with the control run (its found and base schedule trained from a fresh seed: one pod,
+twice its budget).
 """
 
 from __future__ import annotations
@@ -48,8 +50,10 @@ SEARCHES: dict[str, dict[str, Any]] = {
     "e2e-autolrs": {
         "strategy": {"autolrs": {"tau": 40, "tauPrime": 10, "tauMax": 80, "candidates": 2}},
         "budget": {"steps": 160},
+        "evaluation": {"control": {"enabled": True}},
     },
 }
+CONTROLLED = "e2e-autolrs"
 
 
 def test_one_search_per_strategy_ends_with_a_stored_schedule(
@@ -105,8 +109,34 @@ def test_one_search_per_strategy_ends_with_a_stored_schedule(
     assert all(m.get("finished") for m in hdet["members"].values())
     assert hdet["result"]["strategy"] == "hdet"
     print(json.dumps({n: f"{t:.0f}s" for n, t in finished.items()}))
+    _control_is_reported(api, namespace)
 
     _cli_reads_the_cluster(k8s_cluster, namespace)
+
+
+def _control_is_reported(api: Any, namespace: str) -> None:
+    """The search with ``evaluation.control.enabled`` compares its found schedule with its base
+    schedule in its status and its stored schedule; the others have no control run."""
+    for name, spec in SEARCHES.items():
+        status = api.get(f"{GROUP_PATH}/namespaces/{namespace}/schedulesearches/{name}")["status"]
+        provenance = api.get(f"{GROUP_PATH}/namespaces/{namespace}/lrschedules/{name}-best")[
+            "spec"
+        ]["provenance"]
+        if name != CONTROLLED:
+            assert "control" not in status and "control" not in provenance
+            continue
+        steps = spec["budget"]["steps"]
+        control = status["control"]
+        assert control["steps"] == steps and control["metric"] == "val_loss"
+        assert control["seed"] == 1_000_003  # spec.seed 0 + the offset: no member's seed
+        assert re.match(
+            r"found \S+ vs base \S+ val_loss on a fresh seed \(1000003\), ", control["summary"]
+        )
+        assert f"control: {control['summary']}" in status["message"]
+        assert provenance["control"] == control
+        # Its cost: the search's members and probes, and the control's two budgets.
+        assert status["memberSteps"] >= steps + 2 * steps
+        assert provenance["memberSteps"] == status["memberSteps"]
 
 
 def _cli(*args: str) -> str:
@@ -138,6 +168,13 @@ def _cli_reads_the_cluster(cluster: harness.Cluster, namespace: str) -> None:
         assert got["status"]["phase"] == "Succeeded"
         assert got["status"]["best"] == status["best"]
         assert got["status"]["members"] == status["members"]
+        assert got["status"].get("control") == status.get("control")
+    control = api.get(f"{GROUP_PATH}/namespaces/{namespace}/schedulesearches/{CONTROLLED}")[
+        "status"
+    ]["control"]
+    shown = _cli("get", CONTROLLED, *where)
+    assert re.search(rf"^Control\s+{re.escape(control['summary'])}$", shown, re.M), shown
+    assert f"control: {control['summary']}" in _cli("best", CONTROLLED, *where)
 
     # The stored schedule outlives its search, and the CLI still finds it.
     cluster.kubectl("delete", "schedulesearch", "e2e-autolrs", "-n", namespace, "--wait=true")

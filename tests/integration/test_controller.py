@@ -323,3 +323,82 @@ def test_unknown_entrypoint_becomes_a_failed_condition(
     assert reason["observedGeneration"] == failed["metadata"]["generation"]
     reasons = [e["reason"] for e in events_of(api, namespace, "lost")]
     assert reasons.count("MemberStarted") == 1 and "MemberRestarted" not in reasons, reasons
+
+
+# -- the control run ------------------------------------------------------------------------------
+
+
+def test_control_run_survives_a_controller_restart_and_is_stored_with_the_schedule(
+    k8s_cluster: harness.Cluster, namespace: str, controller: ControllerProcess, kubelet: Any
+) -> None:
+    api = k8s_cluster.rest
+    control = {"control": {"enabled": True}}
+    apply(k8s_cluster, namespace, search_manifest("checked", "autolrs", evaluation=control))
+    wait_for(
+        "the control run's pod",
+        lambda: get_or_none(api, f"/api/v1/namespaces/{namespace}/pods/checked-control"),
+        timeout=RUN_TIMEOUT,
+        explain=controller.log_tail,
+    )
+    # Down while the control trains: its report waits for the controller, and nothing is redone.
+    controller.kill()
+
+    def trained() -> bool:
+        try:
+            return "control run: found " in kubelet.pod_log(namespace, "checked-control")
+        except KeyError:  # not started yet
+            return False
+
+    wait_for("the control run to train both schedules", trained, timeout=RUN_TIMEOUT)
+    controller.start()
+    done = wait_phase(
+        api, namespace, "checked", "Succeeded", timeout=RUN_TIMEOUT, controller=controller
+    )
+    status = done["status"]
+    compared = status["control"]
+    assert compared["steps"] == 120 and compared["seed"] == 1_000_003
+    assert compared["summary"].startswith("found ") and "vs base" in compared["summary"]
+    assert compared["summary"] in status["message"]
+    schedule = api.get(f"{GROUP_PATH}/namespaces/{namespace}/lrschedules/checked-best")
+    assert schedule["spec"]["provenance"]["control"] == compared
+    assert status["memberSteps"] == schedule["spec"]["provenance"]["memberSteps"]
+    assert status["memberSteps"] >= 120 + 2 * 120
+    control_pods = [
+        p for p in pods_of(api, namespace, "checked") if "control" in p["metadata"]["name"]
+    ]
+    assert attempts(control_pods) == {"checked-control": "1"}
+    assert state_of(api, namespace, "checked")["control"]["result"] == compared
+    reasons = [e["reason"] for e in events_of(api, namespace, "checked")]
+    assert reasons.count("ControlStarted") == 1 and "ControlFinished" in reasons
+
+
+def test_a_control_run_that_fails_for_good_leaves_the_search_succeeding(
+    k8s_cluster: harness.Cluster, namespace: str, controller: ControllerProcess, kubelet: Any
+) -> None:
+    api = k8s_cluster.rest
+    manifest = search_manifest(
+        "unchecked",
+        "autolrs",
+        evaluation={"control": {"enabled": True}},
+        failurePolicy={"maxMemberRestarts": 0},
+    )
+    apply(k8s_cluster, namespace, manifest)
+    # Killed as soon as its process exists (still importing torch): a crash, and no restart
+    # is allowed.
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while (pid := kubelet.pid(namespace, "unchecked-control")) is None:
+        assert time.monotonic() < deadline, f"no control run started\n{controller.log_tail()}"
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    done = wait_phase(
+        api, namespace, "unchecked", "Succeeded", timeout=RUN_TIMEOUT, controller=controller
+    )
+    status = done["status"]
+    assert status.get("control") is None
+    assert "the control run failed" in status["message"]
+    schedule = api.get(f"{GROUP_PATH}/namespaces/{namespace}/lrschedules/unchecked-best")
+    assert "control" not in schedule["spec"]["provenance"]
+    warnings = [e for e in events_of(api, namespace, "unchecked") if e["type"] == "Warning"]
+    failed = [e["message"] for e in warnings if e["reason"] == "ControlFailed"]
+    assert any("failed 1 time(s)" in m for m in failed), warnings
+    assert attempts(pods_of(api, namespace, "unchecked"))["unchecked-control"] == "1"

@@ -102,7 +102,7 @@ def numbered(state: state_mod.SearchState, report: Any) -> Any:
     """``report`` numbered as its member's next one, as the trainers' client does."""
     if report.seq:
         return report
-    return dataclasses.replace(report, seq=state.members[report.member].last_seq + 1)
+    return dataclasses.replace(report, seq=state.record(report.member).last_seq + 1)
 
 
 def deliver(state: state_mod.SearchState, report: Any) -> Any:

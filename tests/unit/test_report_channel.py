@@ -238,3 +238,42 @@ def test_pod_reads_its_part_of_the_wire_spec() -> None:
     assert (spec.budget.steps, spec.bounds, spec.seed) == (1000, (1e-4, 1.0), 7)
     with pytest.raises(pod.PodConfigError, match=r"^spec\.budget\.steps"):
         pod.PodSpec.parse(raw_spec("pbt", budget={"steps": 0}))
+
+
+def test_control_pod_trains_both_schedules_and_reports_the_comparison(
+    channel_server: tuple[FakeApi, str, list[str]],
+) -> None:
+    api, url, _ = channel_server
+    assert api.state is not None
+    api.state.control.attempts = 1  # the controller started the control run's pod
+    index = api.state.control_index
+    spec = raw_spec("pbt", workload={"builtin": "regression"}, budget={"steps": 20})
+    found = {"totalSteps": 20, "points": [{"step": 0, "lr": 0.02}]}
+    base_ = {"totalSteps": 20, "points": [{"step": 0, "lr": 0.05}]}
+    given = json.dumps({"found": found, "base": base_, "seed": 11})
+    environ = pod_environ(
+        url,
+        spec,
+        **{channel.ENV_ROLE: "control", channel.ENV_MEMBER: str(index), channel.ENV_CONTROL: given},
+    )
+    assert pod.main(environ) == 0
+    kept = api.state.control_result
+    assert kept is not None
+    assert (kept["seed"], kept["steps"], kept["metric"]) == (11, 20, "val_loss")
+    assert kept["summary"].startswith("found ")
+    assert api.state.control.member_steps == 40
+    assert api.state.members[1].last_seq == 0, "no member's reports were touched"
+
+
+def test_control_pod_without_its_inputs_cannot_run(
+    channel_server: tuple[FakeApi, str, list[str]],
+) -> None:
+    api, url, _ = channel_server
+    assert api.state is not None
+    api.state.control.attempts = 1
+    index = str(api.state.control_index)
+    spec = raw_spec("pbt", workload={"builtin": "regression"})
+    environ = pod_environ(url, spec, **{channel.ENV_ROLE: "control", channel.ENV_MEMBER: index})
+    assert pod.main(environ) == channel.EXIT_CONFIG
+    fatal = api.state.control.fatal
+    assert fatal is not None and channel.ENV_CONTROL in fatal
