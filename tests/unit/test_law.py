@@ -11,11 +11,13 @@ import numpy as np
 import pydantic
 import pytest
 
+from schedsearch.trainers import harness, schedules
 from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.law import fit, laws, optimise, probe, runner
 from schedsearch.trainers.strategies.law import state as law_state
 from schedsearch.trainers.strategies.law.config import LawConfig
+from schedsearch.trainers.workloads import get_workload
 
 S, W = 3000, 150
 TRUE_MPL = laws.MultiPowerLaw(l0=0.5, a=0.8, alpha=0.5, b=0.4, c=0.05, beta=0.6, gamma=0.6)
@@ -226,6 +228,37 @@ def test_free_parameterisation_stays_within_bounds() -> None:
     assert max(found.schedule.lrs()) <= 0.5 + 1e-12
 
 
+def test_the_schedule_holds_the_trunk_exactly_until_its_decay_starts() -> None:
+    hold = 1400
+    found = optimise.optimise(TRUE_MPL, space(hold_from=hold, min_decay=600), restarts=4, seed=1)
+    schedule = found.schedule
+    # The trunk the probes trained: the same warm-up, then the peak held.
+    builder = schedules.ScheduleBuilder()
+    builder.set_lr(0, 0.0, "linear")
+    builder.set_lr(W, 1.0)
+    trunk_schedule = builder.build(S)
+    start = next(p.step for p in schedule.points if p.interp == "linear" and p.step >= W)
+    assert hold <= start <= S - 600 - 6
+    assert [schedule.lr_at(i) for i in range(start)] == [
+        trunk_schedule.lr_at(i) for i in range(start)
+    ]
+    assert max(schedule.lrs()) == 1.0
+    assert np.all(np.diff(schedule.lrs()[start:]) <= 1e-12)
+    assert schedule.points[-1].step == S and schedule.points[-1].lr == 0.0
+    assert found.predicted == laws.final_loss(TRUE_MPL, schedule.lrs(), warmup=W)
+    # Holding longer than the trunk is the law's choice, not forced: with a law that gains
+    # nothing from annealing, the peak is held to the latest start.
+    flat = laws.MultiPowerLaw(l0=0.5, a=0.8, alpha=0.5, b=1e-9, c=0.05, beta=0.6, gamma=0.6)
+    latest = optimise.optimise(flat, space(hold_from=hold, min_decay=600), restarts=2, seed=0)
+    decay = [p for p in latest.schedule.points if p.interp == "linear" and p.step >= W]
+    assert decay[0].step >= S - 600 - 6 - 10
+
+
+def test_schedule_space_refuses_a_trunk_past_the_latest_decay_start() -> None:
+    with pytest.raises(ValueError, match=r"hold_from: the trunk's end \(2500\) must lie in"):
+        space(hold_from=2500, min_decay=600)
+
+
 def test_schedule_space_refuses_a_warm_up_that_leaves_no_room() -> None:
     with pytest.raises(ValueError, match="warmup: 2998 steps and a final decay of 0 leave no room"):
         space(warmup=2998)
@@ -371,6 +404,29 @@ def test_run_resumes_mid_probe_keeping_completed_curves(tmp_path: Path) -> None:
         laws.final_loss(law, lrs, warmup=provenance["lawWarmup"])
         == whole.history[3]["predictedFinal"]
     )
+
+
+@pytest.mark.slow
+def test_the_verification_is_the_found_schedule_trained_once_from_scratch() -> None:
+    """The trunk continued into the found schedule is that schedule trained from scratch (bit
+    for bit on CPU), and the cost is the probes plus the budget's steps after the trunk."""
+    result = _run(None)
+    plan = result.history[0]["plan"]
+    verification = result.history[3]["verification"]
+    assert verification["from"] == plan["trunkSteps"]
+    trainer = harness.Trainer(get_workload("regression"), seed=3, device="cpu")
+    schedule = result.best_schedule
+    trainer.train(schedule.total_steps, schedule.lr_at)
+    assert float(trainer.evaluate()["val_loss"]) == result.best_objective
+    assert result.member_steps == plan_cost(plan) + SMALL_S - plan["trunkSteps"]
+    assert result.member_steps <= 2.5 * SMALL_S
+
+
+def plan_cost(plan: dict[str, Any]) -> int:
+    """``ProbePlan.cost`` from the plan as the result's history stores it."""
+    each = plan["candidateSteps"] + plan["candidateBranch"]
+    rest = plan["trunkSteps"] - plan["candidateSteps"]
+    return int(plan["candidates"] * each + rest + sum(b["steps"] for b in plan["branches"]))
 
 
 def test_resume_refuses_a_directory_of_another_search(tmp_path: Path) -> None:

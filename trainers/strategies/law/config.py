@@ -1,8 +1,9 @@
 """Parameters of the ``law`` strategy, validated before any training starts.
 
 Same conventions as ``strategies.config``: camelCase on the wire, unknown fields refused, every
-number bounded. The cost of a search is ``probeCost`` budgets of probes plus one budget for the
-verification run (when ``verify`` is on), so at most 2.5 budgets with the defaults.
+number bounded. The cost of a search is ``probeCost`` budgets of probes (the trunk included)
+plus, when ``verify`` is on, the budget's steps after the trunk (the trunk continued into the
+found schedule), so less than 2.5 budgets with the defaults.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ class LawConfig(StrategyModel):
     The probes: one short run per candidate peak (the base schedule's peak times each of
     ``peakFactors``), each judged by its loss after a cooldown branch; the best continues as a
     constant-LR trunk with cooldown branches of several lengths. The law is fitted on all their
-    validation curves; the optimised schedule never exceeds the trunk's LR, the highest LR the
-    law was fitted on.
+    validation curves; the optimised schedule holds the trunk's LR (the highest the law was
+    fitted on) at least to the trunk's end, then decays to the floor, and the search continues
+    the trunk into it.
     """
 
     probe_cost: float = Field(
@@ -46,13 +48,13 @@ class LawConfig(StrategyModel):
         6,
         ge=2,
         le=32,
-        description="Change points of the optimised schedule after its warm-up (the LR moves "
-        "linearly between them, then to the floor at the end of the budget).",
+        description="Change points of the optimised schedule's decay, after the trunk LR is held "
+        "(the LR moves linearly between them, then to the floor at the end of the budget).",
     )
     parameterisation: Parameterisation = Field(
         "monotone",
-        description="monotone: the LR never rises after the warm-up (the schedules the laws were "
-        "validated on); free: each change point anywhere within the LR bounds.",
+        description="monotone: the LR never rises in the decay (the schedules the laws were "
+        "validated on); free: each change point anywhere between lrBounds.min and the trunk LR.",
     )
     law: LawKind = Field(
         "auto",
@@ -74,7 +76,8 @@ class LawConfig(StrategyModel):
     )
     verify: bool = Field(
         True,
-        description="Train the optimised schedule from scratch (cost: one budget) and report "
-        "its measured final loss beside the predicted one; off: the objective is the "
+        description="Continue the trunk into the optimised schedule to the end of the budget "
+        "(its first steps are the trunk's: the schedule is trained once, from scratch) and "
+        "report its measured final loss beside the predicted one; off: the objective is the "
         "prediction.",
     )

@@ -14,7 +14,8 @@ thrown away, so only its own steps cost. For a trunk of T steps:
 
 The curves differ in how long the LR stayed high and how long and from where it decayed, which
 is what separates the law's area term from its annealing term. T is the largest trunk whose
-probes fit in ``probeCost * S`` steps (at most S).
+probes fit in ``probeCost * S`` steps, and no longer than the latest step the found schedule's
+decay may start at: the search continues the trunk into the found schedule (see ``optimise``).
 """
 
 from __future__ import annotations
@@ -94,12 +95,21 @@ def cost_per_trunk_step(candidates: int) -> float:
     return candidates * candidate + (1.0 - CANDIDATE_SHARE) + branches
 
 
-def make_plan(*, total_steps: int, warmup: int, candidates: int, probe_cost: float) -> ProbePlan:
+def make_plan(
+    *,
+    total_steps: int,
+    warmup: int,
+    candidates: int,
+    probe_cost: float,
+    max_trunk: int | None = None,
+) -> ProbePlan:
     """The probes for a budget of ``total_steps`` with ``candidates`` trunk LRs to choose from,
-    within ``probe_cost * total_steps`` steps."""
+    within ``probe_cost * total_steps`` steps, the trunk at most ``max_trunk`` steps (default:
+    the budget)."""
     if candidates < 1:
         raise ValueError(f"candidates: need at least 1 trunk LR, got {candidates}")
-    trunk = min(total_steps, math.floor(probe_cost * total_steps / cost_per_trunk_step(candidates)))
+    longest = total_steps if max_trunk is None else min(max_trunk, total_steps)
+    trunk = min(longest, math.floor(probe_cost * total_steps / cost_per_trunk_step(candidates)))
     candidate_steps = round(CANDIDATE_SHARE * trunk)
     if candidate_steps < warmup + MIN_CANDIDATE_STEPS:
         raise ValueError(

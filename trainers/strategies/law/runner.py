@@ -5,15 +5,19 @@
    several lengths leave. Every run records its validation curve and the LR of every step.
 2. Fit (``fit``): the law's parameters from all the curves; its error on the trunk's tail when
    that tail is left out of the fit is reported.
-3. Optimise (``optimise``): the schedule for the budget that minimises the law's predicted final
-   loss, with the base schedule's warm-up, never above the trunk LR.
-4. Verify: that schedule trained once from scratch with the search's seed; its measured final
-   validation loss is the search's objective, reported beside the prediction.
+3. Optimise (``optimise``): how long to go on holding the trunk LR and how to decay from it to
+   the floor by the end of the budget, minimising the law's predicted final loss.
+4. Verify: the trunk is continued with that schedule to the end of the budget. The trunk was
+   trained from scratch with the search's seed at exactly the schedule's LRs (its warm-up, then
+   the trunk LR held), so this run *is* the found schedule trained once; its measured final
+   validation loss is the search's objective, reported beside the prediction (and the law's
+   prediction of every point it had not seen).
 
-Cost: ``probeCost`` budgets of probes plus one for the verification. With ``out_dir`` the state
-(every completed probe curve, the candidates' outcomes, the trunk's checkpoint) is saved after
-each probe, and a later call with the same directory continues from there; an interrupted
-verification starts again.
+Cost: ``probeCost`` budgets of probes (the trunk included), plus the budget's steps after the
+trunk for the verification. With ``out_dir`` the state (every completed probe curve, the
+candidates' outcomes, the trunk's checkpoint) is saved after each probe, and a later call with
+the same directory continues from there; an interrupted verification continues the trunk again
+from its end.
 """
 
 from __future__ import annotations
@@ -100,6 +104,8 @@ def run_law(
         warmup=setting.warmup,
         candidates=len(peaks),
         probe_cost=config.probe_cost,
+        # The found schedule's decay starts at the trunk's end at the earliest.
+        max_trunk=total_steps - config.change_points - setting.cooldown,
     )
     state = law_state.fresh(
         config,
@@ -136,6 +142,7 @@ def run_law(
         change_points=config.change_points,
         monotone=config.parameterisation == "monotone",
         min_decay=setting.cooldown,
+        hold_from=plan.trunk_steps,
     )
     found = optimise.optimise(fitted.law, space, restarts=config.optimise_restarts, seed=seed)
     reporter.on_event(
@@ -412,13 +419,20 @@ class _Prober:
         return float(points[-1][1]) if complete else math.nan
 
     def verify(self, schedule: schedules.Schedule, law: laws.Law) -> dict[str, Any]:
-        """Train ``schedule`` from scratch; its measured curve beside the law's prediction."""
+        """Continue the trunk with ``schedule`` to the end of the budget (the trunk trained its
+        first steps at the same LRs, so this is ``schedule`` trained once from scratch); the
+        measured curve beside the law's prediction."""
+        trainer = self._trunk_trainer()
+        start = trainer.global_step
         self.reporter.on_event(
-            "stage", f"law: verifying the schedule ({schedule.total_steps} steps)"
+            "stage",
+            f"law: verifying the schedule: the trunk continued from step {start} to "
+            f"{schedule.total_steps}",
         )
-        trainer = harness.Trainer(self.work, seed=self.seed, device=self.device)
+        trunk_points = list(self._curve(self.state["trunk"]["curve"])["points"])
         points: Points = []
-        self._train(trainer, schedule, schedule.total_steps, self.plan.eval_every, points)
+        if not trainer.diverged:
+            self._train(trainer, schedule, schedule.total_steps, self.plan.eval_every, points)
         final = None
         if not trainer.diverged and points and points[-1][0] == schedule.total_steps:
             final = float(points[-1][1])
@@ -432,8 +446,10 @@ class _Prober:
             "final": final,
             "predictedFinal": float(predicted[-1]) if after else None,
             "finalError": float(predicted[-1]) / final - 1.0 if final is not None else None,
+            # The law's error on the points it had not seen (after the trunk's end).
             "curveError": float(np.mean(np.abs(predicted / measured - 1.0))) if after else None,
-            "curve": points,
+            "from": start,
+            "curve": [*[p for p in trunk_points if p[0] < start], *points],
         }
 
     # --- state ---
