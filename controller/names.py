@@ -49,14 +49,14 @@ def state_configmap(search: str) -> str:
     return f"{search}-state"
 
 
-def hdet_service(search: str) -> str:
-    """The headless Service giving HDET replicas DNS names (rank 0 is the rendezvous)."""
-    return dns_label(f"{search}-hdet")
+def replica_service(search: str, role: str) -> str:
+    """The headless Service giving a replica set's pods DNS names (rank 0 is the rendezvous)."""
+    return dns_label(f"{search}-{role}")
 
 
-def hdet_hostname(search: str, rank: int) -> str:
+def replica_hostname(search: str, role: str, rank: int) -> str:
     """A replica's hostname under the headless Service (a DNS label, unlike pod names)."""
-    return dns_label(member_pod(search, "hdet", rank))
+    return dns_label(member_pod(search, role, rank))
 
 
 def dns_label(base: str) -> str:

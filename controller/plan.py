@@ -49,6 +49,7 @@ from schedsearch.controller import state as state_mod
 from schedsearch.controller.observe import Observed, PodView, SearchView, parse_spec
 from schedsearch.trainers import channel, schedules
 from schedsearch.trainers.evaluation import search_phases
+from schedsearch.trainers.strategies.strategy import Shape
 
 JsonObj = dict[str, Any]
 TERMINAL = ("Succeeded", "Failed")
@@ -197,6 +198,10 @@ class _Context:
         return pods.role_of(self.spec)
 
     @property
+    def shape(self) -> Shape:
+        return pods.shape_of(self.spec)
+
+    @property
     def size(self) -> int:
         return pods.member_count(self.spec)
 
@@ -225,15 +230,16 @@ class _Context:
 
 
 def _setup(ctx: _Context) -> list[Action]:
-    """The objects members need before they start: token Secret, state, HDET's Service."""
+    """The objects members need before they start: token Secret, state, a replica set's
+    Service."""
     actions: list[Action] = []
     if not ctx.observed.secret:
         actions.append(CreateSecret(ctx.ref))
     if ctx.observed.state is None:
         actions.append(CreateState(pods.state_configmap(ctx.ref, _initial_state(ctx))))
-    service = names.hdet_service(ctx.search.name)
-    if ctx.role == "hdet" and service not in ctx.observed.services:
-        actions.append(CreateService(pods.hdet_service(ctx.ref)))
+    service = names.replica_service(ctx.search.name, ctx.role)
+    if ctx.shape == "replicas" and service not in ctx.observed.services:
+        actions.append(CreateService(pods.replica_service(ctx.ref, ctx.role)))
     return actions
 
 
@@ -244,28 +250,28 @@ def _state_size_problem(ctx: _Context) -> str | None:
     problem = state_mod.size_problem(_initial_state(ctx) if state is None else state, new=new)
     if problem is None:
         return None
-    if ctx.spec.strategy.pbt is not None:
-        problem += (
-            f": spec.strategy.pbt.population ({ctx.spec.strategy.pbt.population}) is too "
-            "large for one search"
-        )
+    field = ctx.spec.strategy.strategy.members_field
+    if field is not None:
+        problem += f": spec.strategy.{ctx.role}.{field} ({ctx.size}) is too large for one search"
     return problem
 
 
 def _initial_state(ctx: _Context) -> state_mod.SearchState:
     spec = ctx.spec
+    # A population's members report to the coordinator kept in the state (PBT's).
+    population = ctx.shape == "population"
     return state_mod.initial(
         search_uid=ctx.search.uid,
         strategy=spec.strategy.name,
         members=ctx.size,
         spec=spec.to_wire(),
         generation=ctx.search.generation,
-        pbt=spec.strategy.pbt,
+        pbt=spec.strategy.config if population else None,
         lr_min=spec.lr_bounds.min,
         lr_max=spec.lr_bounds.max,
         total_steps=spec.budget.steps,
         mode=spec.objective.mode,
-        phases=search_phases(spec) if spec.strategy.pbt is not None else None,
+        phases=search_phases(spec) if population else None,
     )
 
 
@@ -287,7 +293,7 @@ def _members(
     ctx: _Context, state: state_mod.SearchState
 ) -> tuple[dict[int, _Outcome], list[Action], list[Action]]:
     """Each member's outcome, what to record in the state, and what to do to pods."""
-    if ctx.role == "hdet":
+    if ctx.shape == "replicas":
         outcomes, actions = _gang(ctx, state)
     else:
         outcomes, actions = {}, []
@@ -601,7 +607,8 @@ def _decide(
 
 
 def _allowed_failures(ctx: _Context) -> int:
-    if ctx.role != "pbt":
+    # A population goes on while a member lives; a trainer or a replica set is the search.
+    if ctx.shape != "population":
         return 0
     allowed = ctx.spec.failure_policy.max_failed_members
     return ctx.size - 1 if allowed is None else allowed
@@ -610,7 +617,7 @@ def _allowed_failures(ctx: _Context) -> int:
 def _all_done(ctx: _Context, state: state_mod.SearchState, outcomes: dict[int, _Outcome]) -> bool:
     if state.result is not None:
         return True
-    if ctx.role != "pbt":
+    if ctx.shape != "population":
         return False
     return all(o.phase in TERMINAL for o in outcomes.values())
 

@@ -22,6 +22,7 @@ from schedsearch.controller import names, settings
 from schedsearch.controller import state as state_mod
 from schedsearch.trainers import channel
 from schedsearch.trainers import metrics as trainer_metrics
+from schedsearch.trainers.strategies.strategy import Shape
 
 JsonObj = dict[str, Any]
 CONTAINER = "trainer"
@@ -58,17 +59,19 @@ class SearchRef:
 
 
 def role_of(spec: ScheduleSearchSpec) -> channel.Role:
+    """The members' role: their strategy's name (the pods' role label)."""
     return spec.strategy.name
 
 
+def shape_of(spec: ScheduleSearchSpec) -> Shape:
+    """How the strategy runs: one trainer pod, a population's member pods, or a replica set."""
+    return spec.strategy.strategy.shape
+
+
 def member_count(spec: ScheduleSearchSpec) -> int:
-    """Pods the strategy runs: PBT members, HDET replicas, or the single AutoLRS trainer."""
-    strategy = spec.strategy
-    if strategy.pbt is not None:
-        return strategy.pbt.population
-    if strategy.hdet is not None:
-        return strategy.hdet.replicas
-    return 1
+    """Pods the strategy runs: a population's members, a replica set's replicas, or 1."""
+    chosen = spec.strategy
+    return chosen.strategy.members(chosen.config)
 
 
 def trainer_image(spec: ScheduleSearchSpec, config: settings.Settings) -> str | None:
@@ -82,7 +85,7 @@ def checkpoint_dir(ref: SearchRef, config: settings.Settings) -> str:
 
 
 def master_port(ref: SearchRef) -> int:
-    """HDET's rendezvous port, derived from the search's uid.
+    """A replica set's rendezvous port, derived from the search's uid.
 
     In a cluster every pod has its own IP and any fixed port would do; pods sharing one network
     namespace (hostNetwork, or single-node test setups) would collide on a fixed one.
@@ -90,9 +93,10 @@ def master_port(ref: SearchRef) -> int:
     return 20000 + int(hashlib.sha256(ref.uid.encode()).hexdigest(), 16) % 10000
 
 
-def master_addr(ref: SearchRef) -> str:
+def master_addr(ref: SearchRef, role: str) -> str:
     """Rank 0's DNS name under the headless Service (``<host>.<service>.<namespace>.svc``)."""
-    return f"{names.hdet_hostname(ref.name, 0)}.{names.hdet_service(ref.name)}.{ref.namespace}.svc"
+    host, service = names.replica_hostname(ref.name, role, 0), names.replica_service(ref.name, role)
+    return f"{host}.{service}.{ref.namespace}.svc"
 
 
 def member_pod(
@@ -111,13 +115,14 @@ def member_pod(
     extra: dict[str, str] = {}
     if member_start is not None:
         extra[channel.ENV_MEMBER_START] = json.dumps(member_start, sort_keys=True)
-    if role == "hdet":
+    replicas = shape_of(spec) == "replicas"
+    if replicas:
         extra.update(_rendezvous_env(ref, spec, member))
     trainer = _Trainer(role, names.member_pod(ref.name, role, member), member, attempt, report_seq)
     pod = _trainer_pod(ref, spec, trainer, config, extra, _checkpoint_volume(spec))
-    if role == "hdet":
-        pod["spec"]["hostname"] = names.hdet_hostname(ref.name, member)
-        pod["spec"]["subdomain"] = names.hdet_service(ref.name)
+    if replicas:
+        pod["spec"]["hostname"] = names.replica_hostname(ref.name, role, member)
+        pod["spec"]["subdomain"] = names.replica_service(ref.name, role)
         if member == 0:
             pod["spec"]["containers"][0].setdefault("ports", []).append(
                 {"name": "rendezvous", "containerPort": master_port(ref)}
@@ -235,7 +240,7 @@ def _rendezvous_env(ref: SearchRef, spec: ScheduleSearchSpec, rank: int) -> dict
     return {
         "RANK": str(rank),
         "WORLD_SIZE": str(member_count(spec)),
-        "MASTER_ADDR": master_addr(ref),
+        "MASTER_ADDR": master_addr(ref, role_of(spec)),
         "MASTER_PORT": str(master_port(ref)),
     }
 
@@ -280,18 +285,18 @@ def _scheduling(spec: ScheduleSearchSpec) -> JsonObj:
     return out
 
 
-def hdet_service(ref: SearchRef) -> JsonObj:
+def replica_service(ref: SearchRef, role: str) -> JsonObj:
     """Headless Service over the replicas: gives rank 0 a DNS name before it is Ready."""
-    name = names.hdet_service(ref.name)
+    name = names.replica_service(ref.name, role)
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": ref.metadata(name, **{names.LABEL_ROLE: "hdet"}),
+        "metadata": ref.metadata(name, **{names.LABEL_ROLE: role}),
         "spec": {
             "clusterIP": "None",
             # Replicas rendezvous while starting, before any readiness could be reported.
             "publishNotReadyAddresses": True,
-            "selector": {names.LABEL_SEARCH: ref.name, names.LABEL_ROLE: "hdet"},
+            "selector": {names.LABEL_SEARCH: ref.name, names.LABEL_ROLE: role},
             "ports": [{"name": "rendezvous", "port": master_port(ref)}],
         },
     }

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 from urllib.parse import quote
 
+from schedsearch.trainers.strategies.base import StrategyName
+
 # -- environment a member pod is started with ------------------------------------------------
 ENV_SEARCH = "SCHEDSEARCH_SEARCH"
 ENV_NAMESPACE = "SCHEDSEARCH_NAMESPACE"
@@ -51,9 +53,10 @@ TOKEN_KEY = "token"
 # controller does not retry it (sysexits' EX_CONFIG).
 EXIT_CONFIG = 78
 
-# The strategies' roles, and the control run that trains the found and the base schedule.
-Role = Literal["autolrs", "pbt", "hdet", "control"]
-ROLES: tuple[str, ...] = get_args(Role)
+# The strategies' roles (their names), and the control run that trains the found and the base
+# schedule.
+Role = StrategyName | Literal["control"]
+ROLES: tuple[str, ...] = (*get_args(StrategyName), "control")
 ReportKind = Literal["checkpoint", "poll", "final", "fatal", "control"]
 REPORT_KINDS: tuple[str, ...] = get_args(ReportKind)
 IDEMPOTENCY_HEADER = "Idempotency-Key"

@@ -246,23 +246,15 @@ def train_cooldown_branch(
 
 def search_phases(spec: Any) -> Phases:
     """The phases of a search spec (the ScheduleSearch spec, or the part a trainer pod reads):
-    its budget, base schedule (warm-up, floor) and evaluation settings; the annealed branch is a
-    fraction of PBT's perturbation interval, AutoLRS's first probe length or HDET's sync
-    interval. HDET follows its base schedule's own rise, so it gets no separate warm-up."""
-    strategy = spec.strategy
-    interval = 0
-    if strategy.pbt is not None:
-        interval = strategy.pbt.perturbation_interval
-    elif strategy.autolrs is not None:
-        interval = strategy.autolrs.tau_prime
-    elif strategy.hdet is not None:
-        interval = strategy.hdet.sync_interval
-    return Phases.create(
+    its budget, base schedule (warm-up, floor) and evaluation settings, laid out by its strategy
+    (``Strategy.phases``: the interval its annealed branches are a fraction of, and whether it
+    takes the base schedule's warm-up)."""
+    chosen = spec.strategy
+    return chosen.strategy.phases(  # type: ignore[no-any-return]
+        chosen.config,
         spec.budget.steps,
         evaluation=spec.evaluation,
-        base=spec.base_schedule,
-        interval=interval,
-        warmup=strategy.hdet is None,
+        base_schedule=spec.base_schedule,
     )
 
 

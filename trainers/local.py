@@ -13,7 +13,6 @@ import argparse
 import json
 import math
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -22,17 +21,12 @@ import pydantic
 
 from schedsearch.trainers import harness
 from schedsearch.trainers.config import BaseScheduleConfig
-from schedsearch.trainers.evaluation import Phases
-from schedsearch.trainers.strategies import base
-from schedsearch.trainers.strategies.config import (
-    AutoLRSConfig,
-    HDETConfig,
-    PBTConfig,
-    StrategyConfig,
-)
+from schedsearch.trainers.strategies import base, registry
+from schedsearch.trainers.strategies.config import StrategyModel
+from schedsearch.trainers.strategies.registry import StrategyConfig
+from schedsearch.trainers.strategies.strategy import RunContext
 from schedsearch.trainers.workloads import BUILTIN_WORKLOADS, WorkloadError, get_workload
 
-STRATEGIES = ("autolrs", "pbt", "hdet")
 EXIT_USAGE = 2
 
 
@@ -47,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     search = commands.add_parser("search", help="search an LR schedule and print it")
-    search.add_argument("--strategy", required=True, choices=STRATEGIES)
+    search.add_argument("--strategy", required=True, choices=registry.NAMES)
     search.add_argument(
         "--workload",
         required=True,
@@ -71,9 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="HDET's base schedule, e.g. --base family=cosine --base peakLR=0.05",
+        help="the base schedule (its warm-up and floor; HDET follows it, law scales its peak), "
+        "e.g. --base family=cosine --base peakLR=0.05",
     )
-    search.add_argument("--out", type=Path, help="checkpoints and state (AutoLRS/HDET resume)")
+    search.add_argument(
+        "--out",
+        type=Path,
+        help="checkpoints and state (a later run with the same folder resumes)",
+    )
     search.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     search.add_argument("--json", action="store_true", help="print the result as JSON only")
     search.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -106,7 +105,7 @@ class SearchRequest:
         self,
         *,
         strategy: str,
-        config: AutoLRSConfig | PBTConfig | HDETConfig,
+        config: StrategyModel,
         workload: str,
         steps: int,
         seed: int,
@@ -139,17 +138,15 @@ class SearchRequest:
         except (WorkloadError, harness.DeviceError) as error:
             raise UsageError(str(error)) from error
         params = parse_pairs(args.params, "set")
-        if args.strategy == "pbt":
-            params.setdefault("seed", args.seed)
+        if "seed" in registry.get(args.strategy).config_type.model_fields:
+            params.setdefault("seed", args.seed)  # the strategy's own draws
         base_schedule = None
         if args.base_params:
-            if args.strategy != "hdet":
-                raise UsageError(f"base: only hdet follows a base schedule, not {args.strategy}")
             base_schedule = _validate(
                 BaseScheduleConfig, parse_pairs(args.base_params, "base"), "base"
             )
         chosen = _validate(StrategyConfig, {args.strategy: params}, "strategy")
-        config = getattr(chosen, args.strategy)
+        config = chosen.config
         return cls(
             strategy=args.strategy,
             config=config,
@@ -163,51 +160,22 @@ class SearchRequest:
         )
 
     def run(self, reporter: base.Reporter) -> base.SearchResult:
-        if isinstance(self.config, (AutoLRSConfig, PBTConfig)):
-            # AutoLRS and PBT train in this process and share one runner signature.
-            if isinstance(self.config, AutoLRSConfig):
-                from schedsearch.trainers.strategies.autolrs.runner import run_autolrs as runner
-
-                interval = self.config.tau_prime
-            else:
-                from schedsearch.trainers.strategies.pbt.runner import run_pbt as runner
-
-                interval = self.config.perturbation_interval
-            # The spec's defaults: annealed evaluation, a cooldown, the base schedule's warm-up
-            # (PBT) and floor.
-            phases = Phases.create(
-                self.steps,
-                base=self.base_schedule,
-                interval=interval,
-                warmup=isinstance(self.config, PBTConfig),
-            )
-            return runner(
-                self.config,  # type: ignore[arg-type]
-                self.workload,
-                total_steps=self.steps,
-                lr_bounds=self.lr_bounds,
-                seed=self.seed,
-                out_dir=self.out,
-                reporter=reporter,
-                device=self.device,
-                phases=phases,
-            )
-        from schedsearch.trainers.strategies.hdet.runner import run_hdet
-
-        out = self.out or Path(tempfile.mkdtemp(prefix="schedsearch-hdet-"))
-        return run_hdet(
-            self.config,
-            self.workload,
+        strategy = registry.get(self.strategy)
+        # The spec's defaults: annealed evaluation, a cooldown, the base schedule's warm-up and
+        # floor, laid out by the strategy.
+        phases = strategy.phases(self.config, self.steps, base_schedule=self.base_schedule)
+        context = RunContext(
+            workload=self.workload,
             total_steps=self.steps,
-            base=self.base_schedule,
             lr_bounds=self.lr_bounds,
             seed=self.seed,
-            out_dir=out,
+            out_dir=self.out,
             reporter=reporter,
-            phases=Phases.create(
-                self.steps, base=self.base_schedule, interval=self.config.sync_interval
-            ),
+            device=self.device,
+            phases=phases,
+            base=self.base_schedule,
         )
+        return strategy.run(self.config, context)
 
 
 def parse_pairs(pairs: Sequence[str], option: str) -> dict[str, Any]:

@@ -21,12 +21,13 @@ retrying), anything else a crash the controller answers with a new pod.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,8 @@ from schedsearch.trainers.config import BaseScheduleConfig
 from schedsearch.trainers.evaluation import EvaluationConfig, control_run, search_phases
 from schedsearch.trainers.schedules import Schedule
 from schedsearch.trainers.strategies import base
-from schedsearch.trainers.strategies.config import StrategyConfig
+from schedsearch.trainers.strategies.registry import StrategyConfig
+from schedsearch.trainers.strategies.strategy import RunContext
 from schedsearch.trainers.workloads import Workload, WorkloadError, get_workload
 
 log = logging.getLogger("schedsearch.trainers.pod")
@@ -254,21 +256,27 @@ class Pod:
         self.client.send(report)
 
 
-def run_autolrs(pod: Pod) -> None:
-    from schedsearch.trainers.strategies.autolrs.runner import run_autolrs as run
-
-    config = pod.spec.strategy.autolrs
-    assert config is not None
-    result = run(
-        config,
-        pod.workload,
-        total_steps=pod.spec.budget.steps,
-        lr_bounds=pod.spec.bounds,
-        seed=pod.spec.seed,
-        out_dir=pod.env.checkpoint_dir / "autolrs",
+def _context(pod: Pod, out_dir: Path) -> RunContext:
+    spec = pod.spec
+    return RunContext(
+        workload=spec.workload_ref,
+        total_steps=spec.budget.steps,
+        lr_bounds=spec.bounds,
+        seed=spec.seed,
+        out_dir=out_dir,
         reporter=pod.reporter,
-        phases=search_phases(pod.spec),
+        phases=search_phases(spec),
+        base=spec.base_schedule,
+        metric=spec.objective.metric,
     )
+
+
+def run_trainer(pod: Pod) -> None:
+    """A strategy whose whole search runs in one process: this pod runs it, resuming from its
+    own folder of the checkpoint volume, and reports the result."""
+    chosen = pod.spec.strategy
+    out = pod.env.checkpoint_dir / chosen.name
+    result = chosen.strategy.run(chosen.config, _context(pod, out))
     pod.final(pod.spec.budget.steps, result, result.member_steps)
 
 
@@ -330,24 +338,15 @@ def resume_point(start: Mapping[str, Any]) -> tuple[int, str | None]:
     )
 
 
-def run_hdet(pod: Pod) -> None:
-    from schedsearch.trainers.strategies.hdet.job import ReplicaJob
-    from schedsearch.trainers.strategies.hdet.worker import run_replica
-
-    config = pod.spec.strategy.hdet
-    assert config is not None
-    job = ReplicaJob(
-        config=config,
-        workload=pod.spec.workload_ref,
-        total_steps=pod.spec.budget.steps,
-        lr_bounds=pod.spec.bounds,
-        out_dir=str(pod.env.checkpoint_dir),
-        base=pod.spec.base_schedule,
-        seed=pod.spec.seed,
-        phases=search_phases(pod.spec),
-    )
+def run_replica(pod: Pod) -> None:
+    """One replica of a replica set (its rank and world from the rendezvous environment the
+    controller sets); rank 0 reports the result for the group."""
+    chosen = pod.spec.strategy
     lead = pod.env.member == 0
-    result = run_replica(job, pod.reporter if lead else base.NullReporter())
+    context = _context(pod, pod.env.checkpoint_dir)
+    if not lead:
+        context = dataclasses.replace(context, reporter=base.NullReporter())
+    result = chosen.strategy.run_replica(chosen.config, context)
     steps = result.member_steps if result is not None else 0
     pod.final(pod.spec.budget.steps, result if lead else None, steps)
 
@@ -396,7 +395,15 @@ def control_inputs(given: Any) -> tuple[Schedule, Schedule, int]:
     return found, base, seed
 
 
-ROLES = {"autolrs": run_autolrs, "pbt": run_pbt, "hdet": run_hdet, "control": run_control}
+# How a member pod runs, by its strategy's shape (``Strategy.shape``).
+SHAPES = {"trainer": run_trainer, "population": run_pbt, "replicas": run_replica}
+
+
+def runner_of(pod: Pod) -> Callable[[Pod], None]:
+    """What this pod runs: the control run, or a member of its strategy's shape."""
+    if pod.env.role == "control":
+        return run_control
+    return SHAPES[pod.spec.strategy.strategy.shape]
 
 
 # -- entry point ----------------------------------------------------------------------------------
@@ -418,9 +425,10 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
     except (PodConfigError, WorkloadError) as err:
         reason = "UnknownWorkload" if isinstance(err, WorkloadError) else "InvalidSpec"
         return _unrunnable(client, env, reason, str(err))
-    # A PBT member's reports are its coordinator's; the control run reports only its result;
-    # the others report progress on the side.
-    progress = ChannelReporter(client, env.member) if env.role not in ("pbt", "control") else None
+    # A population member's reports are its coordinator's; the control run reports only its
+    # result; the others report progress on the side.
+    quiet = env.role == "control" or spec.strategy.strategy.shape == "population"
+    progress = None if quiet else ChannelReporter(client, env.member)
     reporter = Tee(
         base.TextReporter(sys.stderr),
         trainer_metrics.reporter_from_env(search=env.search, namespace=env.namespace),
@@ -436,7 +444,7 @@ def main(environ: Mapping[str, str] = os.environ) -> int:
         env.attempt,
     )
     try:
-        ROLES[env.role](pod)
+        runner_of(pod)(pod)
     except PodConfigError as err:
         return _unrunnable(client, env, "InvalidSpec", str(err))
     except ArithmeticError as err:

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from schedsearch.api import spec as api
 from schedsearch.api.fields import DNS1123_LABEL_PATTERN
+from schedsearch.trainers.strategies import registry
 
 HEADER = (
     "# Generated from schedsearch/api/spec.py by "
@@ -252,7 +253,7 @@ def schedulesearch_crd() -> dict[str, Any]:
         metadata,
     )
     columns = [
-        _column("Strategy", "string", ".status.strategy", "autolrs, pbt or hdet."),
+        _column("Strategy", "string", ".status.strategy", ", ".join(registry.NAMES) + "."),
         _column("Workload", "string", ".spec.workload.builtin", "Built-in workload.", 1),
         _column("Phase", "string", ".status.phase", "Pending, Running, Succeeded or Failed."),
         _column(
@@ -286,7 +287,7 @@ def lrschedule_crd() -> dict[str, Any]:
     )
     columns = [
         _column("Search", "string", ".spec.provenance.search", "The search that found it."),
-        _column("Strategy", "string", ".spec.provenance.strategy", "autolrs, pbt or hdet."),
+        _column("Strategy", "string", ".spec.provenance.strategy", ", ".join(registry.NAMES) + "."),
         _column("Objective", "number", ".spec.provenance.objective.value", "Its objective."),
         _column("Steps", "integer", ".spec.totalSteps", "Training steps it spans."),
         _AGE,

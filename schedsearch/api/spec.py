@@ -43,7 +43,11 @@ from schedsearch.trainers.config import (
     validations,
 )
 from schedsearch.trainers.evaluation import EvaluationConfig
-from schedsearch.trainers.strategies.config import MAX_MEMBERS, StrategyConfig
+from schedsearch.trainers.strategies import registry
+from schedsearch.trainers.strategies.base import StrategyName
+from schedsearch.trainers.strategies.config import MAX_MEMBERS
+from schedsearch.trainers.strategies.registry import StrategyConfig
+from schedsearch.trainers.strategies.strategy import SpecView
 
 if TYPE_CHECKING:
     from typing import Self  # Python 3.11; annotations are not evaluated at run time
@@ -66,7 +70,6 @@ Phase = Literal["Pending", "Running", "Succeeded", "Failed"]
 MemberPhase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed"]
 # The engines optimise validation loss; a metric joins this list when they can read it.
 Metric = Literal["val_loss"]
-StrategyName = Literal["autolrs", "pbt", "hdet"]
 
 
 # Where a spec runs. The cluster needs what a pod needs (a container image for an entrypoint, a
@@ -406,69 +409,22 @@ def _base_schedule_rules() -> list[dict[str, str]]:
 
 _SPEC_RULES = validations(
     *_base_schedule_rules(),
-    cel(
-        "!has(self.strategy.pbt) || self.strategy.pbt.perturbationInterval < self.budget.steps",
-        "strategy.pbt.perturbationInterval must be smaller than budget.steps",
-        ".strategy.pbt.perturbationInterval",
-    ),
-    cel(
-        "!has(self.strategy.pbt) || self.strategy.pbt.burnInPeriod < self.budget.steps",
-        "strategy.pbt.burnInPeriod must be smaller than budget.steps",
-        ".strategy.pbt.burnInPeriod",
-    ),
     # What only the cluster needs (``_cluster_problems``).
     cel(
         "!has(self.workload.entrypoint) || has(self.workload.image)",
         "workload.entrypoint needs workload.image on the cluster (the container that holds it)",
         ".workload.image",
     ),
-    cel(
-        "!has(self.strategy.pbt) || "
-        "(has(self.checkpoints) && has(self.checkpoints.persistentVolumeClaim))",
-        "PBT runs one pod per member and copies checkpoints between them: "
-        "set checkpoints.persistentVolumeClaim (an emptyDir is private to one pod; a local run "
-        "needs neither)",
-        ".checkpoints",
-    ),
-    cel(
-        "!has(self.strategy.pbt) || !has(self.failurePolicy) || "
-        "!has(self.failurePolicy.maxFailedMembers) || "
-        "self.failurePolicy.maxFailedMembers < self.strategy.pbt.population",
-        "failurePolicy.maxFailedMembers must be smaller than strategy.pbt.population",
-        ".failurePolicy.maxFailedMembers",
-    ),
-    cel(
-        "!has(self.strategy.autolrs) || self.strategy.autolrs.tau <= self.budget.steps",
-        "strategy.autolrs.tau must not exceed budget.steps",
-        ".strategy.autolrs.tau",
-    ),
-    cel(
-        "!has(self.strategy.hdet) || self.strategy.hdet.syncInterval <= self.budget.steps",
-        "strategy.hdet.syncInterval must not exceed budget.steps",
-        ".strategy.hdet.syncInterval",
-    ),
-    cel(
-        "!has(self.strategy.hdet) || self.strategy.hdet.warmupSteps < self.budget.steps",
-        "strategy.hdet.warmupSteps must be smaller than budget.steps",
-        ".strategy.hdet.warmupSteps",
-    ),
+    # Each strategy's own (``Strategy.rules``).
+    *(cel(rule.expression, rule.message, rule.field) for rule in registry.spec_rules()),
 )
 
-# The trainers' strategy models cannot carry our CEL rules, so the embedding field does.
+# The trainers' strategy models cannot carry our CEL rules, so the embedding field does; the
+# rules of each strategy's own fields are the spec's (``registry.spec_rules``).
 _STRATEGY_RULES = validations(
     cel(
-        "(has(self.autolrs) ? 1 : 0) + (has(self.pbt) ? 1 : 0) + (has(self.hdet) ? 1 : 0) == 1",
-        "set exactly one of strategy.autolrs, strategy.pbt, strategy.hdet",
-    ),
-    cel(
-        "!has(self.autolrs) || self.autolrs.tauPrime < self.autolrs.tau",
-        "strategy.autolrs.tauPrime must be smaller than tau",
-        ".autolrs.tauPrime",
-    ),
-    cel(
-        "!has(self.autolrs) || self.autolrs.tauMax >= self.autolrs.tau",
-        "strategy.autolrs.tauMax must be at least tau",
-        ".autolrs.tauMax",
+        registry.exactly_one_rule(),
+        f"set exactly one of {', '.join(f'strategy.{name}' for name in registry.NAMES)}",
     ),
 )
 
@@ -486,7 +442,8 @@ class ScheduleSearchSpec(SpecModel):
         description="The baseline schedule the search starts from and is compared with."
     )
     strategy: StrategyConfig = Field(
-        description="Exactly one of autolrs, pbt, hdet.", json_schema_extra=_STRATEGY_RULES
+        description=f"Exactly one of {', '.join(registry.NAMES)}.",
+        json_schema_extra=_STRATEGY_RULES,
     )
     seed: int = Field(
         default=0,
@@ -617,10 +574,14 @@ def _cross_field_problems(parts: _Parts, *, cluster: bool) -> list[tuple[Loc, st
     problems: list[tuple[Loc, str]] = []
     if parts.steps is not None and parts.base_schedule is not None:
         problems += _base_schedule_problems(parts.base_schedule, parts.lr_bounds, parts.steps)
-    if parts.steps is not None and parts.strategy is not None:
-        problems += _strategy_problems(parts.strategy, parts.failure_policy, parts.steps)
+    chosen = parts.strategy
+    if chosen is not None and parts.steps is not None:
+        problems += chosen.strategy.problems(chosen.config, _spec_view(parts, parts.steps))
     if cluster:
-        problems += _cluster_problems(parts.workload, parts.strategy, parts.checkpoints)
+        problems += _cluster_problems(parts.workload)
+        if chosen is not None:
+            view = _spec_view(parts, parts.steps or 0)
+            problems += chosen.strategy.cluster_problems(chosen.config, view)
     return problems
 
 
@@ -656,71 +617,23 @@ def _base_schedule_problems(
     return []
 
 
-def _strategy_problems(
-    strategy: StrategyConfig, failure_policy: FailurePolicy | None, steps: int
-) -> list[tuple[Loc, str]]:
-    problems: list[tuple[Loc, str]] = []
-    where = ("strategy",)
-    if strategy.pbt is not None:
-        pbt = strategy.pbt
-        if pbt.perturbation_interval >= steps:
-            problems.append(
-                (
-                    (*where, "pbt", "perturbationInterval"),
-                    f"must be smaller than budget.steps ({pbt.perturbation_interval} >= {steps}): "
-                    "no member would ever exploit",
-                )
-            )
-        if pbt.burn_in_period >= steps:
-            problems.append(
-                (
-                    (*where, "pbt", "burnInPeriod"),
-                    f"must be smaller than budget.steps ({pbt.burn_in_period} >= {steps})",
-                )
-            )
-        failed = failure_policy.max_failed_members if failure_policy is not None else None
-        if failed is not None and failed >= pbt.population:
-            problems.append(
-                (
-                    ("failurePolicy", "maxFailedMembers"),
-                    f"must be smaller than strategy.pbt.population ({failed} >= {pbt.population})",
-                )
-            )
-    if strategy.autolrs is not None and strategy.autolrs.tau > steps:
-        problems.append(
-            (
-                (*where, "autolrs", "tau"),
-                f"must not exceed budget.steps ({strategy.autolrs.tau} > {steps}): "
-                "the first stage would not fit",
-            )
-        )
-    if strategy.hdet is not None:
-        hdet = strategy.hdet
-        if hdet.sync_interval > steps:
-            problems.append(
-                (
-                    (*where, "hdet", "syncInterval"),
-                    f"must not exceed budget.steps ({hdet.sync_interval} > {steps})",
-                )
-            )
-        if hdet.warmup_steps >= steps:
-            problems.append(
-                (
-                    (*where, "hdet", "warmupSteps"),
-                    f"must be smaller than budget.steps ({hdet.warmup_steps} >= {steps}): "
-                    "auto-LR would never start",
-                )
-            )
-    return problems
+def _spec_view(parts: _Parts, steps: int) -> SpecView:
+    base = parts.base_schedule
+    failure = parts.failure_policy
+    return SpecView(
+        steps=steps,
+        warmup=0 if base is None or base.family == "onecycle" else base.warmup_steps,
+        max_failed_members=failure.max_failed_members if failure is not None else None,
+        checkpoint_claim=None
+        if parts.checkpoints is None
+        else parts.checkpoints.persistent_volume_claim is not None,
+    )
 
 
-def _cluster_problems(
-    workload: WorkloadSpec | None,
-    strategy: StrategyConfig | None,
-    checkpoints: CheckpointsSpec | None,
-) -> list[tuple[Loc, str]]:
-    """What only the cluster needs (the CRD's rules check it at admission); reported together
-    with the spec's other cross-field problems."""
+def _cluster_problems(workload: WorkloadSpec | None) -> list[tuple[Loc, str]]:
+    """What only the cluster needs of the spec's common fields (the CRD's rules check it at
+    admission; a strategy's own are ``Strategy.cluster_problems``); reported together with the
+    spec's other cross-field problems."""
     problems: list[tuple[Loc, str]] = []
     if workload is not None and workload.entrypoint is not None and workload.image is None:
         problems.append(
@@ -728,17 +641,6 @@ def _cluster_problems(
                 ("workload", "image"),
                 "required with entrypoint on the cluster (the image that holds it); a local run "
                 "needs none (schedsearch validate --local)",
-            )
-        )
-    pbt = strategy.pbt if strategy is not None else None
-    if pbt is not None and checkpoints is not None and checkpoints.persistent_volume_claim is None:
-        problems.append(
-            (
-                ("checkpoints",),
-                f"PBT runs one pod per member ({pbt.population}) and exploit copies "
-                "checkpoints between them: set checkpoints.persistentVolumeClaim to a "
-                "ReadWriteMany claim (an emptyDir is private to one pod; a local run needs "
-                "neither: schedsearch validate --local)",
             )
         )
     return problems
@@ -930,7 +832,7 @@ class Provenance(ApiModel):
     namespace: str | None = Field(
         default=None, max_length=63, description="Namespace of that search."
     )
-    strategy: StrategyName | None = Field(default=None, description="autolrs, pbt or hdet.")
+    strategy: StrategyName | None = Field(default=None, description=", ".join(registry.NAMES) + ".")
     workload: str | None = Field(
         default=None, max_length=253, description="Built-in name or entrypoint trained."
     )

@@ -22,7 +22,7 @@ from schedsearch.bench import profiles
 from schedsearch.trainers import harness
 from schedsearch.trainers.strategies.autolrs import runner as autolrs_runner
 from schedsearch.trainers.strategies.autolrs.search import AutoLRSSearch
-from schedsearch.trainers.strategies.config import HDETConfig
+from schedsearch.trainers.strategies.hdet.config import HDETConfig
 from schedsearch.trainers.strategies.hdet.runner import run_hdet
 from schedsearch.trainers.workloads import Workload, get_workload
 

@@ -9,14 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from schedsearch.trainers.schedules import Schedule
+from schedsearch.trainers.strategies import registry
 
 SAMPLES = 400
+# One colour per strategy, in the registry's order; black and purple are the baselines'.
+_STRATEGY_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:brown", "tab:olive")
 COLORS = {
     "baseline": "black",
-    "autolrs": "tab:blue",
-    "pbt": "tab:orange",
-    "hdet": "tab:green",
     "schedule-free": "tab:purple",
+    **dict(zip(registry.NAMES, _STRATEGY_COLORS, strict=False)),
 }
 
 

@@ -19,20 +19,18 @@ measured on the seeds it was chosen on.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from schedsearch.trainers.config import BaseScheduleConfig
 from schedsearch.trainers.evaluation import EvaluationConfig
-from schedsearch.trainers.strategies.autolrs.search import MIN_PROBE_STEPS
-from schedsearch.trainers.strategies.config import AutoLRSConfig, HDETConfig, PBTConfig
+from schedsearch.trainers.strategies import registry
+from schedsearch.trainers.strategies.config import StrategyModel
+from schedsearch.trainers.strategies.hdet.strategy import SYNCS as HDET_SYNCS
+from schedsearch.trainers.strategies.pbt.strategy import ROUNDS as PBT_ROUNDS
 from schedsearch.trainers.workloads import get_workload
 
-STRATEGIES: tuple[str, ...] = ("autolrs", "pbt", "hdet")
 GRID_FAMILIES: tuple[str, ...] = ("cosine", "linear", "wsd", "onecycle", "rex")
-# The reference AutoLRS stages before tau stops doubling: 1000 + 2000 + 4000 + 8000.
-AUTOLRS_REFERENCE_STEPS = 15000
-PBT_ROUNDS = 16
-HDET_SYNCS = 20
 # Every search may pick LRs in [default_lr * low, default_lr * high]: wider than the grid's peaks.
 LR_BOUNDS_FACTORS = (0.01, 10.0)
 # The families an Optuna user would search over (the ones with a linear warm-up in the grid).
@@ -65,11 +63,11 @@ class Profile:
     peak_factors: tuple[float, ...]
     selection_seeds: tuple[int, ...]
     eval_seeds: tuple[int, ...]
-    pbt_population: int
-    hdet_replicas: int
+    # Members of the strategies that have several (PBT's population, HDET's replicas); 1 else.
+    members: Mapping[str, int]
     warmup_fraction: float = 0.05
     families: tuple[str, ...] = GRID_FAMILIES
-    strategies: tuple[str, ...] = STRATEGIES
+    strategies: tuple[str, ...] = registry.NAMES
     search_seed: int = 0
     loop_workloads: tuple[str, ...] = ("regression",)
     loop_steps: int = 1000
@@ -97,10 +95,14 @@ class Profile:
             if overlap:
                 raise ValueError(f"{self.name}: {name} seeds overlap: {sorted(overlap)}")
 
+    def members_of(self, strategy: str) -> int:
+        return self.members.get(strategy, 1)
+
 
 def search_seeds(profile: Profile) -> range:
-    """Every seed a search trains with: PBT members use seed + i, HDET replicas share one."""
-    return range(profile.search_seed, profile.search_seed + max(1, profile.pbt_population))
+    """Every seed a search trains with: a population's members use seed + i, the others (and a
+    replica set) one."""
+    return range(profile.search_seed, profile.search_seed + max(1, *profile.members.values()))
 
 
 PROFILES: dict[str, Profile] = {
@@ -112,8 +114,7 @@ PROFILES: dict[str, Profile] = {
         peak_factors=(0.5, 1.0, 2.0, 4.0),
         selection_seeds=(1000,),
         eval_seeds=(2000, 2001),
-        pbt_population=4,
-        hdet_replicas=2,
+        members={"pbt": 4, "hdet": 2},
     ),
     "full": Profile(
         name="full",
@@ -127,8 +128,7 @@ PROFILES: dict[str, Profile] = {
         peak_factors=(0.25, 0.5, 1.0, 2.0, 4.0, 8.0),
         selection_seeds=(1000, 1001, 1002),
         eval_seeds=(2000, 2001, 2002, 2003, 2004, 2005),
-        pbt_population=8,
-        hdet_replicas=4,
+        members={"pbt": 8, "hdet": 4},
         loop_workloads=("regression", "digits-cnn", "charlm"),
         loop_steps=1000,
         loop_rounds=5,
@@ -165,22 +165,12 @@ def warmup_steps(warmup_fraction: float, steps: int) -> int:
     return max(1, round(warmup_fraction * steps))
 
 
-def autolrs_config(steps: int) -> AutoLRSConfig:
-    tau = max(MIN_PROBE_STEPS + 1, round(1000 * steps / AUTOLRS_REFERENCE_STEPS))
-    tau_prime = min(tau - 1, max(MIN_PROBE_STEPS, round(tau / 10)))
-    return AutoLRSConfig(tau=tau, tau_prime=tau_prime, tau_max=8 * tau)
-
-
-def pbt_config(profile: Profile, steps: int) -> PBTConfig:
-    return PBTConfig(
-        population=profile.pbt_population,
-        perturbation_interval=max(1, steps // PBT_ROUNDS),
-        seed=profile.search_seed,
+def search_config(profile: Profile, strategy: str, steps: int) -> StrategyModel:
+    """A strategy's defaults scaled to the budget (``Strategy.config_for_budget``), with this
+    profile's members and search seed."""
+    return registry.get(strategy).config_for_budget(
+        steps, members=profile.members_of(strategy), seed=profile.search_seed
     )
-
-
-def hdet_config(profile: Profile, steps: int) -> HDETConfig:
-    return HDETConfig(replicas=profile.hdet_replicas, sync_interval=max(1, steps // HDET_SYNCS))
 
 
 def hdet_base(workload: str) -> BaseScheduleConfig:
@@ -217,9 +207,9 @@ def scaling_notes(profile: Profile) -> list[str]:
         "AutoLRS: the reference's growing stages (tau 1000/2000/4000/8000, 15000 steps) mapped "
         "onto S: tau = S/15, tau' = tau/10, tauMax = 8 tau, k = 10, kappa 1000, validation "
         "forecasts from stage 1, every tau'/16 steps.",
-        f"PBT: population {profile.pbt_population}, perturbationInterval = S/{PBT_ROUNDS} "
+        f"PBT: population {profile.members_of('pbt')}, perturbationInterval = S/{PBT_ROUNDS} "
         "(the spec example's 250 steps of 4000), quantile 0.25, resample 0.25, factors 1.2/0.8.",
-        f"HDET: {profile.hdet_replicas} replicas, syncInterval T = S/{HDET_SYNCS}, alpha 1/9, "
+        f"HDET: {profile.members_of('hdet')} replicas, syncInterval T = S/{HDET_SYNCS}, alpha 1/9, "
         "beta 0.9, lambda 0.5, sigma 0.1; the same base as PBT and AutoLRS (the grid's warm-up "
         "to the workload's default LR), scaled to the peak its probes choose (default x "
         "0.25/0.5/1/2/4/8, each probe 2T steps plus an annealed branch); replicas scored by "

@@ -370,6 +370,50 @@ def _autolrs_section(report: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+def _prediction_section(report: dict[str, Any]) -> list[str]:
+    """What a search that predicts its schedule's final loss said, against the replays."""
+    rows = [
+        (section["workload"], name, row)
+        for section in report.get("quality", [])
+        for name, row in section.get("strategies", {}).items()
+        if "predictedFinal" in row
+    ]
+    if not rows:
+        return []
+    lines = [
+        "## Predicted against measured",
+        "",
+        "The law strategy predicts the final validation loss of the schedule it found, from the "
+        "law it fitted on its probes (search seed); the replays measure it on the evaluation "
+        "seeds. Fit error: on the probe points it was fitted to; held-out: on the trunk's tail "
+        "left out of a second fit.",
+        "",
+    ]
+    lines += _table(
+        ["workload", "strategy", "law", "predicted", "replayed", "error", "fit", "held-out"],
+        (
+            [
+                workload,
+                name,
+                str(row.get("law") or "?"),
+                fmt_loss(row.get("predictedFinal")),
+                fmt_mean_std(row.get("finalMean"), row.get("finalStd")),
+                _percent(row.get("predictionError"), signed=True),
+                _percent(row.get("fitError")),
+                _percent(row.get("heldOutError")),
+            ]
+            for workload, name, row in rows
+        ),
+    )
+    return [*lines, ""]
+
+
+def _percent(value: float | None, *, signed: bool = False) -> str:
+    if value is None:
+        return "?"
+    return f"{value:+.1%}" if signed else f"{value:.1%}"
+
+
 def _cost(value: float | None) -> str:
     return "?" if value is None else f"{value:.2f} S"
 
@@ -510,6 +554,7 @@ def render(report: dict[str, Any]) -> str:
         lines += _quality_section(section)
     lines += _targets_section(report)
     lines += _autolrs_section(report)
+    lines += _prediction_section(report)
     lines += _overhead_section(report)
     lines += _plan_section(report)
     return "\n".join(lines).rstrip() + "\n"

@@ -6,7 +6,7 @@ what its cache key digests; ``steps``/``evals`` only feed time estimates. Kinds:
 * ``curve``: train one schedule from scratch for S steps with one seed, evaluating every E
   steps (grid cells, the target and replays alike, so a replay of a grid schedule with the same
   seed is the same run);
-* ``search``: one strategy's search (AutoLRS, PBT or HDET) with the profile's scaled defaults;
+* ``search``: one strategy's search with the profile's scaled defaults;
 * ``optuna``: the equal-compute baseline, Optuna trials for a given budget of member-steps;
 * ``schedule-free``: one Schedule-Free run at a constant peak LR, with one seed;
 * ``loop`` and ``hdet-timing``: overhead measurements, run alone after everything else.
@@ -28,21 +28,15 @@ from schedsearch.bench import curves, optuna_baseline, overhead, profiles, sched
 from schedsearch.bench.profiles import Profile, WorkloadPlan
 from schedsearch.trainers import families
 from schedsearch.trainers.config import BaseScheduleConfig
-from schedsearch.trainers.evaluation import EvaluationConfig, Phases
+from schedsearch.trainers.evaluation import EvaluationConfig
 from schedsearch.trainers.schedules import Schedule
-from schedsearch.trainers.strategies import base
-from schedsearch.trainers.strategies.autolrs.runner import run_autolrs
-from schedsearch.trainers.strategies.config import AutoLRSConfig, HDETConfig, PBTConfig
-from schedsearch.trainers.strategies.hdet.runner import run_hdet
-from schedsearch.trainers.strategies.pbt.runner import run_pbt
+from schedsearch.trainers.strategies import registry
+from schedsearch.trainers.strategies.strategy import RunContext
 from schedsearch.trainers.workloads import get_workload
 
 TaskKind = Literal["curve", "search", "optuna", "schedule-free", "loop", "hdet-timing"]
 # Bump when a run's meaning changes without its spec changing: old cached results are ignored.
 CACHE_VERSION = 1
-# Rough evaluation counts of a search, for time estimates only.
-AUTOLRS_EVALS_PER_PROBE = 16
-AUTOLRS_VALIDATED_STAGES = 3
 
 
 @dataclass(frozen=True)
@@ -141,7 +135,13 @@ EVALUATION = EvaluationConfig()
 
 
 def search_task(profile: Profile, plan: WorkloadPlan, strategy: str) -> Task:
+    """One strategy's search: its defaults scaled to the budget, from the same base as every
+    other strategy (the grid's warm-up to the workload's default LR: the strategies that take a
+    warm-up take this one, HDET scales this base to the peak its probes choose, law its candidate
+    peaks from this one)."""
     steps = plan.steps
+    chosen = registry.get(strategy)
+    config = profiles.search_config(profile, strategy, steps)
     spec: dict[str, Any] = {
         "strategy": strategy,
         "workload": plan.workload,
@@ -150,48 +150,12 @@ def search_task(profile: Profile, plan: WorkloadPlan, strategy: str) -> Task:
         "lrBounds": list(profiles.lr_bounds(plan.workload)),
         # Annealed evaluation and the final cooldown, at the spec's defaults.
         "evaluation": EVALUATION.model_dump(by_alias=True, mode="json"),
+        "config": config.model_dump(by_alias=True, mode="json"),
+        "base": profiles.grid_config(
+            profile, "constant", get_workload(plan.workload).default_lr, steps
+        ).model_dump(by_alias=True),
     }
-    if strategy == "autolrs":
-        autolrs = profiles.autolrs_config(steps)
-        spec["config"] = autolrs.model_dump(by_alias=True, mode="json")
-        # The grid's warm-up, to the workload's default LR, before the first stage.
-        spec["base"] = profiles.grid_config(
-            profile, "constant", get_workload(plan.workload).default_lr, steps
-        ).model_dump(by_alias=True)
-        # Stages up to the cooldown, each probe followed by its annealed branch; the cooldown.
-        probes = autolrs.candidates * autolrs.tau_prime / autolrs.tau
-        searched = 1.0 - EVALUATION.cooldown.fraction
-        trained = steps * (1 + searched * probes * (1 + EVALUATION.anneal.fraction))
-        evals = AUTOLRS_VALIDATED_STAGES * autolrs.candidates * AUTOLRS_EVALS_PER_PROBE
-    elif strategy == "pbt":
-        pbt = profiles.pbt_config(profile, steps)
-        spec["config"] = pbt.model_dump(by_alias=True, mode="json")
-        # The grid's warm-up (members warm up to their own LR; the base's peak is not used).
-        spec["base"] = profiles.grid_config(
-            profile, "constant", get_workload(plan.workload).default_lr, steps
-        ).model_dump(by_alias=True)
-        # A branch of anneal.fraction intervals at each decision (every round before the cooldown).
-        branches = (1.0 - EVALUATION.cooldown.fraction) * EVALUATION.anneal.fraction
-        trained = pbt.population * steps * (1 + branches)
-        evals = 2 * pbt.population * profiles.PBT_ROUNDS
-    elif strategy == "hdet":
-        hdet = profiles.hdet_config(profile, steps)
-        spec["config"] = hdet.model_dump(by_alias=True, mode="json")
-        # The same base as the other strategies (the grid's warm-up to the default LR), which
-        # the probes scale to the peak they choose.
-        spec["base"] = profiles.grid_config(
-            profile, "constant", get_workload(plan.workload).default_lr, steps
-        ).model_dump(by_alias=True)
-        # The probes (each with its branch) and, when scoring is annealed, every replica's
-        # branch at each sync of the searched part.
-        probes = len(hdet.probe.factors) * hdet.probe_steps() * (1 + EVALUATION.anneal.fraction)
-        scoring = hdet.score == "annealed"
-        syncs = (1.0 - EVALUATION.cooldown.fraction) * steps / hdet.sync_interval
-        branches = hdet.replicas * syncs * EVALUATION.anneal.fraction * hdet.sync_interval
-        trained = hdet.replicas * steps + probes + (branches if scoring else 0)
-        evals = profiles.HDET_SYNCS
-    else:
-        raise ValueError(f"strategy: {strategy!r} is not one of {', '.join(profiles.STRATEGIES)}")
+    trained, evals = chosen.planned_cost(config, steps, EVALUATION)
     return Task("search", plan.workload, f"search {strategy}", spec, round(trained), evals)
 
 
@@ -212,9 +176,9 @@ def hdet_timing_task(profile: Profile) -> Task:
         "workload": profile.hdet_timing_workload,
         "steps": profile.hdet_timing_steps,
         "interval": profile.hdet_timing_interval,
-        "replicas": profile.hdet_replicas,
+        "replicas": profile.members_of("hdet"),
     }
-    steps = profile.hdet_replicas * profile.hdet_timing_steps
+    steps = profile.members_of("hdet") * profile.hdet_timing_steps
     label = f"HDET converge at T={profile.hdet_timing_interval}"
     return Task("hdet-timing", profile.hdet_timing_workload, label, spec, steps, 2)
 
@@ -273,41 +237,24 @@ def run_task(task: Task, workdir: Path) -> dict[str, Any]:
 
 def run_search(spec: dict[str, Any], scratch: Path) -> dict[str, Any]:
     """One strategy's search; AutoLRS also reports its time outside training per stage."""
-    strategy, workload = spec["strategy"], spec["workload"]
-    common: dict[str, Any] = {
-        "total_steps": spec["steps"],
-        "lr_bounds": tuple(spec["lrBounds"]),
-        "seed": spec["seed"],
-        "out_dir": scratch,
-    }
-    timings: list[dict[str, float]] | None = None
-    result: base.SearchResult
-    if strategy == "autolrs":
-        with overhead.timed_autolrs() as built:
-            autolrs = AutoLRSConfig.model_validate(spec["config"])
-            phases = _phases(spec, autolrs.tau_prime)
-            result = run_autolrs(autolrs, workload, phases=phases, **common)
-        timings = built[0].stage_timings if built else None
-    elif strategy == "pbt":
-        pbt = PBTConfig.model_validate(spec["config"])
-        result = run_pbt(pbt, workload, phases=_phases(spec, pbt.perturbation_interval), **common)
-    else:
-        hdet = HDETConfig.model_validate(spec["config"])
-        result = run_hdet(
-            hdet,
-            workload,
-            base=BaseScheduleConfig.model_validate(spec["base"]),
-            phases=_phases(spec, hdet.sync_interval),
-            **common,
-        )
-    return {**result.to_dict(), "autolrsStageTimings": timings}
-
-
-def _phases(spec: dict[str, Any], interval: int) -> Phases:
-    base_config = BaseScheduleConfig.model_validate(spec["base"]) if "base" in spec else None
-    return Phases.create(
-        spec["steps"],
-        evaluation=EvaluationConfig.model_validate(spec.get("evaluation") or {}),
-        base=base_config,
-        interval=interval,
+    chosen = registry.get(spec["strategy"])
+    config = chosen.config_type.model_validate(spec["config"])
+    base_schedule = BaseScheduleConfig.model_validate(spec["base"]) if "base" in spec else None
+    evaluation = EvaluationConfig.model_validate(spec.get("evaluation") or {})
+    low, high = spec["lrBounds"]
+    context = RunContext(
+        workload=spec["workload"],
+        total_steps=spec["steps"],
+        lr_bounds=(low, high),
+        seed=spec["seed"],
+        out_dir=scratch,
+        phases=chosen.phases(
+            config, spec["steps"], evaluation=evaluation, base_schedule=base_schedule
+        ),
+        base=base_schedule,
     )
+    # Only an AutoLRS search builds the timed search object; the others leave the list empty.
+    with overhead.timed_autolrs() as built:
+        result = chosen.run(config, context)
+    timings = built[0].stage_timings if built else None
+    return {**result.to_dict(), "autolrsStageTimings": timings}

@@ -9,7 +9,6 @@ schedule, 130 interrupted.
 from __future__ import annotations
 
 import functools
-import importlib
 import io
 import shlex
 import shutil
@@ -693,7 +692,11 @@ def run(
     """Run a search on this machine (the embedded engine) and store its results."""
     options = RunOptions(spec_path, _store_path(store_path), ray_address, resume, name)
     search = _named(load_spec(options.spec_path), options.name)
-    engine = _load_engine()
+    try:
+        # Imported here: the CLI works without the engine's dependencies (Ray) until `run`.
+        from schedsearch.engine import run as engine
+    except ModuleNotFoundError as err:
+        raise _engine_missing(err) from None
     try:
         with run_metrics.serving(search, metrics_port) as reporters:
             engine.run_search(
@@ -731,18 +734,16 @@ def _named(search: ScheduleSearch, name: str | None) -> ScheduleSearch:
         raise UserError(f"--name: {err.errors()[0]['msg']}") from None
 
 
-def _load_engine() -> Any:
-    try:
-        return importlib.import_module("schedsearch.engine")
-    except ModuleNotFoundError as err:
-        if err.name is not None and (err.name + ".").startswith("schedsearch.engine."):
-            raise UserError(
-                "the local engine (schedsearch.engine) is not part of this installation; "
-                "schedsearch run needs it"
-            ) from None
-        raise UserError(
-            f"the local engine needs the Python package {err.name!r}, which is not installed"
-        ) from None
+def _engine_missing(err: ModuleNotFoundError) -> UserError:
+    """What to tell a user whose installation cannot import the local engine."""
+    if err.name is not None and (err.name + ".").startswith("schedsearch.engine."):
+        return UserError(
+            "the local engine (schedsearch.engine) is not part of this installation; "
+            "schedsearch run needs it"
+        )
+    return UserError(
+        f"the local engine needs the Python package {err.name!r}, which is not installed"
+    )
 
 
 # --- entry point --------------------------------------------------------------------------------

@@ -82,17 +82,18 @@ def _check_entrypoint(report: Report, where: str, document: Any, target: Target)
 
 
 def cpu_share_warning(search: ScheduleSearch, cpus: int) -> str | None:
-    """A warning when a local run gives each PBT member less CPU than the spec asks: the
-    members run at once and share this machine's CPUs."""
-    pbt = search.spec.strategy.pbt
-    if pbt is None:
+    """A warning when a local run gives each member (a population's members, a replica set's
+    replicas) less CPU than the spec asks: they run at once and share this machine's CPUs."""
+    chosen = search.spec.strategy
+    members = chosen.strategy.members(chosen.config)
+    if members <= 1:
         return None
     asked = parse_quantity(search.spec.resources.cpu)
-    share = Decimal(cpus) / pbt.population
+    share = Decimal(cpus) / members
     if share >= asked:
         return None
     return (
-        f"spec.resources.cpu: {pbt.population} members share this machine's {cpus} CPU(s) when "
+        f"spec.resources.cpu: {members} members share this machine's {cpus} CPU(s) when "
         f"run here: each gets about {share:.2f} CPU, not the {asked:g} the spec asks "
         "(on the cluster each member pod gets its request)"
     )

@@ -107,8 +107,7 @@ class Job(Protocol):
 
 def make_job(search: api.ScheduleSearch, run_dir: Path, state: dict[str, Any] | None) -> Job:
     """The job for ``search``'s strategy, continuing ``state`` when resuming."""
-    name = search.spec.strategy_name
-    if name == "pbt":
+    if search.spec.strategy.strategy.shape == "population":
         return PBTJob(search, run_dir, state)
     return SingleTrialJob(search, run_dir, state)
 
@@ -273,7 +272,7 @@ class SingleTrialJob:
         self.search = search
         self.run_dir = run_dir
         self.strategy: str = search.spec.strategy_name
-        # HDET's rank 0 reports for the replica group: one row, like AutoLRS's single trainer.
+        # A replica set's rank 0 reports for the group: one row, like a single trainer.
         self.members = 1
         self._state = dict(state or {})
         self._result: SearchResult | None = None
@@ -282,9 +281,9 @@ class SingleTrialJob:
         # members start at step 0, a resumed one's where their checkpoints were.
         self._seen: dict[int, int] = {}
         self._fresh = not state
-        hdet = search.spec.strategy.hdet
-        # HDET's rank 0 reports for the group: every replica trains each of its steps.
-        self._processes = hdet.replicas if hdet is not None else 1
+        # A replica set's rank 0 reports for the group: every replica trains each of its steps.
+        chosen = search.spec.strategy
+        self._processes = chosen.strategy.processes(chosen.config)
 
     def start(self) -> None:
         pass
@@ -293,7 +292,7 @@ class SingleTrialJob:
         pass
 
     def trainable(self) -> Trainable:
-        return trials.autolrs_trial if self.strategy == "autolrs" else trials.hdet_trial
+        return trials.single_trial
 
     def trial_configs(self) -> list[dict[str, Any]]:
         if self._state.get("finished"):

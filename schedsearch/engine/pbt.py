@@ -42,7 +42,7 @@ from typing import Any
 
 from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies import base
-from schedsearch.trainers.strategies.config import PBTConfig
+from schedsearch.trainers.strategies.pbt.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.population import Mode, Population
 
 STATE_FORMAT = "schedsearch.io/engine-pbt-v1"

@@ -321,9 +321,9 @@ def _train(
 
 
 def _processes_per_trial(search: api.ScheduleSearch) -> int:
-    """HDET's trial runs one replica process per GPU it is given; other trials run one."""
-    hdet = search.spec.strategy.hdet
-    return hdet.replicas if hdet is not None else 1
+    """A replica set's trial runs one process per GPU it is given; other trials run one."""
+    chosen = search.spec.strategy
+    return chosen.strategy.processes(chosen.config)
 
 
 def _check_failures(
@@ -333,7 +333,8 @@ def _check_failures(
         return
     allowed = search.spec.failure_policy.max_failed_members
     if allowed is None:
-        allowed = job.members - 1 if job.strategy == "pbt" else 0
+        # A population goes on while one member lives; a single trial is the search.
+        allowed = job.members - 1 if isinstance(job, jobs.PBTJob) else 0
     if len(outcome.errors) > allowed:
         trial, error = sorted(outcome.errors.items())[0]
         raise SearchFailed(f"{len(outcome.errors)} trial(s) failed; trial {trial}: {error}")

@@ -1,4 +1,4 @@
-"""What runs inside each Tune trial: a PBT member, the AutoLRS trainer, or an HDET replica group.
+"""What runs inside each Tune trial: a population's member, or a whole single-trial search.
 
 Each trial function rebuilds the search from its config (the spec travels as plain data), runs
 the strategy's runner from ``schedsearch.trainers`` in a thread while its own thread pumps the
@@ -22,6 +22,7 @@ from schedsearch.trainers import schedules
 from schedsearch.trainers.evaluation import search_phases
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.base import SearchResult
+from schedsearch.trainers.strategies.strategy import RunContext
 
 RESULT_KEY = "searchResult"
 # The members' shares always fit (session.trial_resources), so the population's trials all
@@ -59,64 +60,31 @@ def _search(job: dict[str, Any]) -> api.ScheduleSearch:
     return api.ScheduleSearch.model_validate(job["search"])
 
 
-# -- HDET and AutoLRS: one trial each ------------------------------------------------------------
+# -- a single trial: the whole search in one trial (a trainer, or a replica set it starts) ------
 
 
-def _single_trial(config: dict[str, Any], strategy: str) -> None:
-    """Run the whole search of a single-trial strategy, pumping its reports to the driver, and
-    attach its ``SearchResult`` to the last result. The runner resumes from the checkpoints in
-    the run directory when there are any."""
-    from schedsearch.trainers.strategies.autolrs.runner import run_autolrs
-    from schedsearch.trainers.strategies.hdet.runner import run_hdet
-
+def single_trial(config: dict[str, Any]) -> None:
+    """Run the whole search of a strategy that is not a population, pumping its reports to the
+    driver, and attach its ``SearchResult`` to the last result. The strategy resumes from the
+    state in the run directory when there is any (a replica set starts its own processes)."""
     job = tuning.trial_config(config)
     spec = _search(job).spec
-    common: dict[str, Any] = {
-        "total_steps": spec.budget.steps,
-        "lr_bounds": (spec.lr_bounds.min, spec.lr_bounds.max),
-        "seed": spec.seed,
-        "out_dir": checkpoint_dir(Path(job["runDir"])),
-    }
+    chosen = spec.strategy
     reporter = messages.TrialReporter()
-    if strategy == "hdet":
-        assert spec.strategy.hdet is not None
-        hdet, base_schedule = spec.strategy.hdet, spec.base_schedule
-
-        def run() -> SearchResult:
-            return run_hdet(
-                hdet,
-                spec.workload.ref,
-                base=base_schedule,
-                reporter=reporter,
-                phases=search_phases(spec),
-                **common,
-            )
-    else:
-        assert spec.strategy.autolrs is not None
-        autolrs = spec.strategy.autolrs
-
-        def run() -> SearchResult:
-            return run_autolrs(
-                autolrs,
-                spec.workload.ref,
-                reporter=reporter,
-                phases=search_phases(spec),
-                **common,
-            )
-
-    result = messages.pump(run, reporter)
+    context = RunContext(
+        workload=spec.workload.ref,
+        total_steps=spec.budget.steps,
+        lr_bounds=(spec.lr_bounds.min, spec.lr_bounds.max),
+        seed=spec.seed,
+        out_dir=checkpoint_dir(Path(job["runDir"])),
+        reporter=reporter,
+        phases=search_phases(spec),
+        base=spec.base_schedule,
+        metric=spec.objective.metric,
+    )
+    result = messages.pump(lambda: chosen.strategy.run(chosen.config, context), reporter)
     reporter.attach(RESULT_KEY, result.to_dict())
     reporter.flush()
-
-
-def hdet_trial(config: dict[str, Any]) -> None:
-    """One HDET run: ``replicas`` worker processes started by ``run_hdet``."""
-    _single_trial(config, "hdet")
-
-
-def autolrs_trial(config: dict[str, Any]) -> None:
-    """The single AutoLRS trainer; it resumes from the last completed stage it saved."""
-    _single_trial(config, "autolrs")
 
 
 # -- PBT -----------------------------------------------------------------------------------------

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.autolrs.config import AutoLRSConfig
 from schedsearch.trainers.strategies.autolrs.search import AutoLRSSearch
-from schedsearch.trainers.strategies.config import AutoLRSConfig, HDETConfig, PBTConfig
+from schedsearch.trainers.strategies.hdet.config import HDETConfig
 from schedsearch.trainers.strategies.hdet.controller import HDETController
+from schedsearch.trainers.strategies.pbt.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.population import Population
 
 LR_MIN, LR_MAX = 1e-4, 1.0

@@ -6,7 +6,8 @@ import json
 import random
 
 from schedsearch.controller import state as state_mod
-from schedsearch.trainers.strategies.config import MAX_MEMBERS, PBTConfig
+from schedsearch.trainers.strategies.config import MAX_MEMBERS
+from schedsearch.trainers.strategies.pbt.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.population import Population
 
 CONFIGMAP_LIMIT = 1024 * 1024  # the API server refuses a larger object (etcd's request limit)

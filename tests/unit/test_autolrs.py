@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.autolrs.config import AutoLRSConfig
 from schedsearch.trainers.strategies.autolrs.search import AutoLRSSearch
-from schedsearch.trainers.strategies.config import AutoLRSConfig
 
 LR_MIN, LR_MAX = 1e-4, 1.0
 Probe = Callable[[float, list[int]], list[float]]

@@ -28,6 +28,9 @@ from schedsearch.bench.cache import RunCache, clean_floats
 from schedsearch.bench.followups import FollowUps
 from schedsearch.bench.quality import GridCell, RunCurve
 from schedsearch.trainers.schedules import Schedule
+from schedsearch.trainers.strategies.autolrs.strategy import AutoLRS
+from schedsearch.trainers.strategies.hdet.config import HDETConfig
+from schedsearch.trainers.strategies.pbt.config import PBTConfig
 
 # --- steps to target -----------------------------------------------------------------------------
 
@@ -113,22 +116,25 @@ def test_grid_edge_is_flagged() -> None:
 
 
 def test_autolrs_scaling_gives_the_reference_defaults_at_15000_steps() -> None:
-    config = profiles.autolrs_config(15000)
+    config = AutoLRS().config_for_budget(15000, members=1, seed=0)
     assert (config.tau, config.tau_prime, config.tau_max, config.candidates) == (
         1000,
         100,
         8000,
         10,
     )
-    small = profiles.autolrs_config(1000)
+    small = AutoLRS().config_for_budget(1000, members=1, seed=0)
     assert (small.tau, small.tau_prime, small.tau_max) == (67, 7, 536)
 
 
 def test_pbt_and_hdet_scaling() -> None:
     profile = profiles.get_profile("full")
-    assert profiles.pbt_config(profile, 2000).perturbation_interval == 125
-    assert profiles.pbt_config(profile, 2000).population == 8
-    assert profiles.hdet_config(profile, 2000).sync_interval == 100
+    pbt = profiles.search_config(profile, "pbt", 2000)
+    assert isinstance(pbt, PBTConfig)
+    assert (pbt.perturbation_interval, pbt.population, pbt.seed) == (125, 8, profile.search_seed)
+    hdet = profiles.search_config(profile, "hdet", 2000)
+    assert isinstance(hdet, HDETConfig)
+    assert (hdet.sync_interval, hdet.replicas) == (100, 4)
 
 
 def test_bad_profile_and_budget_are_refused_by_name() -> None:
@@ -456,8 +462,7 @@ def tiny_profile(**changes: Any) -> profiles.Profile:
         "selection_seeds": (1000,),
         "eval_seeds": (2000, 2001),
         "strategies": (),
-        "pbt_population": 2,
-        "hdet_replicas": 2,
+        "members": {"pbt": 2, "hdet": 2},
     }
     return profiles.Profile(**{**settings, **changes})
 

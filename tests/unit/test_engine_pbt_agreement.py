@@ -23,7 +23,7 @@ from ray.tune.schedulers import pbt as ray_pbt
 from scipy import stats
 
 from schedsearch.trainers.strategies import base
-from schedsearch.trainers.strategies.config import PBTConfig
+from schedsearch.trainers.strategies.pbt.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.population import Population
 
 LR_MIN, LR_MAX = 1e-4, 1.0

@@ -10,7 +10,7 @@ import pytest
 from schedsearch.engine.pbt import PBTCoordinator, StartPoint
 from schedsearch.engine.trials import ActorCoordinator
 from schedsearch.trainers.strategies import base
-from schedsearch.trainers.strategies.config import PBTConfig
+from schedsearch.trainers.strategies.pbt.config import PBTConfig
 
 
 def _coordinator(**overrides: object) -> PBTCoordinator:

@@ -11,7 +11,7 @@ import pytest
 from schedsearch.engine import session, shipping
 from schedsearch.engine.pbt import PBTCoordinator
 from schedsearch.engine.trials import ActorCoordinator
-from schedsearch.trainers.strategies.config import PBTConfig
+from schedsearch.trainers.strategies.pbt.config import PBTConfig
 
 UNITS = session.RESOURCE_UNITS
 ROOT = Path(__file__).resolve().parents[2]

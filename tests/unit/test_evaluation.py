@@ -16,7 +16,7 @@ from schedsearch.trainers.config import BaseScheduleConfig
 from schedsearch.trainers.evaluation import EvaluationConfig, Phases, search_phases
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.autolrs.search import plausible_floor
-from schedsearch.trainers.strategies.config import PBTConfig
+from schedsearch.trainers.strategies.pbt.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.population import Population
 from schedsearch.trainers.strategies.pbt.runner import MemberLoop, run_pbt
 from schedsearch.trainers.workloads import get_workload
@@ -286,8 +286,8 @@ def test_a_forecast_cannot_predict_an_impossible_loss() -> None:
 def test_autolrs_warms_up_searches_then_cools_down_and_its_schedule_replays_exactly(
     tmp_path: Path,
 ) -> None:
+    from schedsearch.trainers.strategies.autolrs.config import AutoLRSConfig
     from schedsearch.trainers.strategies.autolrs.runner import run_autolrs
-    from schedsearch.trainers.strategies.config import AutoLRSConfig
 
     base_config = BaseScheduleConfig(family="cosine", peak_lr=0.02, warmup_steps=10)
     phases = Phases.create(200, base=base_config, interval=10)

@@ -9,8 +9,8 @@ import math
 import pytest
 
 from schedsearch.trainers import schedules
-from schedsearch.trainers.strategies.config import HDETConfig
 from schedsearch.trainers.strategies.hdet import maths
+from schedsearch.trainers.strategies.hdet.config import HDETConfig
 from schedsearch.trainers.strategies.hdet.controller import (
     FINAL,
     NO_SIGNAL,

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from schedsearch.trainers import schedules
 from schedsearch.trainers.evaluation import EvaluationConfig, Phases
 from schedsearch.trainers.strategies import peaks
-from schedsearch.trainers.strategies.config import HDETConfig
 from schedsearch.trainers.strategies.hdet import probe
+from schedsearch.trainers.strategies.hdet.config import HDETConfig
 from schedsearch.trainers.strategies.hdet.controller import FINAL, UPDATED, HDETController
 
 BOUNDS = (1e-4, 1.0)

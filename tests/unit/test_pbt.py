@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from schedsearch.trainers.strategies import base
-from schedsearch.trainers.strategies.config import PBTConfig
+from schedsearch.trainers.strategies.pbt.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.lineage import Lineage
 from schedsearch.trainers.strategies.pbt.population import Population
 

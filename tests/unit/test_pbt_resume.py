@@ -137,7 +137,7 @@ def test_an_arithmetic_error_is_reported_fatal_not_retried(
     def overflow(_: pod.Pod) -> None:
         raise OverflowError("math range error")
 
-    monkeypatch.setitem(pod.ROLES, "pbt", overflow)
+    monkeypatch.setitem(pod.SHAPES, "population", overflow)
     spec = raw_spec("pbt", workload={"builtin": "regression"})
     assert pod.main(pod_environ(url, spec)) == channel.EXIT_CONFIG
     assert api.state is not None

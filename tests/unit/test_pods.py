@@ -129,7 +129,7 @@ def test_hdet_rendezvous_env_and_dns() -> None:
     assert len({e["MASTER_PORT"] for e in envs}) == 1
     assert [p["spec"]["hostname"] for p in ranks] == ["s1-hdet-0", "s1-hdet-1"]
     assert {p["spec"]["subdomain"] for p in ranks} == {"s1-hdet"}
-    service = pods.hdet_service(REF)
+    service = pods.replica_service(REF, "hdet")
     assert service["metadata"]["name"] == "s1-hdet"
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["publishNotReadyAddresses"] is True

@@ -246,14 +246,19 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
         "two strategies",
         {"spec.strategy": {"autolrs": {}, "hdet": {}}},
         "spec.strategy",
-        "exactly one of autolrs, pbt, hdet (got autolrs, hdet)",
+        "exactly one of autolrs, pbt, hdet, law (got autolrs, hdet)",
     ),
-    ("no strategy", {"spec.strategy": {}}, "spec.strategy", "exactly one of autolrs, pbt, hdet"),
+    (
+        "no strategy",
+        {"spec.strategy": {}},
+        "spec.strategy",
+        "exactly one of autolrs, pbt, hdet, law",
+    ),
     (
         "unknown strategy",
         {"spec.strategy": {"sgd": {}}},
         "spec.strategy.sgd",
-        "unknown field; allowed: autolrs, pbt, hdet",
+        "unknown field; allowed: autolrs, pbt, hdet, law",
     ),
     (
         "unknown workload",

@@ -12,8 +12,9 @@ import torch
 from schedsearch.trainers import harness
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.autolrs import runner as autolrs_runner
-from schedsearch.trainers.strategies.config import AutoLRSConfig, PBTConfig
+from schedsearch.trainers.strategies.autolrs.config import AutoLRSConfig
 from schedsearch.trainers.strategies.pbt import runner as pbt_runner
+from schedsearch.trainers.strategies.pbt.config import PBTConfig
 from schedsearch.trainers.workloads import get_workload
 
 SMALL_AUTOLRS = AutoLRSConfig(tau=20, tau_prime=4, tau_max=80, candidates=3)

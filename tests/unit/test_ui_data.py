@@ -19,7 +19,7 @@ from schedsearch.cli.main import cli
 from schedsearch.engine.pbt import PBTCoordinator
 from schedsearch.engine.state import EngineState
 from schedsearch.store import HistoryPoint, SQLiteStore
-from schedsearch.trainers.strategies.config import PBTConfig
+from schedsearch.trainers.strategies.pbt.config import PBTConfig
 from schedsearch.ui import data, events, server
 from tests.unit.test_cli import FOUND
 

@@ -17,7 +17,8 @@ from typing import Any, Literal, Protocol, TextIO, runtime_checkable
 from schedsearch.trainers import schedules
 
 JSONDict = dict[str, Any]
-StrategyName = Literal["autolrs", "pbt", "hdet"]
+# Every strategy's name, in the registry's order (``registry.STRATEGIES`` lists their objects).
+StrategyName = Literal["autolrs", "pbt", "hdet", "law"]
 
 # ---------------------------------------------------------------------------------------------
 # PBT decisions: the answer to one member's report.

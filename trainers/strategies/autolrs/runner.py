@@ -34,8 +34,8 @@ from typing import Any
 from schedsearch.trainers import harness, schedules
 from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.autolrs.config import AutoLRSConfig
 from schedsearch.trainers.strategies.autolrs.search import AutoLRSSearch
-from schedsearch.trainers.strategies.config import AutoLRSConfig
 from schedsearch.trainers.workloads import Workload, get_workload
 
 # A committed stage fails when it diverges, or when it ends no better than the first stage

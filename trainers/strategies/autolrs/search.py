@@ -22,7 +22,7 @@ from typing import Any
 from schedsearch.trainers import schedules
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.autolrs import bo, forecast
-from schedsearch.trainers.strategies.config import AutoLRSConfig
+from schedsearch.trainers.strategies.autolrs.config import AutoLRSConfig
 
 # Fewer probe steps than this cannot support a 3-parameter fit: such a short final stage keeps
 # the previous stage's LR instead of searching.

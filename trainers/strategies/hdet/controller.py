@@ -38,8 +38,8 @@ from typing import Any
 
 from schedsearch.trainers import schedules
 from schedsearch.trainers.evaluation import Phases
-from schedsearch.trainers.strategies.config import HDETConfig
 from schedsearch.trainers.strategies.hdet import maths
+from schedsearch.trainers.strategies.hdet.config import HDETConfig
 
 # Why the base LR did or did not move at a sync (``Converge.auto_lr``).
 OFF, WARMUP, UPDATED, NO_SIGNAL, FINAL = "off", "warmup", "updated", "no-signal", "final"

@@ -15,7 +15,7 @@ from typing import Any
 
 from schedsearch.trainers.config import BaseScheduleConfig
 from schedsearch.trainers.evaluation import Phases
-from schedsearch.trainers.strategies.config import HDETConfig
+from schedsearch.trainers.strategies.hdet.config import HDETConfig
 
 JOB_FORMAT = "schedsearch.io/hdet-job-v1"
 JOB_FILE = "hdet-job.json"

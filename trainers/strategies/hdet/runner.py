@@ -23,7 +23,7 @@ from schedsearch.trainers import schedules
 from schedsearch.trainers.config import BaseScheduleConfig
 from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies import base as strategy_base
-from schedsearch.trainers.strategies.config import HDETConfig
+from schedsearch.trainers.strategies.hdet.config import HDETConfig
 from schedsearch.trainers.strategies.hdet.job import JOB_FILE, REPORT_TAG, ReplicaJob
 
 WORKER_MODULE = "schedsearch.trainers.strategies.hdet.worker"

@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from schedsearch.trainers import schedules
 from schedsearch.trainers.evaluation import Phases
-from schedsearch.trainers.strategies.config import HDETConfig
+from schedsearch.trainers.strategies.hdet.config import HDETConfig
 from schedsearch.trainers.strategies.hdet.controller import Converge, HDETController
 
 STATE_FORMAT = "schedsearch.io/hdet-scheduler-v1"

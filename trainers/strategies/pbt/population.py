@@ -36,7 +36,7 @@ import numpy as np
 from schedsearch.trainers import schedules
 from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies import base
-from schedsearch.trainers.strategies.config import PBTConfig
+from schedsearch.trainers.strategies.pbt.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.lineage import Lineage
 
 Mode = Literal["min", "max"]

@@ -30,7 +30,7 @@ from typing import Protocol
 from schedsearch.trainers import harness
 from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies import base
-from schedsearch.trainers.strategies.config import PBTConfig
+from schedsearch.trainers.strategies.pbt.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.population import Mode, Population
 from schedsearch.trainers.workloads import Workload, get_workload
 

@@ -1,0 +1,120 @@
+"""Every registered strategy, through the one interface the engine, the pods and the bench use.
+
+The decision-level suite (``test_strategy_conformance``) checks each strategy's ask/tell object;
+this one runs the whole search of every strategy in ``registry.STRATEGIES`` from a spec, exactly
+as the local engine and the bench call it (``Strategy.run`` with a ``RunContext``), and checks
+what every strategy owes its caller.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, get_args
+
+import pytest
+
+from schedsearch.api import spec as api
+from schedsearch.trainers.config import BaseScheduleConfig
+from schedsearch.trainers.evaluation import EvaluationConfig
+from schedsearch.trainers.strategies import base, registry
+from schedsearch.trainers.strategies.strategy import RunContext, SpecView
+
+STEPS = 240
+BOUNDS = (2e-4, 0.2)
+BASE = BaseScheduleConfig(family="constant", peak_lr=0.02, warmup_steps=12)
+# Small configurations of every strategy, so each whole search takes seconds.
+SMALL: dict[str, dict[str, Any]] = {
+    "autolrs": {"tau": 40, "tauPrime": 8, "tauMax": 80, "candidates": 3},
+    "pbt": {"population": 2, "perturbationInterval": 40},
+    "hdet": {"replicas": 2, "syncInterval": 40, "probe": {"factors": [1.0, 2.0]}},
+    "law": {"peakFactors": [1.0, 2.0], "fitRestarts": 2, "optimiseRestarts": 2},
+}
+
+
+def test_the_registry_lists_every_strategy_name_once() -> None:
+    assert registry.NAMES == get_args(base.StrategyName)
+    assert set(SMALL) == set(registry.NAMES), "give every strategy a small configuration here"
+    for name, strategy in registry.STRATEGIES.items():
+        assert strategy.name == name
+        assert strategy.shape in ("trainer", "population", "replicas")
+        assert set(registry.StrategyConfig.model_fields) == set(registry.NAMES)
+        assert registry.StrategyConfig.model_fields[name].annotation == (
+            strategy.config_type | None
+        )
+
+
+def test_unknown_strategy_is_named() -> None:
+    with pytest.raises(ValueError, match="strategy: 'grid' is not one of autolrs, pbt, hdet, law"):
+        registry.get("grid")
+
+
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_spec_rules_name_fields_of_that_strategy_or_the_spec(name: str) -> None:
+    """Each rule is guarded by its strategy and names a field the CRD has (checked against the
+    schema in test_crd); its Python side accepts the strategy's scaled defaults."""
+    strategy = registry.get(name)
+    rules = [
+        r for r in registry.spec_rules() if r.expression.startswith(f"!has(self.strategy.{name})")
+    ]
+    assert len(rules) == len(strategy.rules)
+    config = strategy.config_for_budget(4000, members=2, seed=0)
+    assert strategy.problems(config, SpecView(steps=4000, warmup=200)) == []
+
+
+def _spec(name: str) -> api.ScheduleSearchSpec:
+    return api.ScheduleSearchSpec.model_validate(
+        {
+            "workload": {"builtin": "regression"},
+            "budget": {"steps": STEPS},
+            "lrBounds": {"min": BOUNDS[0], "max": BOUNDS[1]},
+            "baseSchedule": BASE.model_dump(by_alias=True),
+            "strategy": {name: SMALL[name]},
+        },
+        context={"target": "local"},
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_every_strategy_runs_a_whole_search_from_its_spec(name: str, tmp_path: Path) -> None:
+    spec = _spec(name)
+    chosen = spec.strategy
+    assert chosen.name == name and chosen.strategy is registry.get(name)
+    phases = chosen.strategy.phases(
+        chosen.config, STEPS, evaluation=EvaluationConfig(), base_schedule=spec.base_schedule
+    )
+    events: list[str] = []
+
+    class Events(base.NullReporter):
+        def on_event(self, kind: str, message: str, **data: Any) -> None:
+            events.append(kind)
+
+    context = RunContext(
+        workload="regression",
+        total_steps=STEPS,
+        lr_bounds=BOUNDS,
+        seed=1,
+        out_dir=tmp_path / name,
+        reporter=Events(),
+        device="cpu",
+        phases=phases,
+        base=spec.base_schedule,
+    )
+    result = chosen.strategy.run(chosen.config, context)
+
+    assert result.strategy == name
+    assert result.workload == "regression"
+    assert math.isfinite(result.best_objective)
+    schedule = result.best_schedule
+    assert schedule.total_steps == STEPS
+    # Every found schedule ends in the cooldown its search trained: at the base's floor.
+    assert schedule.lr_at(STEPS - 1) <= 0.1 * max(schedule.lr_at(s) for s in range(STEPS))
+    assert all(0.0 <= schedule.lr_at(s) <= BOUNDS[1] * (1 + 1e-9) for s in range(STEPS))
+    assert schedule.provenance.get("strategy") == name
+    # The cost counts at least one budget per member, and the annealed branches within it.
+    members = chosen.strategy.members(chosen.config)
+    assert result.member_steps >= members * STEPS
+    assert 0 <= result.evaluation_steps <= result.member_steps
+    assert "finished" in events
+    assert result.to_dict()["strategy"] == name
