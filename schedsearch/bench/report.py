@@ -384,19 +384,33 @@ def _prediction_section(report: dict[str, Any]) -> list[str]:
         "## Predicted against measured",
         "",
         "The law strategy predicts the final validation loss of the schedule it found, from the "
-        "law it fitted on its probes (search seed); the replays measure it on the evaluation "
-        "seeds. Fit error: on the probe points it was fitted to; held-out: on the trunk's tail "
-        "left out of a second fit.",
+        "law it fitted on its probes (search seed). Its own run of that schedule (the trunk "
+        "continued, search seed) measures the law's error; the replays (evaluation seeds) add "
+        "the spread between seeds. Fit error: on the probe points it was fitted to; held-out: "
+        "on the trunk's tail left out of a second fit.",
         "",
     ]
     lines += _table(
-        ["workload", "strategy", "law", "predicted", "replayed", "error", "fit", "held-out"],
+        [
+            "workload",
+            "strategy",
+            "law",
+            "predicted",
+            "search seed",
+            "error",
+            "replayed",
+            "error",
+            "fit",
+            "held-out",
+        ],
         (
             [
                 workload,
                 name,
                 str(row.get("law") or "?"),
                 fmt_loss(row.get("predictedFinal")),
+                fmt_loss(row.get("searchObjective")),
+                _percent(row.get("searchSeedError"), signed=True),
                 fmt_mean_std(row.get("finalMean"), row.get("finalStd")),
                 _percent(row.get("predictionError"), signed=True),
                 _percent(row.get("fitError")),

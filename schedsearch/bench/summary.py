@@ -174,13 +174,17 @@ def strategy_quality(
         "meanLR": statistics.fmean(schedule.lrs()),
     }
     row.update(_replays(profile, plan, strategy, schedule, results, target, reference))
-    row.update(_prediction(schedule, row.get("finalMean")))
+    row.update(_prediction(schedule, row.get("searchObjective"), row.get("finalMean")))
     return row
 
 
-def _prediction(schedule: Schedule, measured: float | None) -> dict[str, Any]:
-    """A search that predicts its schedule's final loss (``law``'s fitted law) against what the
-    replays measured on the evaluation seeds: the relative error of the prediction."""
+def _prediction(
+    schedule: Schedule, searched: float | None, measured: float | None
+) -> dict[str, Any]:
+    """A search that predicts its schedule's final loss (``law``'s fitted law) against what its
+    own run of the schedule measured (the search seed, the one the law was fitted on) and what
+    the replays measured (the evaluation seeds' mean): the relative errors of the prediction.
+    The first is the law's error; the second adds the spread between seeds."""
     provenance = schedule.provenance
     predicted = provenance.get("predictedFinal")
     if not isinstance(predicted, (int, float)):
@@ -192,6 +196,8 @@ def _prediction(schedule: Schedule, measured: float | None) -> dict[str, Any]:
         "fitError": provenance.get("fitError"),
         "heldOutError": provenance.get("heldOutError"),
     }
+    if searched:
+        out["searchSeedError"] = (predicted - searched) / searched
     if measured:
         out["predictionError"] = (predicted - measured) / measured
     return out

@@ -2,11 +2,12 @@
 the controller runs them as pods, each succeeds, and its best schedule is an LRSchedule that
 replays; ``schedsearch list/get/best/export`` then read those results from the cluster.
 
-The three searches run at once (seven trainer processes on this machine), with budgets of a
+The four searches run at once (eight trainer processes on this machine), with budgets of a
 couple of hundred steps: PBT with 4 members perturbing every 25 steps (so exploits happen), HDET
-with 2 replicas meeting at rank 0's DNS name, AutoLRS with two probes per stage. The AutoLRS
-search ends with the control run (its found and base schedule trained from a fresh seed: one pod,
-twice its budget).
+with 2 replicas meeting at rank 0's DNS name, AutoLRS with two probes per stage, law with two
+candidate peaks. The AutoLRS search ends with the control run (its found and base schedule
+trained from a fresh seed: one pod, twice its budget). The law search's stored schedule carries
+its fitted law, which ``schedsearch predict`` reads from the cluster.
 """
 
 from __future__ import annotations
@@ -52,6 +53,10 @@ SEARCHES: dict[str, dict[str, Any]] = {
         "budget": {"steps": 160},
         "evaluation": {"control": {"enabled": True}},
     },
+    "e2e-law": {
+        "strategy": {"law": {"peakFactors": [1, 2], "fitRestarts": 2, "optimiseRestarts": 2}},
+        "budget": {"steps": 160},
+    },
 }
 CONTROLLED = "e2e-autolrs"
 
@@ -80,7 +85,7 @@ def test_one_search_per_strategy_ends_with_a_stored_schedule(
     print("kubectl apply -> Succeeded:", {k: f"{v:.0f}s" for k, v in finished.items()})
 
     listed = k8s_cluster.kubectl("get", "schedulesearches", "-n", namespace).stdout
-    assert listed.count("Succeeded") == 3, listed
+    assert listed.count("Succeeded") == len(SEARCHES), listed
     for name, spec in SEARCHES.items():
         search = api.get(f"{GROUP_PATH}/namespaces/{namespace}/schedulesearches/{name}")
         status = search["status"]
@@ -96,8 +101,14 @@ def test_one_search_per_strategy_ends_with_a_stored_schedule(
         # (20% of the budget, linear to the base schedule's minLR, 0).
         steps = spec["budget"]["steps"]
         *_, cooldown, end = schedule.points
-        assert (cooldown.step, cooldown.interp) == (round(0.8 * steps), "linear"), schedule
         assert (end.step, end.lr) == (steps, 0.0), schedule
+        if "law" in spec["strategy"]:
+            # law chooses its decay (at least the cooldown's 20%) and stores the fitted law.
+            decay = next(p for p in schedule.points if p.interp == "linear" and p.lr > 0)
+            assert decay.step <= round(0.8 * steps), schedule
+            assert stored["spec"]["provenance"]["law"]["law"] in ("multiPower", "tissue")
+            continue
+        assert (cooldown.step, cooldown.interp) == (round(0.8 * steps), "linear"), schedule
 
     # PBT: members copied each other, and the stored schedule is a lineage through exploits.
     exploits = [e for e in events_of(api, namespace, "e2e-pbt") if e["reason"] == "Exploit"]
@@ -175,6 +186,12 @@ def _cli_reads_the_cluster(cluster: harness.Cluster, namespace: str) -> None:
     shown = _cli("get", CONTROLLED, *where)
     assert re.search(rf"^Control\s+{re.escape(control['summary'])}$", shown, re.M), shown
     assert f"control: {control['summary']}" in _cli("best", CONTROLLED, *where)
+
+    # The law search's fitted law predicts another schedule from the cluster's stored one.
+    predicted = json.loads(
+        _cli("predict", "e2e-law", *where, "-s", "family=cosine,peak=0.05", "-o", "json")
+    )
+    assert predicted, predicted
 
     # The stored schedule outlives its search, and the CLI still finds it.
     cluster.kubectl("delete", "schedulesearch", "e2e-autolrs", "-n", namespace, "--wait=true")

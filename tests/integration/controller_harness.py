@@ -193,6 +193,7 @@ STRATEGIES: dict[str, JsonObj] = {
     "autolrs": {"autolrs": {"tau": 40, "tauPrime": 10, "tauMax": 80, "candidates": 2}},
     "pbt": {"pbt": {"population": 2, "perturbationInterval": 30}},
     "hdet": {"hdet": {"replicas": 2, "syncInterval": 30, "backend": "gloo"}},
+    "law": {"law": {"peakFactors": [1, 2], "fitRestarts": 2, "optimiseRestarts": 2}},
 }
 
 

@@ -30,6 +30,7 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "pbt": {"pbt": {"population": 4, "perturbationInterval": 100}},
     "autolrs": {"autolrs": {"tau": 200, "tauPrime": 20}},
     "hdet": {"hdet": {"replicas": 2, "syncInterval": 100}},
+    "law": {"law": {}},
 }
 
 

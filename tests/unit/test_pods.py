@@ -10,6 +10,7 @@ import pytest
 from schedsearch.api import spec as api
 from schedsearch.controller import names, pods, settings
 from schedsearch.trainers import channel
+from schedsearch.trainers.strategies import registry
 
 from .controller_fixtures import CONFIG, UID, _builtin_workloads, parsed  # noqa: F401
 
@@ -174,3 +175,19 @@ def test_thread_count_follows_the_cpu_limit(cpu: str, threads: str) -> None:
         env_of(pods.member_pod(REF, spec, 0, attempt=1, config=CONFIG))["OMP_NUM_THREADS"]
         == threads
     )
+
+
+@pytest.mark.parametrize("kind", registry.NAMES)
+def test_every_strategy_gets_pods_by_its_shape(kind: str) -> None:
+    """Each registered strategy's members are pods with its role; only a replica set gets the
+    rendezvous (and the Service the plan creates for it)."""
+    spec = parsed(kind)
+    strategy = registry.get(kind)
+    assert pods.role_of(spec) == kind and pods.shape_of(spec) == strategy.shape
+    count = pods.member_count(spec)
+    assert count == strategy.members(spec.strategy.config)
+    for member in range(count):
+        pod = pods.member_pod(REF, spec, member, attempt=1, config=CONFIG)
+        assert pod["metadata"]["labels"][names.LABEL_ROLE] == kind
+        assert env_of(pod)[channel.ENV_ROLE] == kind
+        assert ("MASTER_ADDR" in env_of(pod)) == (strategy.shape == "replicas")
