@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 from urllib.parse import quote
 
-from schedsearch.trainers.strategies.base import StrategyName
+from schedsearch.trainers.strategies.registry import StrategyName
 
 # -- environment a member pod is started with ------------------------------------------------
 ENV_SEARCH = "SCHEDSEARCH_SEARCH"

@@ -44,9 +44,8 @@ from schedsearch.trainers.config import (
 )
 from schedsearch.trainers.evaluation import EvaluationConfig
 from schedsearch.trainers.strategies import registry
-from schedsearch.trainers.strategies.base import StrategyName
 from schedsearch.trainers.strategies.config import MAX_MEMBERS
-from schedsearch.trainers.strategies.registry import StrategyConfig
+from schedsearch.trainers.strategies.registry import StrategyConfig, StrategyName
 from schedsearch.trainers.strategies.strategy import SpecView
 
 if TYPE_CHECKING:

@@ -17,8 +17,6 @@ from typing import Any, Literal, Protocol, TextIO, runtime_checkable
 from schedsearch.trainers import schedules
 
 JSONDict = dict[str, Any]
-# Every strategy's name, in the registry's order (``registry.STRATEGIES`` lists their objects).
-StrategyName = Literal["autolrs", "pbt", "hdet", "law"]
 
 # ---------------------------------------------------------------------------------------------
 # PBT decisions: the answer to one member's report.
@@ -141,7 +139,7 @@ class SearchResult:
     candidate probe and replica, to compare against the ``steps`` of the found schedule.
     """
 
-    strategy: StrategyName
+    strategy: str  # the strategy's name in ``registry``
     workload: str
     best_schedule: schedules.Schedule
     best_objective: float

@@ -8,13 +8,12 @@ object. Adding a strategy is its folder (config model, ``strategy.py``, runner) 
 
 from __future__ import annotations
 
-from typing import Any, Final, get_args
+from typing import Any, Final, Literal, get_args
 
 from pydantic import model_validator
 
 from schedsearch.trainers.strategies.autolrs.config import AutoLRSConfig
 from schedsearch.trainers.strategies.autolrs.strategy import AutoLRS
-from schedsearch.trainers.strategies.base import StrategyName
 from schedsearch.trainers.strategies.config import StrategyModel
 from schedsearch.trainers.strategies.hdet.config import HDETConfig
 from schedsearch.trainers.strategies.hdet.strategy import HDET
@@ -24,12 +23,14 @@ from schedsearch.trainers.strategies.pbt.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.strategy import PBT
 from schedsearch.trainers.strategies.strategy import Rule, Strategy
 
+# Every strategy's name, as a type (the spec's and the status's field, the pods' role).
+StrategyName = Literal["autolrs", "pbt", "hdet", "law"]
 STRATEGIES: Final[dict[str, Strategy[Any]]] = {
     strategy.name: strategy for strategy in (AutoLRS(), PBT(), HDET(), Law())
 }
 NAMES: Final = tuple(STRATEGIES)
 if get_args(StrategyName) != NAMES:
-    raise ImportError(f"base.StrategyName {get_args(StrategyName)} does not list {NAMES}")
+    raise ImportError(f"StrategyName {get_args(StrategyName)} does not list {NAMES}")
 
 
 def get(name: str) -> Strategy[Any]:

@@ -86,7 +86,7 @@ class Rule:
 class Strategy(abc.ABC, Generic[ConfigT]):
     """One search strategy. Subclasses set the class attributes and implement ``run``."""
 
-    name: ClassVar[base.StrategyName]
+    name: ClassVar[str]
     config_type: ClassVar[type[StrategyModel]]
     shape: ClassVar[Shape]
     # One line for listings (``schedsearch strategies``, the docs).

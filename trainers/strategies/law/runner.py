@@ -26,7 +26,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import numpy as np
 
@@ -176,8 +176,7 @@ def run_law(
         probeSteps=plan.cost,
     )
     return base.SearchResult(
-        # The registry that will list "law" among the strategies is not written yet.
-        strategy=cast(base.StrategyName, STRATEGY),
+        strategy=STRATEGY,
         workload=work.name,
         best_schedule=schedule,
         best_objective=objective,
