@@ -254,6 +254,22 @@ def test_the_schedule_holds_the_trunk_exactly_until_its_decay_starts() -> None:
     assert decay[0].step >= S - 600 - 6 - 10
 
 
+def test_the_decay_is_no_steeper_than_the_steepest_probe() -> None:
+    # A law that rewards any drop in full wants the fastest one; the space allows no fall faster
+    # than max_slope per step before the last segment (here: to 0 over 300 steps at the least).
+    steep = laws.MultiPowerLaw(l0=0.5, a=0.8, alpha=0.5, b=0.4, c=50.0, beta=2.0, gamma=0.1)
+    found = optimise.optimise(
+        steep, space(hold_from=1400, min_decay=300, max_slope=1.0 / 300), restarts=4, seed=2
+    )
+    lrs = np.asarray(found.schedule.lrs())
+    last = found.schedule.points[-2].step  # the last point before the final segment
+    falls = -np.diff(lrs[W:last])
+    # Whole-step rounding of the points moves a slope by a step's worth at most.
+    assert falls.max() <= (1.0 / 300) * 1.05
+    unlimited = optimise.optimise(steep, space(hold_from=1400, min_decay=300), restarts=4, seed=2)
+    assert found.predicted >= unlimited.predicted
+
+
 def test_schedule_space_refuses_a_trunk_past_the_latest_decay_start() -> None:
     with pytest.raises(ValueError, match=r"hold_from: the trunk's end \(2500\) must lie in"):
         space(hold_from=2500, min_decay=600)

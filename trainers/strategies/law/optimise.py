@@ -59,6 +59,9 @@ class ScheduleSpace:
     monotone: bool = True
     min_decay: int = 0
     hold_from: int = 0
+    # The steepest fall of the LR per step the decay may have (None: any): the probes' steepest
+    # cooldown. The law has seen no faster drop, and it would credit one in full.
+    max_slope: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.lr_min <= self.lr_max or not math.isfinite(self.lr_max):
@@ -110,7 +113,15 @@ class ScheduleSpace:
         for index in range(k):
             current = log_low + (current - log_low) * unit[index]
             values[index] = current
-        return start, steps, np.exp(values)
+        lrs = np.exp(values)
+        if self.max_slope is not None:
+            # No faster than the steepest cooldown the probes trained: each point at most
+            # max_slope x its segment's length below the one before it.
+            previous = self.lr_max
+            for index in range(k):
+                lrs[index] = max(lrs[index], previous - self.max_slope * lengths[index])
+                previous = lrs[index]
+        return start, steps, lrs
 
     def lrs(self, u: Array) -> Array:
         """The LR of every step for parameters ``u``."""
@@ -132,12 +143,14 @@ class ScheduleSpace:
         if hold > self.warmup:
             points.append(schedules.ChangePoint(self.warmup, self.lr_max, "constant"))
         points.append(schedules.ChangePoint(hold, self.lr_max, "linear"))
-        last = hold
+        last, previous = hold, self.lr_max
         for step, lr in zip(np.rint(steps).astype(int), values, strict=True):
             if step <= last or step >= self.total_steps:
                 continue
+            if self.max_slope is not None:  # rounding a short segment must not steepen it
+                lr = max(lr, previous - self.max_slope * (int(step) - last))
             points.append(schedules.ChangePoint(int(step), float(lr), "linear"))
-            last = int(step)
+            last, previous = int(step), float(lr)
         points.append(schedules.ChangePoint(self.total_steps, self.floor))
         return schedules.Schedule(tuple(points), self.total_steps)
 

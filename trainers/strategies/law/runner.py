@@ -143,6 +143,7 @@ def run_law(
         monotone=config.parameterisation == "monotone",
         min_decay=setting.cooldown,
         hold_from=plan.trunk_steps,
+        max_slope=_steepest_cooldown(plan, float(state["peak"]), setting.floor),
     )
     found = optimise.optimise(fitted.law, space, restarts=config.optimise_restarts, seed=seed)
     reporter.on_event(
@@ -191,6 +192,13 @@ def run_law(
         ],
         wall_seconds=time.monotonic() - started,
     )
+
+
+def _steepest_cooldown(plan: probe.ProbePlan, peak: float, floor: float) -> float:
+    """The fastest fall of the LR per step among the probes' cooldown branches (the trunk's
+    and the chosen candidate's): the steepest decay the law was fitted on."""
+    shortest = min(plan.candidate_branch, *(b.steps for b in plan.branches))
+    return (peak - floor) / shortest
 
 
 def _fit_summary(fitted: fit.FitResult) -> str:
