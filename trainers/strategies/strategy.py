@@ -27,7 +27,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from schedsearch.trainers.config import BaseScheduleConfig, Loc
 from schedsearch.trainers.strategies import base
@@ -57,6 +57,17 @@ class RunContext:
     base: BaseScheduleConfig | None = None
     # The objective (PBT ranks members by it; the others minimise validation loss).
     metric: str = "val_loss"
+
+    def runner_keywords(self) -> dict[str, Any]:
+        """The keyword arguments every strategy's runner takes (``run_autolrs``, ...)."""
+        return {
+            "total_steps": self.total_steps,
+            "lr_bounds": self.lr_bounds,
+            "seed": self.seed,
+            "out_dir": self.out_dir,
+            "reporter": self.reporter,
+            "phases": self.phases,
+        }
 
 
 @dataclass(frozen=True)

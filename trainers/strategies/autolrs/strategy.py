@@ -61,17 +61,7 @@ class AutoLRS(Strategy[AutoLRSConfig]):
     def run(self, config: AutoLRSConfig, ctx: RunContext) -> base.SearchResult:
         from schedsearch.trainers.strategies.autolrs.runner import run_autolrs
 
-        return run_autolrs(
-            config,
-            ctx.workload,
-            total_steps=ctx.total_steps,
-            lr_bounds=ctx.lr_bounds,
-            seed=ctx.seed,
-            out_dir=ctx.out_dir,
-            reporter=ctx.reporter,
-            device=ctx.device,
-            phases=ctx.phases,
-        )
+        return run_autolrs(config, ctx.workload, device=ctx.device, **ctx.runner_keywords())
 
     def config_for_budget(self, total_steps: int, *, members: int, seed: int) -> AutoLRSConfig:
         from schedsearch.trainers.strategies.autolrs.search import MIN_PROBE_STEPS

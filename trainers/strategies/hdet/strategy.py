@@ -68,17 +68,8 @@ class HDET(Strategy[HDETConfig]):
 
         # The replicas meet in a folder (their job file, checkpoints, rank 0's result).
         out = ctx.out_dir or tempfile.mkdtemp(prefix="schedsearch-hdet-")
-        return run_hdet(
-            config,
-            ctx.workload,
-            total_steps=ctx.total_steps,
-            base=ctx.base,
-            lr_bounds=ctx.lr_bounds,
-            seed=ctx.seed,
-            out_dir=out,
-            reporter=ctx.reporter,
-            phases=ctx.phases,
-        )
+        keywords = {**ctx.runner_keywords(), "out_dir": out}
+        return run_hdet(config, ctx.workload, base=ctx.base, **keywords)
 
     def run_replica(self, config: HDETConfig, ctx: RunContext) -> base.SearchResult | None:
         from schedsearch.trainers.strategies.hdet.job import ReplicaJob

@@ -78,17 +78,7 @@ class Law(Strategy[LawConfig]):
     def run(self, config: LawConfig, ctx: RunContext) -> base.SearchResult:
         from schedsearch.trainers.strategies.law.runner import run_law
 
-        return run_law(
-            config,
-            ctx.workload,
-            total_steps=ctx.total_steps,
-            lr_bounds=ctx.lr_bounds,
-            seed=ctx.seed,
-            out_dir=ctx.out_dir,
-            reporter=ctx.reporter,
-            device=ctx.device,
-            phases=ctx.phases,
-        )
+        return run_law(config, ctx.workload, device=ctx.device, **ctx.runner_keywords())
 
     def config_for_budget(self, total_steps: int, *, members: int, seed: int) -> LawConfig:
         return LawConfig()

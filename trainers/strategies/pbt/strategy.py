@@ -100,18 +100,8 @@ class PBT(Strategy[PBTConfig]):
     def run(self, config: PBTConfig, ctx: RunContext) -> base.SearchResult:
         from schedsearch.trainers.strategies.pbt.runner import run_pbt
 
-        return run_pbt(
-            config,
-            ctx.workload,
-            total_steps=ctx.total_steps,
-            lr_bounds=ctx.lr_bounds,
-            seed=ctx.seed,
-            out_dir=ctx.out_dir,
-            reporter=ctx.reporter,
-            device=ctx.device,
-            metric=ctx.metric,
-            phases=ctx.phases,
-        )
+        keywords = ctx.runner_keywords()
+        return run_pbt(config, ctx.workload, device=ctx.device, metric=ctx.metric, **keywords)
 
     def config_for_budget(self, total_steps: int, *, members: int, seed: int) -> PBTConfig:
         return PBTConfig(
