@@ -8,6 +8,7 @@ from threads and forked workers. The schema carries a version and migrations run
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -17,6 +18,8 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, get_args
+
+import pydantic
 
 from schedsearch.api import spec as api
 from schedsearch.store.base import (
@@ -366,7 +369,14 @@ class SQLiteStore:
 
     def get_search(self, name: str) -> SearchRecord:
         with self._transaction(write=False) as conn:
-            return _record(self._require(conn, name))
+            record = _record(self._require(conn, name))
+            best = conn.execute(
+                "SELECT spec FROM schedules WHERE name = ?", (api.best_schedule_name(name),)
+            ).fetchone()
+        # The local engine keeps the control run's comparison in the best schedule's provenance
+        # (the cluster in status.control): the record carries it either way.
+        control = _control(best["spec"]) if best is not None else None
+        return dataclasses.replace(record, control=control) if control is not None else record
 
     def best_schedule(self, name: str) -> StoredSchedule:
         """The best schedule ``name`` stored; it outlives a deleted search."""
@@ -476,6 +486,15 @@ def _spec_body(spec_json: str) -> Any:
     """The part of a stored object that decides whether two submissions are the same search."""
     data = json.loads(spec_json)
     return data.get("spec")
+
+
+def _control(schedule_spec: str) -> api.ControlStatus | None:
+    """The control run stored in a schedule's provenance, if it has one."""
+    provenance = json.loads(schedule_spec).get("provenance") or {}
+    try:
+        return api.ControlStatus.model_validate(provenance["control"])
+    except (KeyError, pydantic.ValidationError):
+        return None
 
 
 def _record(row: sqlite3.Row) -> SearchRecord:

@@ -92,6 +92,31 @@ def test_final_result_and_best_schedule_with_provenance(store: SQLiteStore) -> N
     assert status.phase == "Succeeded" and status.member_steps == 2400
 
 
+def test_the_control_in_the_best_schedule_is_in_the_record_and_its_status(
+    store: SQLiteStore,
+) -> None:
+    store.create_search(search_named("alpha"))
+    assert store.get_search("alpha").control is None
+    control = {
+        "seed": 1_000_003,
+        "metric": "val_loss",
+        "mode": "min",
+        "found": 0.0081,
+        "base": 0.0112,
+        "steps": 600,
+        "summary": "found 0.0081 vs base 0.0112 val_loss on a fresh seed (1000003), -28%",
+    }
+    schedule = lineage().with_provenance(control=control)
+    store.finish("alpha", schedule=schedule, objective=0.25, member=2, member_steps=2400)
+    record = store.get_search("alpha")
+    assert record.control is not None and record.control.model_dump() == control
+    assert record.status().control == record.control
+    # A schedule without one (another strategy, the control off) gives none.
+    store.create_search(search_named("beta"))
+    store.finish("beta", schedule=lineage(), objective=0.25, member=2, member_steps=2400)
+    assert store.get_search("beta").control is None
+
+
 def test_every_stored_schedule_is_listed_even_after_its_search_is_deleted(
     store: SQLiteStore,
 ) -> None:
