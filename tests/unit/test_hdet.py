@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -473,3 +474,20 @@ def test_a_diverging_replica_is_left_out_and_reset(
     assert diverged == [{"step": 20, "replicas": [1]}]
     assert [step for step, _ in recorder.val_losses] == [10, 20, 30, 40]
     assert all(math.isfinite(v) for _, v in recorder.val_losses)
+
+
+def test_a_failed_replica_is_named_by_its_exception_not_its_last_words(tmp_path: Path) -> None:
+    """A replica that raised may print more while it exits (torch.distributed's threads aborting
+    it): the failure names the exception."""
+    from schedsearch.trainers.strategies.hdet import runner as hdet_runner
+
+    log = tmp_path / "replica-1.log"
+    log.write_text(
+        'step 20\nTraceback (most recent call last):\n  File "w.py", line 3, in <module>\n'
+        "    crash()\nRuntimeError: injected crash at step 25\n"
+        "terminate called without an active exception\n"
+    )
+    assert hdet_runner._failure_line(log) == "RuntimeError: injected crash at step 25"
+    log.write_text("loading\nSegmentation fault\n\n")
+    assert hdet_runner._failure_line(log) == "Segmentation fault"
+    assert hdet_runner._failure_line(tmp_path / "missing.log") == "(no log)"

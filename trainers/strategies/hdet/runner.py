@@ -132,18 +132,27 @@ def _raise_if_failed(processes: list[subprocess.Popen[str]], out: Path) -> None:
     if not failed:
         return
     lines = [
-        f"replica {r} (exit {processes[r].returncode}): {_last_line(out / f'replica-{r}.log')}"
+        f"replica {r} (exit {processes[r].returncode}): {_failure_line(out / f'replica-{r}.log')}"
         for r in failed
     ]
     raise RuntimeError("HDET failed; logs in " + str(out) + "\n" + "\n".join(lines))
 
 
-def _last_line(path: Path) -> str:
+def _failure_line(path: Path) -> str:
+    """Why a replica failed, from its log: the exception its last Python traceback ended with
+    (a process that raised may still print more while it exits, e.g. torch.distributed's
+    threads aborting it), else its last line."""
     try:
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+        lines = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
-    return next((line for line in reversed(lines) if line), "(empty log)")
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call")]
+    if starts:
+        after = lines[starts[-1] + 1 :]
+        raised = next((line for line in after if line and not line[0].isspace()), None)
+        if raised is not None:
+            return raised.strip()
+    return next((line.strip() for line in reversed(lines) if line.strip()), "(empty log)")
 
 
 def _stop(processes: list[subprocess.Popen[str]]) -> None:
