@@ -75,16 +75,14 @@ def _spec(name: str) -> api.ScheduleSearchSpec:
     )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", registry.NAMES)
-def test_every_strategy_runs_a_whole_search_from_its_spec(name: str, tmp_path: Path) -> None:
+def _search(name: str, out_dir: Path, events: list[str]) -> base.SearchResult:
+    """The whole search of strategy ``name`` from its spec, as the engine and the bench run it."""
     spec = _spec(name)
     chosen = spec.strategy
     assert chosen.name == name and chosen.strategy is registry.get(name)
     phases = chosen.strategy.phases(
         chosen.config, STEPS, evaluation=EvaluationConfig(), base_schedule=spec.base_schedule
     )
-    events: list[str] = []
 
     class Events(base.NullReporter):
         def on_event(self, kind: str, message: str, **data: Any) -> None:
@@ -95,13 +93,22 @@ def test_every_strategy_runs_a_whole_search_from_its_spec(name: str, tmp_path: P
         total_steps=STEPS,
         lr_bounds=BOUNDS,
         seed=1,
-        out_dir=tmp_path / name,
+        out_dir=out_dir,
         reporter=Events(),
         device="cpu",
         phases=phases,
         base=spec.base_schedule,
     )
-    result = chosen.strategy.run(chosen.config, context)
+    return chosen.strategy.run(chosen.config, context)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_every_strategy_runs_a_whole_search_from_its_spec(name: str, tmp_path: Path) -> None:
+    events: list[str] = []
+    result = _search(name, tmp_path / "first", events)
+    spec = _spec(name)
+    chosen = spec.strategy
 
     assert result.strategy == name
     assert result.workload == "regression"
@@ -118,3 +125,8 @@ def test_every_strategy_runs_a_whole_search_from_its_spec(name: str, tmp_path: P
     assert 0 <= result.evaluation_steps <= result.member_steps
     assert "finished" in events
     assert result.to_dict()["strategy"] == name
+    # The same spec and seed repeat the same search (the spec's promise), on CPU bit for bit.
+    again = _search(name, tmp_path / "second", [])
+    assert again.best_schedule.points == schedule.points
+    assert again.best_objective == result.best_objective
+    assert again.member_steps == result.member_steps
