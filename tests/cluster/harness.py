@@ -7,6 +7,7 @@ No kubelet and no scheduler run here; ``tests.cluster.kubelet`` stands in for bo
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import secrets
@@ -150,7 +151,9 @@ class Cluster:
         for name in names:
             path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}"
             self._wait(
-                f"CRD {name} to be established", lambda p=path: _established(self.rest, p), deadline
+                f"CRD {name} to be established",
+                functools.partial(_established, self.rest, path),
+                deadline,
             )
 
     def service_account_kubeconfig(
