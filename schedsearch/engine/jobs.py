@@ -11,6 +11,7 @@ A job says which trials to start (trainable and configs), what goes into the eng
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import uuid
 from collections.abc import Callable
@@ -214,21 +215,11 @@ class PBTJob:
 
     def result(self) -> SearchResult | None:
         self._sync()
-        outcome = self._local.outcome()
-        objective = outcome["bestObjective"]
-        if objective is None or not math.isfinite(objective):
+        result = self._local.result(self.search.spec.workload.ref)
+        if not math.isfinite(result.best_objective):
             return None
-        schedule = schedules.Schedule.from_dict(outcome["schedule"])
-        return SearchResult(
-            strategy="pbt",
-            workload=self.search.spec.workload.ref,
-            best_schedule=schedule.with_provenance(search=self.search.name),
-            best_objective=float(objective),
-            best_member=int(outcome["bestMember"]),
-            member_steps=int(outcome["memberSteps"]),
-            history=list(outcome["history"]),
-            evaluation_steps=int(outcome.get("evaluationSteps", 0)),
-        )
+        schedule = result.best_schedule.with_provenance(search=self.search.name)
+        return dataclasses.replace(result, best_schedule=schedule)
 
     def summary_rows(self) -> list[dict[str, Any]]:
         self._sync()

@@ -36,7 +36,6 @@ member-steps.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,18 +226,23 @@ class PBTCoordinator:
         state = self.population.members[member]
         return not state.active
 
+    def result(self, workload: str) -> base.SearchResult:
+        """The search's result (``Population.result``); annealed-evaluation branches are search
+        cost too (the population counts them; the members report their other steps)."""
+        return self.population.result(
+            workload=workload, member_steps=self.member_steps + self.population.anneal_steps
+        )
+
     def outcome(self) -> dict[str, Any]:
         """The search's result as plain data: best member, its lineage, objective, cost."""
-        best = self.population.best_member()
-        objective = self.population.members[best].objective
+        result = self.result("")
         return {
-            "bestMember": best,
-            "bestObjective": objective if objective is not None else math.nan,
-            "schedule": self.population.schedule().to_dict(),
-            # Annealed-evaluation branches are search cost too (the population counts them).
-            "memberSteps": self.member_steps + self.population.anneal_steps,
-            "evaluationSteps": self.population.anneal_steps,
-            "history": list(self.population.history),
+            "bestMember": result.best_member,
+            "bestObjective": result.best_objective,
+            "schedule": result.best_schedule.to_dict(),
+            "memberSteps": result.member_steps,
+            "evaluationSteps": result.evaluation_steps,
+            "history": result.history,
             "members": self.member_rows(),
         }
 

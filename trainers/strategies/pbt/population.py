@@ -28,6 +28,7 @@ cooldown branch, see ``trainers.evaluation``); the branches' steps are counted i
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -338,12 +339,15 @@ class Population:
 
     # -- results --------------------------------------------------------------------------------
 
-    def best_member(self) -> int:
-        """The member with the best last objective (lowest id on ties; 0 if none is finite)."""
+    def best_member(self, among: Collection[int] | None = None) -> int:
+        """The member with the best last objective (lowest id on ties; 0 if none is finite),
+        among ``among`` when given (the cluster counts finished members only)."""
         finite = [
             m
             for m, s in self.members.items()
-            if s.objective is not None and math.isfinite(s.objective)
+            if s.objective is not None
+            and math.isfinite(s.objective)
+            and (among is None or m in among)
         ]
         if not finite:
             return 0
@@ -352,6 +356,26 @@ class Population:
     def schedule(self) -> schedules.Schedule:
         """The best member's lineage: PBT's found schedule."""
         return self.lineage.schedule(self.best_member(), self.total_steps)
+
+    def result(
+        self, *, workload: str, member_steps: int, wall_seconds: float = 0.0
+    ) -> base.SearchResult:
+        """The search's result: the best member, its lineage, its objective (NaN if no member
+        has a finite one) and its cost, ``member_steps`` (every step the members trained, the
+        annealed branches included; the branches are also counted apart)."""
+        best = self.best_member()
+        objective = self.members[best].objective
+        return base.SearchResult(
+            strategy="pbt",
+            workload=workload,
+            best_schedule=self.lineage.schedule(best, self.total_steps),
+            best_objective=objective if objective is not None else math.nan,
+            best_member=best,
+            member_steps=member_steps,
+            evaluation_steps=self.anneal_steps,
+            history=list(self.history),
+            wall_seconds=wall_seconds,
+        )
 
     def _score(self, objective: float) -> float:
         return -objective if self.mode == "min" else objective

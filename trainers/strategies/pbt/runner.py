@@ -19,6 +19,7 @@ command, with no Ray and no cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 import tempfile
@@ -285,19 +286,15 @@ def run_pbt(
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
-    best = population.best_member()
-    objective = population.members[best].objective
-    result = base.SearchResult(
-        strategy="pbt",
+    found = population.result(
         workload=work.name,
-        best_schedule=population.schedule().with_provenance(workload=work.name, seed=seed),
-        best_objective=objective if objective is not None else math.nan,
-        best_member=best,
         member_steps=sum(loop.trained_steps for loop in loops),
-        evaluation_steps=population.anneal_steps,
-        history=list(population.history),
         wall_seconds=time.monotonic() - started,
     )
+    result = dataclasses.replace(
+        found, best_schedule=found.best_schedule.with_provenance(workload=work.name, seed=seed)
+    )
+    best = result.best_member
     reporter.on_event(
         "finished",
         f"pbt done: best member {best}, {metric}={result.best_objective:.4f}, "
