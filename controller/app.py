@@ -208,10 +208,11 @@ class Reconciler:
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Read, plan, apply; returns when to look again (None: only when something changes).
 
-        A plan that acted and asks to look again soon (it created the search's secret and
-        state, say, and the member pods come next) is followed by another pass at once, up to
-        ``MAX_PASSES``: what the API answered the writes with is already in the cache, so a new
-        search gets its pods without waiting for a requeue.
+        A plan that acted and asks to look again soon (a new search's objects and pods, say)
+        is followed by another pass at once, up to ``MAX_PASSES``: what the API answered the
+        writes with is already in the cache, so that pass sees them (and finds nothing left to
+        do) without waiting for a requeue, and a plan stopped half-way (see ``Kube.apply``)
+        goes on from what it found.
         """
         with self.metrics.time_reconcile(namespace):
             again: float | None = None

@@ -12,7 +12,9 @@ Three writers feed the store, and it must not matter in which order they arrive:
 * a full list (``replace``), at start and on every resync: it also forgets objects deleted while
   a watch was reconnecting, which a stream of events alone never says;
 * the controller's own writes (``put``): the API's answer to a create or patch is filed at
-  once, so the next pass sees what it just did instead of doing it again.
+  once, so the next pass sees what it just did instead of doing it again. They queue nothing:
+  the reconcile that wrote plans again at once, and the report channel queues its search
+  itself (a reconcile more per write would only find what the writer knew).
 
 An object is only ever replaced by a newer version (by ``resourceVersion``), so a late event or
 a list that started before a write never rolls the store back.
@@ -118,15 +120,17 @@ class Store:
         else:
             self.put(kind, obj)
 
-    def put(self, kind: Kind, obj: JsonObj) -> None:
-        """File ``obj`` unless the store already holds it at this or a later version."""
+    def put(self, kind: Kind, obj: JsonObj, *, wake: bool = True) -> None:
+        """File ``obj`` unless the store already holds it at this or a later version; ``wake``
+        False files it without queueing its search (the controller's own writes)."""
         meta = _meta(obj)
         if not meta.get("name"):
             return  # not an object (a Status, or a test double's answer)
         key = (kind, str(meta.get("namespace", "")), str(meta["name"]))
         with self._lock:
             touched = self._put(key, kind, obj)
-        self._notify([touched])
+        if wake:
+            self._notify([touched])
 
     def delete(self, kind: Kind, obj: JsonObj) -> None:
         """Forget ``obj`` (a DELETED event, or a delete the API answered with the object gone)."""

@@ -277,9 +277,10 @@ class Kube:
         return secret
 
     def _file(self, kind: cache.Kind, answer: Any) -> None:
-        """Put an object the API answered with into the store (anything else is ignored)."""
+        """Put an object the API answered with into the store (anything else is ignored),
+        waking nobody: whoever wrote or read it acts on it already."""
         if isinstance(answer, dict) and answer.get("kind") != "Status":
-            self.store.put(kind, answer)
+            self.store.put(kind, answer, wake=False)
 
     # -- acting ----------------------------------------------------------------------------------
 
@@ -288,13 +289,19 @@ class Kube:
 
         Raises :class:`Refused` when the API server refuses an object for good (the caller
         fails the search with it); other API errors propagate to be retried with backoff, after
-        an Event that says what the API server answered."""
+        an Event that says what the API server answered.
+
+        A Secret or state the plan creates that already exists (the cache had not seen it yet)
+        stops the plan before its pods and status: they were planned without that object, which
+        is read into the cache for the next pass (that ``decided.requeue_after`` asks for)."""
         for action in decided.actions:
-            self._act(search, action)
+            if not self._act(search, action):
+                return
         if decided.status is not None:
             self.write_status(search, decided.status)
 
-    def _act(self, search: SearchView, action: plan.Action) -> None:
+    def _act(self, search: SearchView, action: plan.Action) -> bool:
+        """Carry out one action; False when the rest of the plan must wait for another pass."""
         ns = search.namespace
         match action:
             case plan.CreatePod(attempt=attempt, manifest=manifest):
@@ -306,18 +313,29 @@ class Kube:
             case plan.CreateService(manifest=manifest):
                 self._create(search, "services", manifest)
             case plan.CreateSecret(ref=ref):
-                self._create(search, "secrets", pods.token_secret(ref, new_token()))
+                secret = pods.token_secret(ref, new_token())
+                created = self._create(search, "secrets", secret)
+                return created or self._reread(ns, "secrets", secret)
             case plan.CreateState(manifest=manifest):
-                self._create(search, "configmaps", manifest)
+                created = self._create(search, "configmaps", manifest)
+                return created or self._reread(ns, "configmaps", manifest)
             case plan.RecordMembers():
                 with _refusal(self, search, "ConfigMap", names.state_configmap(search.name)):
-                    self.update_state(ns, search.name, lambda s: _merge_members(s, action))
+                    self.update_state(ns, search.name, lambda s: plan.merge_members(s, action))
             case plan.CreateSchedule(manifest=manifest):
                 with _refusal(self, search, "LRSchedule", manifest["metadata"]["name"]):
                     self._store_schedule(ns, search.uid, manifest)
             case plan.RecordEvent(type=kind, reason=reason, message=message):
                 ref = pods.SearchRef(ns, search.name, search.uid)
                 self.record_event(ref, kind, reason, message)
+        return True
+
+    def _reread(self, namespace: str, plural: str, manifest: JsonObj) -> bool:
+        """Read into the cache the object ``manifest`` would have created; False (the plan
+        stops)."""
+        path = f"{_ns(namespace)}/{plural}/{quote(manifest['metadata']['name'], safe='')}"
+        self._file(cache.Kind(plural), self.rest.get_or_none(path))
+        return False
 
     def _create(self, search: SearchView, plural: str, manifest: JsonObj) -> bool:
         with _refusal(self, search, manifest["kind"], manifest["metadata"]["name"]):
@@ -502,27 +520,3 @@ def _refusal(api: Kube, search: SearchView, kind: str, name: str) -> Iterator[No
         ref = pods.SearchRef(search.namespace, search.name, search.uid)
         api.record_event(ref, "Warning", "WriteFailed", message)
         raise
-
-
-def _merge_members(
-    current: state_mod.SearchState, action: plan.RecordMembers
-) -> state_mod.SearchState | None:
-    """Attempts only grow, given-up stays given up (and out of the PBT population) and the
-    first fatal reason stays, so merging twice changes nothing."""
-    new = current.copy()
-    changed = False
-    for member, attempts in action.attempts:
-        record = new.record(member)
-        if attempts > record.attempts:
-            record.attempts, changed = attempts, True
-    for member, attempt in action.failed:
-        record = new.record(member)
-        if attempt not in record.failed:
-            record.failed, changed = sorted({*record.failed, attempt}), True
-    for member in action.gave_up:
-        changed = state_mod.give_up(new, member) or changed
-    for member, why in action.fatal:
-        record = new.record(member)
-        if record.fatal is None:  # the first reason stays (a fatal report may have come first)
-            record.fatal, changed = why, True
-    return new if changed else None

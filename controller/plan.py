@@ -56,6 +56,8 @@ TERMINAL = ("Succeeded", "Failed")
 IMAGE_PULL_ERRORS = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull"})
 # Waiting reasons that no amount of waiting fixes.
 IMAGE_INVALID = frozenset({"InvalidImageName"})
+# Pods named in a MembersStarted event; more are elided (a population has up to 64).
+STARTED_NAMED = 8
 
 # -- actions (data; controller.kube carries them out) ------------------------------------------
 
@@ -161,15 +163,14 @@ def plan(
             "(--image)"
         )
         return _fail(search, observed, "NoTrainerImage", message)
-    too_large = _state_size_problem(ctx)
+    state = observed.state or _initial_state(ctx)
+    too_large = _state_size_problem(ctx, state, new=observed.state is None)
     if too_large is not None:
         return _fail(search, observed, "StateTooLarge", too_large, state=observed.state)
-    setup = _setup(ctx)
-    if setup:
-        return _running(ctx, tuple(setup), requeue=config.requeue_soon_seconds)
-    assert observed.state is not None
-    outcomes, records, actions = _members(ctx, observed.state)
-    return _decide(ctx, observed.state, outcomes, records, actions)
+    outcomes, records, actions = _members(ctx, state)
+    if observed.state is None:
+        state, records = _born_with(state, records)
+    return _decide(ctx, state, outcomes, [*_setup(ctx, state), *records], actions)
 
 
 def _effective_spec(
@@ -229,25 +230,40 @@ class _Context:
         return ("Control" if self.is_control(member) else "Member") + what
 
 
-def _setup(ctx: _Context) -> list[Action]:
-    """The objects members need before they start: token Secret, state, a replica set's
-    Service."""
+def _setup(ctx: _Context, state: state_mod.SearchState) -> list[Action]:
+    """The objects members need, created before their pods in the same plan: token Secret,
+    state (``state``, when none exists yet), a replica set's Service.
+
+    A new search gets all of them and its pods in one pass: each object created is one less
+    request, and the API server's answers are in the cache before the pass that follows."""
     actions: list[Action] = []
     if not ctx.observed.secret:
         actions.append(CreateSecret(ctx.ref))
     if ctx.observed.state is None:
-        actions.append(CreateState(pods.state_configmap(ctx.ref, _initial_state(ctx))))
+        actions.append(CreateState(pods.state_configmap(ctx.ref, state)))
     service = names.replica_service(ctx.search.name, ctx.role)
     if ctx.shape == "replicas" and service not in ctx.observed.services:
         actions.append(CreateService(pods.replica_service(ctx.ref, ctx.role)))
     return actions
 
 
-def _state_size_problem(ctx: _Context) -> str | None:
+def _born_with(
+    state: state_mod.SearchState, records: list[Action]
+) -> tuple[state_mod.SearchState, list[Action]]:
+    """A new state holds what its first plan records (the attempts of the pods it creates):
+    written with the state, not by a second write after it."""
+    kept: list[Action] = []
+    for action in records:
+        if isinstance(action, RecordMembers):
+            state = merge_members(state, action) or state
+        else:
+            kept.append(action)
+    return state, kept
+
+
+def _state_size_problem(ctx: _Context, state: state_mod.SearchState, *, new: bool) -> str | None:
     """Why this search's state cannot be kept (it would outgrow its ConfigMap), or None."""
-    state = ctx.observed.state
-    new = state is None
-    problem = state_mod.size_problem(_initial_state(ctx) if state is None else state, new=new)
+    problem = state_mod.size_problem(state, new=new)
     if problem is None:
         return None
     field = ctx.spec.strategy.strategy.members_field
@@ -300,7 +316,26 @@ def _members(
         for member in range(ctx.size):
             outcomes[member], more = _member(ctx, state, member)
             actions.extend(more)
-    return outcomes, _record_members(ctx, state, outcomes, _created(actions)), actions
+    records = _record_members(ctx, state, outcomes, _created(actions))
+    return outcomes, records, [*actions, *_members_started(ctx, actions)]
+
+
+def _members_started(ctx: _Context, actions: list[Action]) -> list[Action]:
+    """One event for the members whose first pods this plan creates (all of a new search's):
+    an event per pod would cost a request per member on the way to a search's pods, and say
+    less than one line naming them all. Restarts have an event each (each has its story)."""
+    first = [
+        a.manifest["metadata"]["name"]
+        for a in actions
+        if isinstance(a, CreatePod) and a.attempt == 1 and not ctx.is_control(a.member)
+    ]
+    if not first:
+        return []
+    shown = (
+        first if len(first) <= STARTED_NAMED else [*first[: STARTED_NAMED - 1], "...", first[-1]]
+    )
+    message = f"created {len(first)} member pod(s): {', '.join(shown)}"
+    return [RecordEvent("Normal", "MembersStarted", message)]
 
 
 def _record_members(
@@ -334,6 +369,31 @@ def _record_members(
         if not state.record(m).gave_up and not ctx.is_control(m)
     ]
     return [RecordMembers(tuple(attempts), tuple(gave_up), tuple(failed)), *events]
+
+
+def merge_members(
+    current: state_mod.SearchState, action: RecordMembers
+) -> state_mod.SearchState | None:
+    """``current`` with ``action`` merged in (None: nothing changes). Attempts only grow,
+    given-up stays given up (and out of the PBT population) and the first fatal reason stays,
+    so merging twice changes nothing."""
+    new = current.copy()
+    changed = False
+    for member, attempts in action.attempts:
+        record = new.record(member)
+        if attempts > record.attempts:
+            record.attempts, changed = attempts, True
+    for member, attempt in action.failed:
+        record = new.record(member)
+        if attempt not in record.failed:
+            record.failed, changed = sorted({*record.failed, attempt}), True
+    for member in action.gave_up:
+        changed = state_mod.give_up(new, member) or changed
+    for member, why in action.fatal:
+        record = new.record(member)
+        if record.fatal is None:  # the first reason stays (a fatal report may have come first)
+            record.fatal, changed = why, True
+    return new if changed else None
 
 
 def _given_up(state: state_mod.SearchState, member: int) -> bool:
@@ -408,7 +468,9 @@ def _start(ctx: _Context, state: state_mod.SearchState, member: int, attempt: in
         resumes = "resuming from its last checkpoint"
     name, who = manifest["metadata"]["name"], ctx.who(member)
     if attempt == 1:
-        event = RecordEvent("Normal", ctx.reason(member, "Started"), f"{who}: created pod {name}")
+        if not ctx.is_control(member):
+            return [CreatePod(member, attempt, manifest)]  # told by _members_started
+        event = RecordEvent("Normal", "ControlStarted", f"{who}: created pod {name}")
     else:
         failures = len(state.record(member).failed)
         message = (

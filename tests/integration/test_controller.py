@@ -111,7 +111,7 @@ def test_search_pods_are_owned_sized_and_wired(
             "secretKeyRef": {"name": "gpu-report-token", "key": "token"}
         }
     reasons = {e["reason"] for e in events_of(api, namespace, "gpu")}
-    assert "MemberStarted" in reasons
+    assert "MembersStarted" in reasons
     search = get_search(api, namespace, "gpu")
     # Kopf only watches: no finalizer (deleting a search never waits for the controller) and no
     # bookkeeping, in the status (the schema has no room) or in annotations.
@@ -322,7 +322,7 @@ def test_unknown_entrypoint_becomes_a_failed_condition(
     assert "no_such_pkg" in reason["message"]
     assert reason["observedGeneration"] == failed["metadata"]["generation"]
     reasons = [e["reason"] for e in events_of(api, namespace, "lost")]
-    assert reasons.count("MemberStarted") == 1 and "MemberRestarted" not in reasons, reasons
+    assert reasons.count("MembersStarted") == 1 and "MemberRestarted" not in reasons, reasons
 
 
 # -- the control run ------------------------------------------------------------------------------

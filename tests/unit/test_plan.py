@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from schedsearch.api import spec as api
-from schedsearch.controller import observe, plan, status
+from schedsearch.controller import observe, plan, pods, status
 from schedsearch.controller import state as state_mod
 from schedsearch.trainers import channel
 
@@ -64,14 +64,33 @@ def finish(state: state_mod.SearchState, member: int, objective: float, **extra:
 @pytest.mark.parametrize(
     ("strategy", "service"), [("pbt", False), ("autolrs", False), ("hdet", True)]
 )
-def test_new_search_creates_secret_state_and_service_first(strategy: str, service: bool) -> None:
+def test_a_new_search_gets_its_objects_and_pods_in_one_plan(strategy: str, service: bool) -> None:
     search = view(strategy)
+    assert search.spec is not None
+    size = pods.member_count(search.spec)
     p = plan.plan(search, observed(search, setup=False), config=CONFIG)
-    expected = ["CreateSecret", "CreateState"] + (["CreateService"] if service else [])
-    assert kinds(p) == expected
+    # What the pods need comes first: their token, the state, a replica set's Service.
+    setup = ["CreateSecret", "CreateState"] + (["CreateService"] if service else [])
+    assert kinds(p) == [*setup, *["CreatePod"] * size, "RecordEvent"]
+    assert events(p) == [("Normal", "MembersStarted")]
+    # The pods' attempts are in the state it creates (no second write of the state): a pod
+    # deleted before any reconcile saw it still counts.
+    (create,) = of_type(p, plan.CreateState)
+    stored = state_mod.SearchState.from_configmap(create.manifest)
+    assert [stored.members[m].attempts for m in range(size)] == [1] * size
     assert p.status is not None and p.status.phase == "Pending"
-    assert p.status.strategy == strategy
+    assert p.status.strategy == strategy and len(p.status.members) == size
     assert p.requeue_after == CONFIG.requeue_soon_seconds
+    # The same pods as a search whose state already exists gets.
+    later = plan.plan(search, observed(search, state=fresh_state(search)), config=CONFIG)
+    manifests = [c.manifest for c in of_type(later, plan.CreatePod)]
+    assert [c.manifest for c in of_type(p, plan.CreatePod)] == manifests
+    # Planned again from what it wrote, nothing is left to do.
+    written = tuple(pod(m, "Pending") for m in range(size))
+    again = plan.plan(
+        with_status(search, p), observed(search, *written, state=stored), config=CONFIG
+    )
+    assert again.actions == () and again.status is None
 
 
 def test_initial_state_holds_the_population_and_the_spec() -> None:
@@ -90,7 +109,10 @@ def test_members_start_once_setup_exists() -> None:
     p = plan.plan(search, observed(search, state=state), config=CONFIG)
     created = of_type(p, plan.CreatePod)
     assert [(c.member, c.attempt) for c in created] == [(0, 1), (1, 1), (2, 1), (3, 1)]
-    assert events(p) == [("Normal", "MemberStarted")] * 4
+    # One event names them all.
+    assert [(e.reason, e.message) for e in of_type(p, plan.RecordEvent)] == [
+        ("MembersStarted", "created 4 member pod(s): s1-pbt-0, s1-pbt-1, s1-pbt-2, s1-pbt-3")
+    ]
     # Attempts are in the state before the pods exist: a pod deleted before any reconcile
     # saw it still counts as a restart.
     assert kinds(p)[0] == "RecordMembers"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from schedsearch.api import spec as api
-from schedsearch.controller import kube, observe, plan, pods, reports
+from schedsearch.controller import observe, plan, pods, reports
 from schedsearch.controller import state as state_mod
 from schedsearch.trainers import channel
 from schedsearch.trainers.evaluation import CONTROL_SEED_OFFSET
@@ -298,7 +298,7 @@ def test_a_control_run_that_fails_for_good_leaves_the_search_succeeding_with_a_w
     assert ("Warning", "MemberGaveUp") not in events(p)
 
     # Recorded (RecordMembers applied): the next passes neither restart nor forget it.
-    merged = kube._merge_members(started(state), of_type(p, plan.RecordMembers)[0])
+    merged = plan.merge_members(started(state), of_type(p, plan.RecordMembers)[0])
     assert merged is not None and merged.control.gave_up
     stored = observed(search, *members_done(), crashed, state=merged, schedule_owner_uid=UID)
     succeeded = plan.plan(with_status(search, p), stored, config=CONFIG)
@@ -323,7 +323,7 @@ def test_a_control_run_that_cannot_run_is_not_retried() -> None:
     assert record.fatal[0][0] == 4 and "cannot run this spec" in record.fatal[0][1]
     assert len(of_type(p, plan.CreateSchedule)) == 1
 
-    merged = kube._merge_members(started(state), record)
+    merged = plan.merge_members(started(state), record)
     assert merged is not None and merged.control.fatal is not None
     # Once recorded, the reason outlives the pod.
     stored = observed(search, *members_done(), state=merged, schedule_owner_uid=UID)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from schedsearch.controller import kube, observe, plan
+from schedsearch.controller import observe, plan
 from schedsearch.controller import state as state_mod
 
 from .controller_fixtures import (  # noqa: F401
@@ -36,7 +36,7 @@ def reasons(p: plan.Plan) -> list[str]:
 def applied(state: state_mod.SearchState, p: plan.Plan) -> state_mod.SearchState:
     """``state`` after the plan's RecordMembers were merged, as the thin layer does."""
     for record in of_type(p, plan.RecordMembers):
-        state = kube._merge_members(state, record) or state
+        state = plan.merge_members(state, record) or state
     return state
 
 

@@ -166,16 +166,16 @@ def test_configmap_round_trip() -> None:
 
 
 def test_a_member_given_up_on_leaves_the_population_and_is_never_copied() -> None:
-    from schedsearch.controller import kube, plan
+    from schedsearch.controller import plan
 
     state = fresh_state(view("pbt"))  # population 4, interval 100: quantile of 1
     for member, objective in enumerate([0.1, 0.5, 0.6, 0.9]):
         state = deliver(state, checkpoint(member, 100, objective)).state
     # The controller gives up on member 0, the best one, whose checkpoint others could copy.
-    merged = kube._merge_members(state, plan.RecordMembers((), (0,)))
+    merged = plan.merge_members(state, plan.RecordMembers((), (0,)))
     assert merged is not None and merged.members[0].gave_up
     assert not state_mod.in_population(merged, 0)
-    assert kube._merge_members(merged, plan.RecordMembers((), (0,))) is None
+    assert plan.merge_members(merged, plan.RecordMembers((), (0,))) is None
     for step in (200, 300, 400):
         for member in (1, 2, 3):
             outcome = deliver(merged, checkpoint(member, step, 0.9 - 0.1 * member))
