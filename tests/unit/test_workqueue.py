@@ -70,12 +70,14 @@ def test_a_key_added_while_it_is_reconciled_goes_round_once_more_never_in_parall
 
 
 def test_backoff_grows_on_errors_and_resets_on_success() -> None:
+    # Delays of minutes: no retry can fire while the test looks at it, however loaded the
+    # machine (with delays of milliseconds a retry fired under load and took the next outcome).
     outcomes = iter(["fail", "fail", "fail", "ok", "fail"])
     delays: list[float | None] = []
 
     async def scenario() -> None:
         queue: workqueue.WorkQueue[Key] = workqueue.WorkQueue(
-            backoff=workqueue.Backoff(base=0.01, cap=0.05)
+            backoff=workqueue.Backoff(base=60.0, cap=150.0)
         )
 
         def handle(key: Key) -> float | None:
@@ -91,7 +93,7 @@ def test_backoff_grows_on_errors_and_resets_on_success() -> None:
             delays.append(queue.pending_timer(KEY))
             failures = queue.backoff.failures(KEY)
             delays.append(float(failures))
-            # the retry is due later; run it now instead of waiting for it
+            # the retry is due later: cancel it (the next round adds the key itself)
             pending = queue._timers.pop(KEY, None)
             if pending is not None:
                 pending[1].cancel()
@@ -103,8 +105,9 @@ def test_backoff_grows_on_errors_and_resets_on_success() -> None:
     assert failures == [1.0, 2.0, 3.0, 0.0, 1.0]
     assert timers[3] is None  # a success schedules nothing
     assert timers[0] is not None and timers[1] is not None and timers[2] is not None
-    assert timers[0] < timers[1] <= 0.05 and timers[2] <= 0.05  # capped
-    assert timers[4] is not None and timers[4] <= 0.01  # from the base again
+    assert 30.0 < timers[0] <= 60.0 < timers[1] <= 120.0  # 60 s, then 120 s
+    assert 120.0 < timers[2] <= 150.0  # 240 s, capped at 150 s
+    assert timers[4] is not None and 30.0 < timers[4] <= 60.0  # from the base again
 
 
 def test_backoff_doubles_up_to_its_cap() -> None:
