@@ -1,9 +1,10 @@
 """The one list of search strategies, and the spec's ``strategy`` field that picks one.
 
-Everything outside ``trainers/strategies/`` reaches a strategy through here: ``get(name)`` (or
-``of(strategy_config)``) returns its :class:`~schedsearch.trainers.strategies.strategy.Strategy`
-object. Adding a strategy is its folder (config model, ``strategy.py``, runner) plus one line in
-``STRATEGIES`` and one field in :class:`StrategyConfig`.
+Everything outside ``trainers/strategies/`` reaches a strategy through here: ``get(name)``
+(or a spec's ``strategy.strategy``) returns its
+:class:`~schedsearch.trainers.strategies.strategy.Strategy` object. Adding a strategy is its
+folder (config model, ``strategy.py``, runner) plus one line in ``STRATEGIES`` and one field in
+:class:`StrategyConfig`.
 """
 
 from __future__ import annotations
@@ -75,11 +76,6 @@ class StrategyConfig(StrategyModel):
     def strategy(self) -> Strategy[Any]:
         """The chosen strategy's object."""
         return STRATEGIES[self.name]
-
-
-def of(config: StrategyConfig) -> Strategy[Any]:
-    """The object of the strategy ``config`` chooses."""
-    return STRATEGIES[config.name]
 
 
 def exactly_one_rule() -> str:
