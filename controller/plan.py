@@ -824,15 +824,13 @@ def _summaries(state: state_mod.SearchState, outcomes: dict[int, _Outcome]) -> l
 def _best_so_far(ctx: _Context, state: state_mod.SearchState | None) -> BestResult | None:
     if state is None:
         return None
-    member = results.best_member(state, ctx.spec.objective.mode, finished_only=False)
-    if member is None:
+    best = results.best_so_far(state, ctx.spec.objective.mode)
+    if best is None:
         return None
-    record = state.members[member]
-    assert record.objective is not None
     return BestResult(
-        objective=record.objective,
-        member=member,
-        step=record.step,
+        objective=best.objective,
+        member=best.member,
+        step=best.step,
         schedule=_stored_schedule(ctx.search, ctx.observed),
     )
 

@@ -63,7 +63,7 @@ def apply(current: state_mod.SearchState, report: channel.Report) -> Outcome:
     new = current.copy()
     outcome = _HANDLERS[report.kind](new, report)
     answer = outcome.answer
-    if new.population is not None:
+    if new.population is not None and report.member in new.members:
         # A PBT member rotates its checkpoints away as it saves new ones: it keeps these.
         answer = {**answer, "keep": state_mod.named_checkpoints(new, report.member)}
     member = new.record(report.member)
@@ -133,12 +133,6 @@ def _record_progress(record: state_mod.MemberRecord, report: channel.Report) -> 
         record.lr = report.config["lr"]
     if report.checkpoint_path is not None:
         record.checkpoint = report.checkpoint_path
-        config = report.config or ({"lr": record.lr} if record.lr is not None else {})
-        record.start = {
-            "config": dict(config),
-            "step": report.step,
-            "checkpoint": record.checkpoint,
-        }
     if report.member_steps is not None:
         record.member_steps = max(record.member_steps, report.member_steps)
 
@@ -151,12 +145,12 @@ def _on_checkpoint(state: state_mod.SearchState, report: channel.Report) -> _App
     _record_progress(record, report)
     if state.population is None:
         return _Applied(_answer(base.Continue()))
-    population = state_mod.load_population(state.population)
+    coordinator = state_mod.coordinator(state)
     objective = math.nan if report.diverged() else float(report.objective or 0.0)
-    decision = population.report(
+    decision = coordinator.report(
         report.member, report.step, objective, report.checkpoint_path, report.config
     )
-    state.population = population.state_dict()
+    state.population = coordinator.state_dict()
     return _after_decision(state, report.member, decision)
 
 
@@ -166,24 +160,43 @@ def _on_poll(state: state_mod.SearchState, report: channel.Report) -> _Applied:
         return _Applied(stopped)
     if state.population is None:
         return _Applied(_answer(base.Continue()))
-    population = state_mod.load_population(state.population)
-    decision = population.poll(report.member)
-    state.population = population.state_dict()
+    coordinator = state_mod.coordinator(state)
+    decision = coordinator.poll(report.member)
+    state.population = coordinator.state_dict()
     return _after_decision(state, report.member, decision)
+
+
+def _on_restart(state: state_mod.SearchState, report: channel.Report) -> _Applied:
+    """The file the member's start point names is gone: the coordinator's restart point (the
+    member's lineage re-recorded to what it loads instead) goes back in the answer."""
+    stopped = _stopped_answer(state, report.member)
+    if stopped is not None:
+        return _Applied(stopped)
+    if state.population is None:
+        raise channel.ReportError(
+            f"kind: restart reports come from PBT members; this search is {state.strategy}"
+        )
+    coordinator = state_mod.coordinator(state)
+    lost = coordinator.start_point(report.member).checkpoint_path
+    start = coordinator.restart_point(report.member)
+    state.population = coordinator.state_dict()
+    record = state.members[report.member]
+    record.step, record.lr = start.step, start.config.get("lr", record.lr)
+    message = (
+        f"member {report.member}: checkpoint {lost} is gone; it resumes at step {start.step} "
+        f"from {start.checkpoint_path or 'scratch'}"
+    )
+    answer = {**_answer(None), "start": start.to_dict()}
+    return _Applied(answer, (Note("Warning", "CheckpointMissing", message),))
 
 
 def _after_decision(state: state_mod.SearchState, member: int, decision: object) -> _Applied:
     record = state.members[member]
     if isinstance(decision, base.Exploit):
+        # A pod that dies now restarts from what it was told to load, not its own file (the
+        # coordinator's start point); the source keeps that file until this member saves its
+        # own (see named_checkpoints).
         record.lr = decision.new_config.get("lr", record.lr)
-        # A pod that dies now restarts from what it was told to load, not its own file; the
-        # source keeps that file until this member saves its own (see named_checkpoints).
-        record.start = {
-            "config": dict(decision.new_config),
-            "step": decision.src_step,
-            "checkpoint": decision.checkpoint_path,
-            "source": decision.src,
-        }
         message = (
             f"member {decision.dst} copies member {decision.src} (step {decision.src_step}), "
             f"lr {decision.new_config.get('lr', math.nan):.4g}"
@@ -205,9 +218,9 @@ def _on_final(state: state_mod.SearchState, report: channel.Report) -> _Applied:
     record.finished = True
     notes = [Note("Normal", "MemberFinished", f"member {report.member} trained its budget")]
     if state.population is not None:
-        population = state_mod.load_population(state.population)
-        population.finish(report.member)
-        state.population = population.state_dict()
+        coordinator = state_mod.coordinator(state)
+        coordinator.finish(report.member, report.step, report.objective)
+        state.population = coordinator.state_dict()
     if report.result is not None:
         state.result = checked_result(report.result)
         if state.population is None:
@@ -246,6 +259,7 @@ def _on_control(state: state_mod.SearchState, report: channel.Report) -> _Applie
 _HANDLERS = {
     "checkpoint": _on_checkpoint,
     "poll": _on_poll,
+    "restart": _on_restart,
     "final": _on_final,
     "fatal": _on_fatal,
     "control": _on_control,

@@ -1,8 +1,9 @@
 """A search's result, read from its durable state, and the LRSchedule object that stores it.
 
-AutoLRS and HDET trainers send their result with their final report; PBT's result is the best
-finished member's lineage, which the population in the state holds. Either way the result is a
-function of the state, so computing it again (after a controller restart) gives the same object.
+AutoLRS and HDET trainers send their result with their final report; PBT's result is the PBT
+coordinator's (kept in the state): the best finished member's lineage, by the same rule as the
+local engine's. Either way the result is a function of the state, so computing it again (after a
+controller restart) gives the same object.
 """
 
 from __future__ import annotations
@@ -45,18 +46,33 @@ def better(a: float, b: float, mode: str) -> bool:
     return a < b if mode == "min" else a > b
 
 
-def best_member(state: state_mod.SearchState, mode: str, *, finished_only: bool) -> int | None:
-    """The member with the best finite objective (lowest index on ties), if any."""
-    best: int | None = None
+@dataclass(frozen=True)
+class Best:
+    """The best member so far of a running search, its objective and step."""
+
+    member: int
+    objective: float
+    step: int
+
+
+def best_so_far(state: state_mod.SearchState, mode: str) -> Best | None:
+    """The best member so far with a finite objective, if any: PBT's by its coordinator's rule;
+    for the others, the member whose last report is best (lowest index on ties)."""
+    if state.population is not None:
+        coordinator = state_mod.coordinator(state)
+        member = coordinator.best_member(finished_only=False)
+        if member is None:
+            return None
+        known = coordinator.population.members[member]
+        assert known.objective is not None
+        return Best(member, known.objective, known.step)
+    best: Best | None = None
     for index, record in sorted(state.members.items()):
-        if finished_only and not record.finished:
-            continue
         value = record.objective
         if value is None or not math.isfinite(value):
             continue
-        current = None if best is None else state.members[best].objective
-        if current is None or better(value, current, mode):
-            best = index
+        if best is None or better(value, best.objective, mode):
+            best = Best(index, value, record.step)
     return best
 
 
@@ -75,13 +91,13 @@ def compute(state: state_mod.SearchState, spec: ScheduleSearchSpec) -> Result | 
         return _reported(state.result, state)
     if state.population is None:
         return None
-    member = best_member(state, spec.objective.mode, finished_only=True)
+    coordinator = state_mod.coordinator(state)
+    member = coordinator.best_member()
     if member is None:
         return None
-    population = state_mod.load_population(state.population)
-    record = state.members[member]
-    schedule = population.lineage.schedule(member, spec.budget.steps)
-    return Result(schedule, record.objective, member, record.step, member_steps(state))
+    found = coordinator.result(spec.workload.ref)
+    step = coordinator.population.members[member].step
+    return Result(found.best_schedule, found.best_objective, member, step, member_steps(state))
 
 
 def _reported(result: JsonObj, state: state_mod.SearchState) -> Result:

@@ -39,6 +39,7 @@ MAX_BODY_BYTES = 4 * 1024 * 1024
 _METRIC_KIND = {
     "checkpoint": "progress",
     "poll": "progress",
+    "restart": "event",
     "final": "event",
     "fatal": "event",
     "control": "event",

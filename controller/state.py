@@ -2,14 +2,18 @@
 
 It holds what the API cannot be asked again: each member's last report (step, objective,
 checkpoint, the answer it got, for idempotency), how many pods each member has had, the PBT
-population (its ``state_dict``), the final result once a member sent it, and the control run's
+coordinator (its ``state_dict``: the population, the members' start points), the final result
+once a member sent it, and the control run's
 pod record and result (when ``evaluation.control`` asks for one). The report channel
 and the reconciler both write it, always by read-modify-write on the ConfigMap's
 ``resourceVersion`` (optimistic concurrency), so a restarted controller continues exactly where
 its predecessor stopped and two writers never lose each other's updates.
 
 Size stays bounded: one small record per member, the population's event history trimmed to its
-last :data:`HISTORY_KEEP` entries (Events carry the rest), and the population compressed.
+last :data:`HISTORY_KEEP` entries (Events carry the rest), and the coordinator compressed.
+
+A state written before the coordinator held the start points (a bare population in
+:data:`POPULATION_KEY`, each member's start point in its record) is migrated as it is read.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from schedsearch.trainers.evaluation import Phases
+from schedsearch.trainers.strategies.pbt import coordinator as pbt_coordinator
 from schedsearch.trainers.strategies.pbt.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.population import Population
 
@@ -52,8 +57,6 @@ class MemberRecord:
     lr: float | None = None
     checkpoint: str | None = None
     member_steps: int = 0
-    # Where a restarted pod of this member resumes: config, step and checkpoint path.
-    start: dict[str, Any] | None = None
     attempts: int = 0
     # The attempts whose pods failed (crashed): what failurePolicy.maxMemberRestarts counts.
     # Attempts ended by a disruption or a deletion are not here.
@@ -83,6 +86,7 @@ class SearchState:
     # object was edited meanwhile (an edit cannot apply to members already half-way through).
     spec: dict[str, Any] = field(default_factory=dict)
     generation: int = 0
+    # The PBT coordinator's ``state_dict`` (None for the other strategies).
     population: dict[str, Any] | None = None
     result: dict[str, Any] | None = None
     # The control run's pod, counted like a member's (attempts, failures, its last report), and
@@ -150,7 +154,11 @@ class SearchState:
         blob = (obj.get("binaryData") or {}).get(POPULATION_KEY)
         if blob is not None:
             population = json.loads(gzip.decompress(base64.b64decode(blob)))
-        members = {int(i): MemberRecord(**r) for i, r in doc["members"].items()}
+        raw = {int(i): dict(r) for i, r in doc["members"].items()}
+        starts = {i: r.pop("start", None) for i, r in raw.items()}
+        if population is not None and population.get("format") is None:
+            population = _migrated(population, raw, starts)
+        members = {i: MemberRecord(**r) for i, r in raw.items()}
         control = doc.get("control") or {}
         meta = obj.get("metadata") or {}
         return cls(
@@ -207,11 +215,28 @@ def _record_json(record: MemberRecord) -> dict[str, Any]:
     return {k: v for k, v in asdict(record).items() if v is not None and v is not False and v != []}
 
 
-def _trimmed(population: dict[str, Any]) -> dict[str, Any]:
+def _trimmed(coordinator: dict[str, Any]) -> dict[str, Any]:
+    population = coordinator["population"]
     history = population.get("history") or []
     if len(history) <= HISTORY_KEEP:
-        return population
-    return {**population, "history": history[-HISTORY_KEEP:]}
+        return coordinator
+    return {**coordinator, "population": {**population, "history": history[-HISTORY_KEEP:]}}
+
+
+def _migrated(
+    population: dict[str, Any],
+    records: dict[int, dict[str, Any]],
+    starts: dict[int, dict[str, Any] | None],
+) -> dict[str, Any]:
+    """The coordinator state of a search stored with a bare population: the start points come
+    from the member records that held them, the positions from the members' last steps."""
+    coordinator = pbt_coordinator.Coordinator.around(_load_population(population))
+    for member, start in starts.items():
+        if start is not None:
+            coordinator.starts[member] = pbt_coordinator.StartPoint.from_dict(start)
+        coordinator.positions[member] = int(records[member].get("step") or 0)
+    coordinator.member_steps = sum(int(r.get("member_steps") or 0) for r in records.values())
+    return coordinator.state_dict()
 
 
 # -- the initial state of a search --------------------------------------------------------------
@@ -231,18 +256,23 @@ def initial(
     mode: str = "min",
     phases: Phases | None = None,
 ) -> SearchState:
-    """A fresh state; PBT searches get their population (seeded, so this is deterministic)."""
+    """A fresh state; PBT searches get their coordinator (seeded, so this is deterministic)."""
     population = None
     if pbt is not None:
-        population = Population(
-            pbt, lr_min, lr_max, total_steps, mode=_mode(mode), phases=phases
+        population = pbt_coordinator.Coordinator(
+            pbt,
+            lr_min=lr_min,
+            lr_max=lr_max,
+            total_steps=total_steps,
+            mode=_mode(mode),
+            phases=phases,
         ).state_dict()
     records = {i: MemberRecord() for i in range(members)}
     return SearchState(search_uid, strategy, records, dict(spec), generation, population)
 
 
-def load_population(state: dict[str, Any]) -> Population:
-    """The live PBT population object of a stored ``state_dict``."""
+def _load_population(state: dict[str, Any]) -> Population:
+    """The live PBT population of a stored ``Population.state_dict``."""
     config = PBTConfig.model_validate(state["config"])
     population = Population(
         config,
@@ -255,6 +285,13 @@ def load_population(state: dict[str, Any]) -> Population:
     return population
 
 
+def coordinator(state: SearchState) -> pbt_coordinator.Coordinator:
+    """The live PBT coordinator of ``state`` (which must be a PBT search's)."""
+    if state.population is None:
+        raise ValueError(f"strategy {state.strategy}: the search has no PBT coordinator")
+    return pbt_coordinator.Coordinator.from_state(state.population)
+
+
 def give_up(state: SearchState, member: int) -> bool:
     """Mark ``member`` failed for good, in the record and in the PBT population (where it stops
     being a copy source); False when both already say so. Changes ``state`` in place."""
@@ -262,9 +299,9 @@ def give_up(state: SearchState, member: int) -> bool:
     changed = not record.gave_up
     record.gave_up = True
     if state.population is not None and in_population(state, member):
-        population = load_population(state.population)
-        population.fail(member)
-        state.population = population.state_dict()
+        live = coordinator(state)
+        live.fail(member)
+        state.population = live.state_dict()
         changed = True
     return changed
 
@@ -272,36 +309,30 @@ def give_up(state: SearchState, member: int) -> bool:
 def in_population(state: SearchState, member: int) -> bool:
     """Whether the PBT population still counts ``member`` as training (False without one, and
     for the control run, which is no member of it)."""
-    if state.population is None or str(member) not in state.population["members"]:
+    if state.population is None:
         return False
-    member_state = state.population["members"][str(member)]
-    return not (member_state.get("finished") or member_state.get("stopped"))
+    members = state.population["population"]["members"]
+    if str(member) not in members:
+        return False
+    return not (members[str(member)].get("finished") or members[str(member)].get("stopped"))
 
 
 def named_checkpoints(state: SearchState, source: int) -> list[str]:
     """The checkpoints of ``source`` that another member's start point names: that member was
     told to copy one and has not saved a checkpoint of its own since, so a replacement pod of it
     would load that very file. ``source`` must keep them, however old (its answers say so)."""
-    named = set()
-    for member, record in state.members.items():
-        start = record.start
-        if member == source or start is None or record.done or start.get("source") != source:
-            continue
-        if start.get("checkpoint"):
-            named.add(str(start["checkpoint"]))
-    return sorted(named)
+    done = frozenset(m for m, r in state.members.items() if r.done)
+    return coordinator(state).named_checkpoints(source, skip=done)
 
 
 def start_point(state: SearchState, member: int) -> dict[str, Any] | None:
-    """Where a (re)started PBT member resumes: its last checkpoint, or the checkpoint it was
-    last told to exploit, with its config; its initial config if it has none yet."""
+    """Where a (re)started PBT member resumes (the coordinator's start point: its last
+    checkpoint, or the checkpoint it was last told to copy, with its config), and the steps it
+    trained so far; None without a coordinator."""
     if state.population is None:
         return None
-    record = state.members[member]
-    if record.start is not None:
-        return {**record.start, "memberSteps": record.member_steps}
-    config = dict(state.population["members"][str(member)]["config"])
-    return {"config": config, "step": 0, "checkpoint": None, "memberSteps": record.member_steps}
+    start = coordinator(state).start_point(member)
+    return {**start.to_dict(), "memberSteps": state.members[member].member_steps}
 
 
 def _mode(mode: str) -> Any:

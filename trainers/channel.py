@@ -57,7 +57,7 @@ EXIT_CONFIG = 78
 # schedule.
 Role = StrategyName | Literal["control"]
 ROLES: tuple[str, ...] = (*get_args(StrategyName), "control")
-ReportKind = Literal["checkpoint", "poll", "final", "fatal", "control"]
+ReportKind = Literal["checkpoint", "poll", "restart", "final", "fatal", "control"]
 REPORT_KINDS: tuple[str, ...] = get_args(ReportKind)
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 API_VERSION = "v1"
@@ -86,6 +86,8 @@ class Report:
     * ``checkpoint``: the member saved ``checkpoint_path`` at ``step`` with ``objective``
       (None = diverged); a PBT member gets its Continue/Exploit/Stop/Wait decision back.
     * ``poll``: a PBT member told to Wait asks again.
+    * ``restart``: the checkpoint a PBT member's start point names is gone; the answer's
+      ``start`` is where it resumes instead (its lineage re-recorded to match).
     * ``final``: the member trained its whole budget; AutoLRS and HDET rank 0 attach ``result``
       (``SearchResult.to_dict()``).
     * ``fatal``: the member cannot run this spec (``reason`` CamelCase, ``message`` for people);

@@ -7,7 +7,8 @@ environment (names in ``trainers.channel``). The pod runs its role:
   found in the checkpoint directory; its result goes to the controller with the final report.
 * ``pbt``: member ``i`` of the population; the controller hosts the population and answers each
   checkpoint report with the member's decision. The member starts where the controller says
-  (``SCHEDSEARCH_MEMBER_START``: its last checkpoint, or the one it was last told to exploit).
+  (``SCHEDSEARCH_MEMBER_START``: its last checkpoint, or the one it was last told to exploit);
+  if that file is gone it asks the controller's PBT coordinator for its restart point.
 * ``hdet``: replica ``RANK`` of ``WORLD_SIZE``, meeting the others at ``MASTER_ADDR``; every
   replica resumes from the group's last sync checkpoint; rank 0 sends the result.
 * ``control``: once the search has its result, the control run trains the found schedule and
@@ -40,6 +41,8 @@ from schedsearch.trainers.config import BaseScheduleConfig
 from schedsearch.trainers.evaluation import EvaluationConfig, control_run, search_phases
 from schedsearch.trainers.schedules import Schedule
 from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.pbt import coordinator as pbt_coordinator
+from schedsearch.trainers.strategies.pbt.coordinator import StartPoint
 from schedsearch.trainers.strategies.registry import StrategyConfig
 from schedsearch.trainers.strategies.strategy import RunContext
 from schedsearch.trainers.workloads import Workload, WorkloadError, get_workload
@@ -287,19 +290,24 @@ def run_pbt(pod: Pod) -> None:
     assert config is not None
     if env.start is None:
         raise PodConfigError(f"{channel.ENV_MEMBER_START}: required for a PBT member")
-    start = env.start
-    earlier_steps = int(start.get("memberSteps") or 0)
+    start = _start_of(env.start)
+    earlier_steps = int(env.start.get("memberSteps") or 0)
     loop: MemberLoop | None = None
     coordinator = report_client.HTTPCoordinator(
         pod.client,
         trained_steps=lambda: earlier_steps + (loop.trained_steps if loop is not None else 0),
         attempt=env.attempt,
     )
+    try:
+        start = resume_point(start, env.member, coordinator)
+    except report_client.MemberStopped as stopped:
+        pod.reporter.on_event("stopped", str(stopped))
+        return
     trainer = harness.Trainer(pod.workload, seed=pod.spec.seed + env.member)
     loop = MemberLoop(
         env.member,
         trainer,
-        {k: float(v) for k, v in start["config"].items()},
+        dict(start.config),
         coordinator,
         total_steps=pod.spec.budget.steps,
         interval=config.perturbation_interval,
@@ -309,33 +317,33 @@ def run_pbt(pod: Pod) -> None:
         phases=search_phases(pod.spec),
     )
     loop.pinned = coordinator.pinned  # the files other members' start points name
-    step, checkpoint = resume_point(start)
-    if checkpoint is not None:
+    if start.checkpoint_path is not None:
         pod.reporter.on_event(
-            "start", f"member {env.member} resumes at step {step} from {checkpoint}"
+            "start",
+            f"member {env.member} resumes at step {start.step} from {start.checkpoint_path}",
         )
-    loop.start_from(step, checkpoint, loop.config)
+    loop.start_from(start.step, start.checkpoint_path, loop.config)
     run_member(loop)
 
 
-class MissingCheckpoint(RuntimeError):
-    """The checkpoint a PBT member's start point names is not there."""
+def _start_of(given: Any) -> StartPoint:
+    if not isinstance(given, Mapping):
+        raise PodConfigError(f"{channel.ENV_MEMBER_START}: required for a PBT member")
+    try:
+        return StartPoint.from_dict(dict(given))
+    except ValueError as err:
+        raise PodConfigError(f"{channel.ENV_MEMBER_START}: {err}") from None
 
 
-def resume_point(start: Mapping[str, Any]) -> tuple[int, str | None]:
-    """The step and file a PBT member restarts from: exactly the controller's start point (its
-    last checkpoint, or the one it was last told to copy), which the population's lineage
-    records. Every file a start point names is kept (the source member's rotation skips it), so
-    a missing one is an error: resuming from any other file would train a member the population
-    knows nothing of, and the found schedule would not describe how its weights were trained.
-    """
-    step, path = int(start.get("step") or 0), start.get("checkpoint")
-    if path is None or Path(path).exists():
-        return step, path
-    raise MissingCheckpoint(
-        f"{channel.ENV_MEMBER_START}: checkpoint {path} (step {step}) is gone; a member resumes "
-        "only from the checkpoint its start point names"
-    )
+def resume_point(
+    start: StartPoint, member: int, coordinator: report_client.HTTPCoordinator
+) -> StartPoint:
+    """Where a PBT member pod resumes: the controller's start point (its last checkpoint, or the
+    one it was last told to copy) when that file is there, which it normally is (the source's
+    rotation keeps every file a start point names); else the coordinator's restart point, which
+    re-records the member's lineage to the file it loads instead, so the found schedule still
+    describes how its weights were trained."""
+    return pbt_coordinator.resume(start, lambda: coordinator.restart_point(member))
 
 
 def run_replica(pod: Pod) -> None:

@@ -23,12 +23,17 @@ from typing import Any
 
 from schedsearch.trainers import channel
 from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.pbt import coordinator as pbt_coordinator
 
 log = logging.getLogger(__name__)
 # 404: the controller may not yet see the token Secret it just created; a pod only exists while
 # its search does, so waiting is safe. 408/429/5xx: busy or restarting. (409, a stale report, is
 # final: this pod has been replaced.)
 RETRYABLE_STATUS = frozenset({404, 408, 429, 500, 502, 503, 504})
+
+
+class MemberStopped(Exception):
+    """The controller answered a member's restart with Stop: it trains no more."""
 
 
 class ReportRejected(Exception):
@@ -205,10 +210,26 @@ class HTTPCoordinator:
             member_steps=self.trained_steps(),
             attempt=self.attempt,
         )
-        return self._decision(report)
+        return pbt_coordinator.loadable(self._decision(report), self.restart_point)
 
     def poll(self, member: int) -> base.PBTDecision:
-        return self._decision(channel.Report(member=member, kind="poll", step=self._step))
+        decision = self._decision(channel.Report(member=member, kind="poll", step=self._step))
+        return pbt_coordinator.loadable(decision, self.restart_point)
+
+    def restart_point(self, member: int) -> pbt_coordinator.StartPoint:
+        """The coordinator's restart point: the file this member's start point names is gone.
+        Raises :class:`MemberStopped` when the controller says this member trains no more."""
+        answer = self.client.send(channel.Report(member=member, kind="restart", step=self._step))
+        if answer.get("start") is None:
+            decision = decision_of(answer)
+            reason = decision.reason if isinstance(decision, base.Stop) else repr(decision)
+            raise MemberStopped(f"member {member}: {reason}")
+        try:
+            start = pbt_coordinator.StartPoint.from_dict(answer["start"])
+        except ValueError as err:
+            raise ReportRejected(200, f"answer.{err}") from None
+        self._step = start.step
+        return start
 
     def finish(self, member: int, step: int) -> None:
         report = channel.Report(

@@ -16,12 +16,13 @@ from typing import Any
 
 from schedsearch.api import spec as api
 from schedsearch.engine import messages, tuning
-from schedsearch.engine.pbt import StartPoint
 from schedsearch.engine.session import NAMESPACE
 from schedsearch.trainers import schedules
 from schedsearch.trainers.evaluation import search_phases
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.base import SearchResult
+from schedsearch.trainers.strategies.pbt import coordinator as pbt_coordinator
+from schedsearch.trainers.strategies.pbt.coordinator import StartPoint
 from schedsearch.trainers.strategies.strategy import RunContext
 
 RESULT_KEY = "searchResult"
@@ -115,32 +116,15 @@ class ActorCoordinator:
         config: dict[str, float] | None = None,
     ) -> base.PBTDecision:
         decision = self._call("report", member, step, objective, checkpoint_path, config)
-        if isinstance(decision, base.Exploit) and not Path(decision.checkpoint_path).exists():
-            decision = self._exploit_latest(decision)
-        return decision  # type: ignore[no-any-return]
+        return pbt_coordinator.loadable(decision, self.restart_point)
 
     def poll(self, member: int) -> base.PBTDecision:
-        decision = self._call("poll", member)
-        if isinstance(decision, base.Exploit) and not Path(decision.checkpoint_path).exists():
-            decision = self._exploit_latest(decision)
-        return decision  # type: ignore[no-any-return]
+        return pbt_coordinator.loadable(self._call("poll", member), self.restart_point)
 
-    def _exploit_latest(self, decision: base.Exploit) -> base.Exploit:
-        """The source deleted the named checkpoint before it could be loaded (a member keeps only
-        its latest files and may have moved on meanwhile): copy its latest one instead."""
-        start: StartPoint = self._call("restart_point", decision.dst)
-        if start.checkpoint_path is None:
-            raise FileNotFoundError(
-                f"member {decision.dst}: checkpoint {decision.checkpoint_path} is gone and no "
-                "other is known; the member restarts from its start point"
-            )
-        return base.Exploit(
-            src=decision.src,
-            dst=decision.dst,
-            new_config=dict(start.config),
-            src_step=start.step,
-            checkpoint_path=start.checkpoint_path,
-        )
+    def restart_point(self, member: int) -> StartPoint:
+        """Where ``member`` resumes now that the file its start point names is gone."""
+        start: StartPoint = self._call("restart_point", member)
+        return start
 
     def finish(self, member: int, step: int) -> None:
         self._call("finish", member, step)
@@ -187,11 +171,10 @@ class ActorCoordinator:
         return bool(self._call("is_halted"))
 
     def start_point(self, member: int) -> StartPoint:
-        """Where to start; a missing checkpoint file is replaced by one that exists."""
-        start: StartPoint = self._call("start_point", member)
-        if start.checkpoint_path is not None and not Path(start.checkpoint_path).exists():
-            start = self._call("restart_point", member)
-        return start
+        """Where to start (``coordinator.resume``: a missing file is replaced by the one the
+        coordinator turns to, and the member's lineage follows)."""
+        start: StartPoint = self._call("resume", member)
+        return pbt_coordinator.resume(start, lambda: self.restart_point(member))
 
 
 def _names(members: list[int]) -> str:

@@ -1,4 +1,5 @@
-"""The engine's PBT coordinator: start points for resume, cost in member-steps, exact state."""
+"""The PBT coordinator as the engine runs it: start points for resume, cost in member-steps,
+exact state, restart points when a file is gone, and the trial side of the actor."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from schedsearch.engine.pbt import PBTCoordinator, StartPoint
+from schedsearch.engine.pbt import PBTCoordinator
 from schedsearch.engine.trials import ActorCoordinator
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.pbt.config import PBTConfig
+from schedsearch.trainers.strategies.pbt.coordinator import ENGINE_FORMAT_V1, StartPoint
 
 
-def _coordinator(**overrides: object) -> PBTCoordinator:
+def _coordinator(state: dict[str, object] | None = None, **overrides: object) -> PBTCoordinator:
     config = PBTConfig(population=4, perturbation_interval=10, seed=5, **overrides)  # type: ignore[arg-type]
-    return PBTCoordinator(config, lr_min=1e-3, lr_max=1.0, total_steps=40)
+    return PBTCoordinator(config, lr_min=1e-3, lr_max=1.0, total_steps=40, state=state)
 
 
 def _round(coordinator: PBTCoordinator, step: int, objectives: dict[int, float]) -> list[object]:
@@ -44,7 +46,9 @@ def test_an_exploited_member_resumes_from_the_source_checkpoint_and_new_config()
     decision = coordinator.report(0, 20, 9.0, "m0/step-20.pt")
     assert isinstance(decision, base.Exploit) and decision.dst == 0
     start = coordinator.start_point(0)
-    assert start == StartPoint(decision.new_config, decision.src_step, decision.checkpoint_path)
+    assert start == StartPoint(
+        decision.new_config, decision.src_step, decision.checkpoint_path, decision.src
+    )
 
 
 def test_member_steps_count_what_was_trained_including_redone_steps() -> None:
@@ -55,7 +59,7 @@ def test_member_steps_count_what_was_trained_including_redone_steps() -> None:
     assert isinstance(decision, base.Exploit)
     assert coordinator.member_steps == 50
     # Member 0 restarts from the source's step 10 and trains to 20 again: 10 more steps.
-    coordinator.start_point(0)
+    coordinator.resume(0)
     coordinator.report(0, 20, 1.5, "m0/step-20b.pt")
     assert coordinator.member_steps == 60
     coordinator.finish(0, 40)
@@ -75,8 +79,21 @@ def test_state_round_trips_through_json_and_decides_the_same() -> None:
 
 
 def test_state_of_another_kind_is_refused() -> None:
-    with pytest.raises(ValueError, match="engine state format"):
+    with pytest.raises(ValueError, match="format: PBT coordinator state 'something-else'"):
         _coordinator().load_state_dict({"format": "something-else"})
+
+
+def test_an_engine_state_stored_by_the_previous_version_still_loads() -> None:
+    coordinator = _coordinator()
+    _round(coordinator, 10, {0: 4.0, 1: 3.0, 2: 2.0, 3: 1.0})
+    old = json.loads(json.dumps(coordinator.state_dict()))
+    old["format"] = ENGINE_FORMAT_V1
+    del old["halted"]
+    for start in old["starts"].values():
+        start.pop("source", None)
+    twin = _coordinator(state=old)
+    assert twin.start_point(2) == coordinator.start_point(2)
+    assert twin.report(0, 20, 9.0, "x") == coordinator.report(0, 20, 9.0, "x")
 
 
 def test_outcome_names_the_best_member_and_its_lineage() -> None:
@@ -96,7 +113,7 @@ def test_a_lost_exploit_source_file_falls_back_to_the_source_latest_checkpoint()
     # The source moved on and saved a newer checkpoint (its step-10 file is gone).
     coordinator.report(decision.src, 30, 0.5, f"m{decision.src}/step-30.pt")
     start = coordinator.restart_point(0)
-    assert start == StartPoint(decision.new_config, 30, f"m{decision.src}/step-30.pt")
+    assert start == StartPoint(decision.new_config, 30, f"m{decision.src}/step-30.pt", decision.src)
     lineage = coordinator.population.lineage.schedule(0, 40)
     assert lineage.provenance["exploits"][-1] == {"step": 30, "from": decision.src}
     assert lineage.lr_at(30) == decision.new_config["lr"]

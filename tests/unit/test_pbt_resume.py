@@ -1,12 +1,15 @@
-"""A PBT member pod resumes exactly where the controller's start point says, and that file exists.
+"""A PBT member pod resumes where the controller's PBT coordinator says.
 
 A member told to copy another member's checkpoint restarts, if its pod dies before it saves its
 own, from that very file: the controller's answers tell the source which of its files start points
-still name, and its checkpoint rotation keeps them. A pod never substitutes another file.
+still name, and its checkpoint rotation keeps them. Were that file gone all the same, the pod asks
+the coordinator for its restart point, which re-records the member's lineage to the file it loads
+instead (as the local engine does): a pod never picks another file on its own.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from schedsearch.controller import state as state_mod
 from schedsearch.trainers import channel, harness, pod, report_client
 from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.pbt import runner as pbt_runner
+from schedsearch.trainers.strategies.pbt.coordinator import StartPoint
 from schedsearch.trainers.workloads import get_workload
 
 from .controller_fixtures import _builtin_workloads, deliver, fresh_state, raw_spec, view  # noqa: F401
@@ -114,18 +118,59 @@ def test_rotation_keeps_the_files_a_start_point_names(tmp_path: Path) -> None:
     assert files() == ["step-40.pt", "step-50.pt"]
 
 
-def test_resume_point_is_the_named_file_or_an_error(tmp_path: Path) -> None:
-    source = tmp_path / "member-0"
-    source.mkdir()
-    (source / "step-300.pt").write_bytes(b"")
-    (source / "step-400.pt").write_bytes(b"")
-    there = {"config": {"lr": 0.1}, "step": 300, "checkpoint": str(source / "step-300.pt")}
-    assert pod.resume_point(there) == (300, str(source / "step-300.pt"))
-    assert pod.resume_point({"config": {}, "step": 0, "checkpoint": None}) == (0, None)
-    # Never another member's newer file: that would train weights the lineage does not describe.
-    gone = {**there, "step": 200, "checkpoint": str(source / "step-200.pt")}
-    with pytest.raises(pod.MissingCheckpoint, match=r"step-200\.pt \(step 200\) is gone"):
-        pod.resume_point(gone)
+class NeverAsked:
+    """A coordinator a pod whose file is there must not ask."""
+
+    def restart_point(self, member: int) -> StartPoint:
+        raise AssertionError(f"member {member} asked for a restart point")
+
+
+def test_a_pod_resumes_from_the_named_file_when_it_is_there(tmp_path: Path) -> None:
+    (tmp_path / "step-300.pt").write_bytes(b"")
+    there = StartPoint({"lr": 0.1}, 300, str(tmp_path / "step-300.pt"), source=0)
+    assert pod.resume_point(there, 3, NeverAsked()) == there  # type: ignore[arg-type]
+    scratch = StartPoint({"lr": 0.1})
+    assert pod.resume_point(scratch, 3, NeverAsked()) == scratch  # type: ignore[arg-type]
+
+
+def test_a_pod_whose_named_file_is_gone_resumes_where_the_coordinator_says(
+    channel_server: tuple[FakeApi, str, list[str]],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    api, url, _ = channel_server
+    assert api.state is not None
+
+    def saved(member: int, step: int, objective: float) -> channel.Report:
+        path = tmp_path / f"member-{member}" / f"step-{step}.pt"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"checkpoint")
+        return dataclasses.replace(checkpoint(member, step, objective), checkpoint_path=str(path))
+
+    for member, objective in ((3, 0.9), (2, 0.6), (1, 0.5), (0, 0.1)):  # nobody copies yet
+        api.state = deliver(api.state, saved(member, 100, objective)).state
+    outcome = deliver(api.state, saved(3, 200, 0.95))
+    api.state = outcome.state
+    decision = base.decision_from_dict(outcome.answer["decision"])
+    assert isinstance(decision, base.Exploit) and (decision.src, decision.src_step) == (0, 100)
+    # The source moves on, and the file member 3 was told to copy is lost all the same.
+    api.state = deliver(api.state, saved(0, 200, 0.1)).state
+    Path(decision.checkpoint_path).unlink()
+    given = state_mod.start_point(api.state, 3)
+    assert given is not None and given["checkpoint"] == decision.checkpoint_path
+    client = report_client.ReportClient(
+        url, "ml", "s1", "s3cret", backoff_base=0.01, last_seq=api.state.members[3].last_seq
+    )
+    resumed = pod.resume_point(
+        StartPoint.from_dict(given), 3, report_client.HTTPCoordinator(client)
+    )
+    source_latest = str(tmp_path / "member-0" / "step-200.pt")
+    assert resumed == StartPoint(decision.new_config, 200, source_latest, source=0)
+    # The coordinator in the state agrees, and the lineage says what member 3 really trained.
+    live = state_mod.coordinator(api.state)
+    assert live.start_point(3) == resumed
+    lineage = live.population.lineage.schedule(3, 1000)
+    assert lineage.provenance["exploits"][-1] == {"step": 200, "from": 0}
+    assert lineage.lr_at(200) == decision.new_config["lr"]
 
 
 def test_an_arithmetic_error_is_reported_fatal_not_retried(
@@ -173,7 +218,8 @@ def test_a_copied_checkpoint_survives_its_sources_rotation_end_to_end(
     assert loop.advance() and loop.advance() and loop.step == 300
     start = state_mod.start_point(api.state, 3)
     assert start is not None
-    assert pod.resume_point(start) == (100, decision.checkpoint_path)
+    resumed = pod.resume_point(StartPoint.from_dict(start), 3, NeverAsked())  # type: ignore[arg-type]
+    assert (resumed.step, resumed.checkpoint_path) == (100, decision.checkpoint_path)
     assert sorted(p.name for p in (tmp_path / "member-0").iterdir()) == [
         "step-100.pt",
         "step-200.pt",

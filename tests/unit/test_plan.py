@@ -99,7 +99,7 @@ def test_initial_state_holds_the_population_and_the_spec() -> None:
     (create,) = of_type(p, plan.CreateState)
     stored = state_mod.SearchState.from_configmap(create.manifest)
     assert stored.search_uid == UID and sorted(stored.members) == [0, 1, 2, 3]
-    assert stored.population is not None and len(stored.population["members"]) == 4
+    assert stored.population is not None and len(stored.population["population"]["members"]) == 4
     assert api.ScheduleSearchSpec.model_validate(stored.spec) == search.spec
 
 
@@ -118,7 +118,7 @@ def test_members_start_once_setup_exists() -> None:
     assert kinds(p)[0] == "RecordMembers"
     assert of_type(p, plan.RecordMembers)[0].attempts == ((0, 1), (1, 1), (2, 1), (3, 1))
     # Each PBT member starts from scratch with the LR the population drew for it.
-    population = state_mod.load_population(state.population or {})
+    population = state_mod.coordinator(state).population
     for c in created:
         env = {e["name"]: e.get("value") for e in c.manifest["spec"]["containers"][0]["env"]}
         start = json.loads(env[channel.ENV_MEMBER_START])

@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -100,11 +101,16 @@ def checkpoint(member: int, step: int, objective: float) -> channel.Report:
     )
 
 
-def test_pbt_decisions_over_http(channel_server: tuple[FakeApi, str, list[str]]) -> None:
+def test_pbt_decisions_over_http(
+    channel_server: tuple[FakeApi, str, list[str]], tmp_path: Path
+) -> None:
     api, url, pokes = channel_server
     coordinator = report_client.HTTPCoordinator(client(url))
+    files = [tmp_path / f"member-{m}-step-100.pt" for m in range(4)]
+    for path in files:
+        path.write_bytes(b"checkpoint")  # an exploit names a file its member can load
     decisions = [
-        coordinator.report(m, 100, obj, f"/c/{m}/100", {"lr": 0.01})
+        coordinator.report(m, 100, obj, str(files[m]), {"lr": 0.01})
         for m, obj in enumerate([0.1, 0.5, 0.6, 0.9])
     ]
     assert isinstance(decisions[0], base.Continue)
@@ -117,7 +123,7 @@ def test_pbt_decisions_over_http(channel_server: tuple[FakeApi, str, list[str]])
     assert "Exploit" in api.events
     # A retry (the answer was lost: same report, same number) gets the same decision and
     # writes nothing.
-    retry = dataclasses.replace(checkpoint(3, 100, 0.9), seq=4)
+    retry = dataclasses.replace(checkpoint(3, 100, 0.9), seq=4, checkpoint_path=str(files[3]))
     again = client(url).send(retry)
     assert again["duplicate"] and base.decision_from_dict(again["decision"]) == exploit
     assert api.writes == 4

@@ -84,7 +84,7 @@ def test_pbt_bottom_member_exploits_a_top_member() -> None:
     assert decision.checkpoint_path == "/ckpt/0/100"
     assert outcome.exploits == 1 and outcome.notes[0].reason == "Exploit"
     # The population in the state remembers it: a fresh load continues the same population.
-    population = state_mod.load_population(state.population or {})
+    population = state_mod.coordinator(state).population
     assert population.members[3].config == decision.new_config
     # Were its pod to die now, member 3 would restart from what it was told to load.
     start = state_mod.start_point(state, 3)

@@ -9,7 +9,8 @@ strategy's name: they look its object up in ``registry`` and ask it. An object k
 
   - ``trainer``: one process runs the whole search (one Ray trial, one pod);
   - ``population``: members train apart and a coordinator answers their reports (PBT's
-    ``PBTCoordinator``: Ray trials and an actor, or one pod per member and the controller);
+    ``pbt.coordinator.Coordinator``: Ray trials and the actor holding it, or one pod per member
+    and the controller holding it in the search's state);
   - ``replicas``: a process group of ``members`` replicas (one trial that starts them all, or one
     pod per replica behind a headless Service);
 

@@ -340,8 +340,9 @@ class Population:
     # -- results --------------------------------------------------------------------------------
 
     def best_member(self, among: Collection[int] | None = None) -> int:
-        """The member with the best last objective (lowest id on ties; 0 if none is finite),
-        among ``among`` when given (the cluster counts finished members only)."""
+        """The search's one rule for its best member: the best last objective (lowest id on
+        ties; 0 if none is finite), among ``among`` when given (a finished search counts the
+        members that trained their whole budget, see ``Coordinator.best_member``)."""
         finite = [
             m
             for m, s in self.members.items()
@@ -358,18 +359,26 @@ class Population:
         return self.lineage.schedule(self.best_member(), self.total_steps)
 
     def result(
-        self, *, workload: str, member_steps: int, wall_seconds: float = 0.0
+        self,
+        *,
+        workload: str,
+        member_steps: int,
+        wall_seconds: float = 0.0,
+        among: Collection[int] | None = None,
     ) -> base.SearchResult:
-        """The search's result: the best member, its lineage, its objective (NaN if no member
-        has a finite one) and its cost, ``member_steps`` (every step the members trained, the
-        annealed branches included; the branches are also counted apart)."""
-        best = self.best_member()
+        """The search's result: the best member (among ``among`` when given), its lineage, its
+        objective (NaN if no such member has a finite one) and its cost, ``member_steps``
+        (every step the members trained, the annealed branches included; the branches are
+        also counted apart)."""
+        best = self.best_member(among)
         objective = self.members[best].objective
+        if objective is None or (among is not None and best not in among):
+            objective = math.nan
         return base.SearchResult(
             strategy="pbt",
             workload=workload,
             best_schedule=self.lineage.schedule(best, self.total_steps),
-            best_objective=objective if objective is not None else math.nan,
+            best_objective=objective,
             best_member=best,
             member_steps=member_steps,
             evaluation_steps=self.anneal_steps,
