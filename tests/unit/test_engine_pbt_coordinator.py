@@ -58,6 +58,9 @@ def test_member_steps_count_what_was_trained_including_redone_steps() -> None:
     decision = coordinator.report(0, 20, 9.0, "m0/step-20.pt")
     assert isinstance(decision, base.Exploit)
     assert coordinator.member_steps == 50
+    # The halt ends this run only: the run that resumes from its state decides again.
+    resumed = _coordinator(state=json.loads(json.dumps(coordinator.state_dict())))
+    assert not resumed.is_halted() and resumed.poll(1) == base.Continue()
     # Member 0 restarts from the source's step 10 and trains to 20 again: 10 more steps.
     coordinator.resume(0)
     coordinator.report(0, 20, 1.5, "m0/step-20b.pt")
@@ -88,7 +91,6 @@ def test_an_engine_state_stored_by_the_previous_version_still_loads() -> None:
     _round(coordinator, 10, {0: 4.0, 1: 3.0, 2: 2.0, 3: 1.0})
     old = json.loads(json.dumps(coordinator.state_dict()))
     old["format"] = ENGINE_FORMAT_V1
-    del old["halted"]
     for start in old["starts"].values():
         start.pop("source", None)
     twin = _coordinator(state=old)
@@ -208,3 +210,6 @@ def test_a_halted_coordinator_stops_members_where_their_last_checkpoint_is() -> 
         coordinator.population.members[0].config, 20, "m0/step-20.pt"
     )
     assert coordinator.member_steps == 50
+    # The halt ends this run only: the run that resumes from its state decides again.
+    resumed = _coordinator(state=json.loads(json.dumps(coordinator.state_dict())))
+    assert not resumed.is_halted() and resumed.poll(1) == base.Continue()

@@ -10,7 +10,8 @@ stop and start again:
   with the member's lineage re-recorded at that step, so that the found schedule is still the
   schedule its weights were trained with (:func:`resume`, :func:`loadable` apply it);
 * the search's cost in member-steps (steps trained, redone ones included);
-* whether the run is being interrupted (every member then hears Stop);
+* whether this run is being interrupted (every member then hears Stop; not kept in the
+  state, since a resumed run starts anew);
 * the one rule for the best member and the search's result.
 
 The local engine holds one in a Ray actor; the cluster controller holds one in the search's
@@ -98,6 +99,7 @@ class Coordinator:
         # Where each member stands in its own training, to count the steps it trains.
         self.positions = dict.fromkeys(self.population.members, 0)
         self.member_steps = 0
+        # Not state: a halt ends one run; the run that resumes it starts anew.
         self.halted = False
         if state is not None:
             self.load_state_dict(state)
@@ -119,15 +121,20 @@ class Coordinator:
     @classmethod
     def around(cls, population: Population) -> Coordinator:
         """A coordinator over an existing population (its members start where they stand)."""
-        coordinator = cls.__new__(cls)
+        coordinator = cls(
+            population.config,
+            lr_min=population.lr_min,
+            lr_max=population.lr_max,
+            total_steps=population.total_steps,
+            mode=population.mode,
+            phases=population.phases,
+        )
         coordinator.population = population
         coordinator.starts = {
             m: StartPoint(dict(s.config), s.step, s.checkpoint)
             for m, s in population.members.items()
         }
         coordinator.positions = {m: s.step for m, s in population.members.items()}
-        coordinator.member_steps = 0
-        coordinator.halted = False
         return coordinator
 
     # -- reports --------------------------------------------------------------------------------
@@ -337,7 +344,6 @@ class Coordinator:
             "starts": {str(m): s.to_dict() for m, s in self.starts.items()},
             "positions": {str(m): p for m, p in self.positions.items()},
             "memberSteps": self.member_steps,
-            "halted": self.halted,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -350,7 +356,6 @@ class Coordinator:
         self.starts = {int(m): StartPoint.from_dict(s) for m, s in state["starts"].items()}
         self.positions = {int(m): int(p) for m, p in state["positions"].items()}
         self.member_steps = int(state["memberSteps"])
-        self.halted = bool(state.get("halted", False))
 
     # -- internals ------------------------------------------------------------------------------
 
