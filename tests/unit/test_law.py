@@ -38,9 +38,11 @@ def cosine(steps: int, peak: float = 1.0) -> list[float]:
     ]
 
 
-def noisy_curves(law: laws.Law, noise: float, seed: int = 0) -> list[fit.Curve]:
+def noisy_curves(
+    law: laws.Law, noise: float, seed: int = 0, *, trunk_noise: float | None = None
+) -> list[fit.Curve]:
     """The probe design's curves (a trunk to S/2, branches of several lengths), measured through
-    ``law`` with multiplicative noise."""
+    ``law`` with multiplicative noise (``trunk_noise`` on the trunk, if given)."""
     rng = np.random.default_rng(seed)
     runs = [
         ("trunk", trunk(1500), 30, 40),
@@ -53,8 +55,12 @@ def noisy_curves(law: laws.Law, noise: float, seed: int = 0) -> list[fit.Curve]:
     for name, lrs, every, held in runs:
         steps = list(range(every, len(lrs) + 1, every))
         clean = law.predict(lrs, steps, warmup=W)
-        measured = clean * (1.0 + noise * rng.standard_normal(len(steps)))
-        curves.append(fit.Curve(name, tuple(lrs), tuple(steps), tuple(measured), held))
+        scatter = trunk_noise if name == "trunk" and trunk_noise is not None else noise
+        measured = clean * (1.0 + scatter * rng.standard_normal(len(steps)))
+        annealed = name != "trunk"  # the branches end at the floor, LR 0
+        curves.append(
+            fit.Curve(name, tuple(lrs), tuple(steps), tuple(measured), held, annealed=annealed)
+        )
     return curves
 
 
@@ -166,6 +172,43 @@ def test_fit_best_prefers_the_multi_power_law_unless_clearly_worse() -> None:
     assert chosen.law.name == "multiPower"
     restored = fit.FitResult.from_dict(json.loads(json.dumps(chosen.to_dict())))
     assert restored.law == chosen.law and restored.held_out_error == chosen.held_out_error
+
+
+def test_annealed_ends_are_fitted_through_a_scattered_trunk() -> None:
+    """A trunk at a high LR scatters; the branches' final (annealed) losses are what a final
+    loss is made of, and the fit passes through them instead of trading them for the scatter."""
+    curves = noisy_curves(TRUE_MPL, noise=0.003, trunk_noise=0.2, seed=2)
+
+    def end_errors(chosen: list[fit.Curve]) -> list[float]:
+        law = fit.fit_law("multiPower", chosen, warmup=W, lr_scale=1.0, restarts=4).law
+        return [
+            abs(law.predict(c.lrs, c.steps[-1:], warmup=W)[0] / c.losses[-1] - 1.0)
+            for c in chosen
+            if c.annealed
+        ]
+
+    weighted = end_errors(curves)
+    assert max(weighted) < 0.01
+    # The same curves with no point weighted above the others: the ends are missed by more.
+    plain = [
+        fit.Curve(c.name, c.lrs, c.steps, c.losses, c.held_out_from, annealed=False) for c in curves
+    ]
+    law = fit.fit_law("multiPower", plain, warmup=W, lr_scale=1.0, restarts=4).law
+    unweighted = [
+        abs(law.predict(c.lrs, c.steps[-1:], warmup=W)[0] / c.losses[-1] - 1.0)
+        for c in curves
+        if c.annealed
+    ]
+    assert max(unweighted) > max(weighted)
+
+
+def test_only_the_final_part_of_an_annealed_curve_stays_annealed() -> None:
+    curve = fit.Curve("b", (1.0,) * 10, (2, 4, 6, 8), (0.4, 0.3, 0.2, 0.1), 2, annealed=True)
+    fitted, held = curve.split()
+    assert fitted is not None and held is not None
+    assert (fitted.annealed, held.annealed) == (False, True)
+    whole, nothing = fit.Curve("b", (1.0,) * 10, (2, 4), (0.4, 0.3), annealed=True).split()
+    assert whole is not None and whole.annealed and nothing is None
 
 
 def test_fit_refuses_too_few_points() -> None:
@@ -436,6 +479,49 @@ def test_the_verification_is_the_found_schedule_trained_once_from_scratch() -> N
     assert float(trainer.evaluate()["val_loss"]) == result.best_objective
     assert result.member_steps == plan_cost(plan) + SMALL_S - plan["trunkSteps"]
     assert result.member_steps <= 2.5 * SMALL_S
+
+
+@pytest.mark.slow
+def test_an_unstable_trunk_is_abandoned_for_the_next_best_candidate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trunk's validation loss jumps tenfold once it holds its LR past the candidates' runs:
+    it is abandoned, the other candidate's run is trained again and continues as the trunk, and
+    only that trunk's curves are fitted."""
+    first = _run(None)
+    plan = first.history[0]["plan"]
+    bad_peak = first.history[1]["trunkLR"]
+    evaluate = harness.Trainer.evaluate
+
+    def sabotaged(self: harness.Trainer) -> dict[str, float]:
+        metrics = evaluate(self)
+        if self.current_lr == bad_peak and self.global_step > plan["candidateSteps"]:
+            return {**metrics, "val_loss": 10.0 * metrics["val_loss"]}
+        return metrics
+
+    monkeypatch.setattr(harness.Trainer, "evaluate", sabotaged)
+    events = _Events()
+    result = _run(tmp_path, events)
+    good_peak = result.history[1]["trunkLR"]
+    assert good_peak != bad_peak
+    assert any("abandoned" in message for _, message in events.events)
+    assert any("unstable at LR" in message for _, message in events.events)
+    saved = json.loads((tmp_path / law_state.STATE_FILE).read_text())
+    abandoned = [c["peak"] for c in saved["candidates"] if c.get("abandoned")]
+    assert abandoned == [bad_peak]
+    names = [c["name"] for c in saved["curves"]]
+    bad = [c["peak"] for c in saved["candidates"]].index(bad_peak)
+    assert f"abandoned-{bad}-candidate-{bad}" in names
+    assert all(not c.name.startswith("abandoned") for c in runner.probe_curves(saved, 20))
+    # The schedule holds the other candidate's LR, and is that schedule trained from scratch:
+    # the run trained again is the candidate's, bit for bit.
+    assert max(result.best_schedule.lrs()) == good_peak
+    monkeypatch.setattr(harness.Trainer, "evaluate", evaluate)
+    trainer = harness.Trainer(get_workload("regression"), seed=3, device="cpu")
+    trainer.train(SMALL_S, result.best_schedule.lr_at)
+    assert float(trainer.evaluate()["val_loss"]) == result.best_objective
+    # The abandoned trunk's steps and the candidate's run trained again are counted.
+    assert result.member_steps > plan_cost(plan) + SMALL_S - plan["trunkSteps"]
 
 
 def plan_cost(plan: dict[str, Any]) -> int:

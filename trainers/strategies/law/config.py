@@ -3,7 +3,8 @@
 Same conventions as ``strategies.config``: camelCase on the wire, unknown fields refused, every
 number bounded. The cost of a search is ``probeCost`` budgets of probes (the trunk included)
 plus, when ``verify`` is on, the budget's steps after the trunk (the trunk continued into the
-found schedule), so less than 2.5 budgets with the defaults.
+found schedule), so less than 2.5 budgets with the defaults; a trunk abandoned because it became
+unstable adds what it trained.
 """
 
 from __future__ import annotations

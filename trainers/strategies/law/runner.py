@@ -13,11 +13,16 @@
    validation loss is the search's objective, reported beside the prediction (and the law's
    prediction of every point it had not seen).
 
+A candidate or a trunk that diverges, or becomes unstable (its validation loss climbs above
+``UNSTABLE_FACTOR`` times the lowest it had reached), is out. When the trunk does, the next best
+candidate's run is trained again (training is deterministic) and continues as the trunk; the
+abandoned trunk's curves are kept under other names and not fitted.
+
 Cost: ``probeCost`` budgets of probes (the trunk included), plus the budget's steps after the
-trunk for the verification. With ``out_dir`` the state (every completed probe curve, the
-candidates' outcomes, the trunk's checkpoint) is saved after each probe, and a later call with
-the same directory continues from there; an interrupted verification continues the trunk again
-from its end.
+trunk for the verification, plus whatever an abandoned trunk trained. With ``out_dir`` the state
+(every completed probe curve, the candidates' outcomes, the trunk's checkpoint) is saved after
+each probe, and a later call with the same directory continues from there; an interrupted
+verification continues the trunk again from its end.
 """
 
 from __future__ import annotations
@@ -44,6 +49,11 @@ CANDIDATE_FILE = "law-candidate-{index}.pt"
 TRUNK_FILE = "law-trunk-{step}.pt"
 # The share of the trunk, at its end, whose points are held out to measure the fit's error.
 HELD_OUT_SHARE = 0.2
+# A run whose validation loss climbs above this multiple of the lowest it had reached is unstable
+# at its LR (scatter at a high LR stays within 3x on the built-in workloads; a run that is
+# falling apart, towards the loss of an untrained model, passes it): it is stopped and treated
+# as diverged.
+UNSTABLE_FACTOR = 4.0
 
 Points = list[list[float]]
 
@@ -264,29 +274,66 @@ class _Prober:
             ]
             chosen = peak_probes.choose(outcomes)
             index = [c["peak"] for c in self.state["candidates"]].index(chosen.peak)
-            self.state["peak"] = chosen.peak
-            self.state["trunk"] = {
-                "step": self.plan.candidate_steps,
-                "file": CANDIDATE_FILE.format(index=index),
-                "curve": f"candidate-{index}",
-                "candidate": index,
-            }
-            self.reporter.on_event(
-                "commit", f"law: trunk LR {chosen.peak:.3g} (loss {chosen.loss:.4g} annealed)"
-            )
-            self._save()
-            self._drop_files(keep=self.state["trunk"]["file"])
+            self._make_trunk(index, CANDIDATE_FILE.format(index=index))
+
+    def _make_trunk(self, index: int, file: str | None) -> None:
+        """Candidate ``index``'s run continues as the trunk, from ``file`` (None: trained again)."""
+        candidate = self.state["candidates"][index]
+        self.state["peak"] = candidate["peak"]
+        self.state["trunk"] = {
+            "step": self.plan.candidate_steps,
+            "file": file,
+            "curve": f"candidate-{index}",
+            "candidate": index,
+        }
+        loss = math.nan if candidate["loss"] is None else candidate["loss"]
+        self.reporter.on_event(
+            "commit", f"law: trunk LR {candidate['peak']:.3g} (loss {loss:.4g} annealed)"
+        )
+        self._save()
+        self._drop_files(keep=file)
+
+    def _abandon_trunk(self) -> bool:
+        """The trunk diverged or became unstable: the next best candidate (a finite annealed
+        loss, not abandoned) becomes the trunk. False, and nothing changes, when none is left."""
+        current = self.state["trunk"]["candidate"]
+        left = [
+            (c["loss"], c["peak"], i)
+            for i, c in enumerate(self.state["candidates"])
+            if i != current and c["loss"] is not None and not c.get("abandoned")
+        ]
+        if not left:
+            return False
+        _, _, index = min(left)
+        abandoned = self.state["candidates"][current]
+        abandoned["abandoned"] = True
+        # Renamed, the abandoned run's curves stay in the record but out of the fit.
+        names = {self.state["trunk"]["curve"], *self.state["doneBranches"]}
+        for record in self.state["curves"]:
+            if record["name"] in names:
+                record["name"] = f"abandoned-{current}-{record['name']}"
+        self.state["doneBranches"] = []
+        self.trainer, self.kept = None, {}
+        self.reporter.on_event(
+            "stage",
+            f"law: trunk LR {abandoned['peak']:.3g} abandoned; the next best candidate's run is "
+            "trained again and continues as the trunk",
+        )
+        self._make_trunk(index, None)
+        return True
 
     def _candidate(self, index: int, peak: float) -> None:
         trainer = harness.Trainer(self.work, seed=self.seed, device=self.device)
         name = f"candidate-{index}"
         schedule = self.setting.trunk_schedule(peak, self.plan.trunk_steps)
         points: Points = []
-        self._train(trainer, schedule, self.plan.candidate_steps, self.plan.eval_every, points)
+        stable = self._train(
+            trainer, schedule, self.plan.candidate_steps, self.plan.eval_every, points
+        )
         self._add_curve(name, schedule, points)
         branch = probe.Branch(self.plan.candidate_steps, self.plan.candidate_branch)
         loss = math.nan
-        if not trainer.diverged:
+        if stable:
             loss = self._branch(trainer, peak, branch, name=f"{name}-branch")
         self.state["candidates"].append(
             {
@@ -314,7 +361,14 @@ class _Prober:
         self._save()
 
     def trunk(self) -> None:
-        """Continue the chosen run to each branch point, and train the branches there."""
+        """Continue the chosen run to each branch point, and train the branches there; when the
+        trunk diverges or becomes unstable, go on with the next best candidate."""
+        while not self._grow_trunk() and self._abandon_trunk():
+            pass
+
+    def _grow_trunk(self) -> bool:
+        """The trunk to its last branch point, with its branches (False: it diverged or became
+        unstable, and stopped there)."""
         peak = float(self.state["peak"])
         schedule = self.setting.trunk_schedule(peak, self.plan.trunk_steps)
         trainer = self._trunk_trainer()
@@ -328,13 +382,15 @@ class _Prober:
                 continue
             if trainer.global_step < stop:
                 curve = self._curve(self.state["trunk"]["curve"])
-                self._train(trainer, schedule, stop, self.plan.eval_every, curve["points"])
+                if not self._train(trainer, schedule, stop, self.plan.eval_every, curve["points"]):
+                    self._save()
+                    return False
                 self._save_trunk(trainer)
             for branch in pending:
-                if not trainer.diverged:
-                    self._branch(trainer, peak, branch, name=branch.name)
+                self._branch(trainer, peak, branch, name=branch.name)
                 self.state["doneBranches"].append(branch.name)
                 self._save()
+        return True
 
     def _trunk_trainer(self) -> harness.Trainer:
         """The trainer at the trunk's latest saved step (kept in memory while this runs)."""
@@ -345,11 +401,12 @@ class _Prober:
         kept = self.kept.get(trunk["candidate"])
         if kept is not None and trunk["step"] == self.plan.candidate_steps:
             trainer.load_state_dict(kept)
-        elif self.out is not None and (self.out / trunk["file"]).exists():
+        elif self.out is not None and trunk["file"] and (self.out / trunk["file"]).exists():
             trainer.load(self.out / trunk["file"])
         else:
-            # No checkpoint (the chosen candidate diverged): train its run again, which
-            # diverges again (training is deterministic); those steps count.
+            # No checkpoint (the chosen candidate diverged, or the trunk went back to another
+            # candidate): train its run again, to the same state (training is deterministic);
+            # those steps count.
             peak = float(self.state["peak"])
             schedule = self.setting.trunk_schedule(peak, self.plan.trunk_steps)
             done = trainer.train(trunk["step"], schedule.lr_at)
@@ -374,10 +431,15 @@ class _Prober:
         until: int,
         every: int,
         points: Points,
-    ) -> None:
+        *,
+        guard: bool = True,
+    ) -> bool:
         """Train to step ``until`` at ``schedule``'s LRs, evaluating every ``every`` steps and at
-        ``until`` (the points are appended to ``points``)."""
+        ``until`` (the points are appended to ``points``, which may hold the run's earlier ones).
+        False when the run diverged or, with ``guard``, became unstable (see
+        ``UNSTABLE_FACTOR``) and stopped."""
         start, diverged = trainer.global_step, 0
+        lowest = min((p[1] for p in points), default=math.inf)
         while trainer.global_step < until and not trainer.diverged:
             result = trainer.step(schedule.lr_at(trainer.global_step))
             if result.diverged:
@@ -392,8 +454,19 @@ class _Prober:
                 val = float(trainer.evaluate()["val_loss"])
                 if math.isfinite(val):  # JSON has no NaN; a missing point is not fitted
                     points.append([step, val])
+                    lowest = min(lowest, val)
             self.reporter.on_progress(0, step, result.loss, result.lr, val_loss=val)
+            if guard and val is not None and math.isfinite(val) and val > UNSTABLE_FACTOR * lowest:
+                self.reporter.on_event(
+                    "diverged",
+                    f"law: unstable at LR {result.lr:.3g}: val_loss {val:.4g} at step {step}, "
+                    f"{val / lowest:.1f}x the lowest it reached ({lowest:.4g})",
+                    lr=result.lr,
+                )
+                self.state["memberSteps"] += trainer.global_step - start
+                return False
         self.state["memberSteps"] += trainer.global_step - start + diverged
+        return not trainer.diverged
 
     def _branch(
         self, trainer: harness.Trainer, peak: float, branch: probe.Branch, *, name: str
@@ -439,7 +512,10 @@ class _Prober:
         trunk_points = list(self._curve(self.state["trunk"]["curve"])["points"])
         points: Points = []
         if not trainer.diverged:
-            self._train(trainer, schedule, schedule.total_steps, self.plan.eval_every, points)
+            # The found schedule is measured as it trains, stable or not.
+            self._train(
+                trainer, schedule, schedule.total_steps, self.plan.eval_every, points, guard=False
+            )
         final = None
         if not trainer.diverged and points and points[-1][0] == schedule.total_steps:
             final = float(points[-1][1])
@@ -473,7 +549,7 @@ class _Prober:
         if self.out is not None:
             law_state.save(self.out, self.state)
 
-    def _drop_files(self, *, keep: str) -> None:
+    def _drop_files(self, *, keep: str | None) -> None:
         if self.out is None:
             return
         for pattern in (CANDIDATE_FILE.format(index="*"), TRUNK_FILE.format(step="*")):
@@ -503,7 +579,11 @@ def probe_curves(state: dict[str, Any], warmup: int) -> list[fit.Curve]:
             cut = (1.0 - HELD_OUT_SHARE) * state["trunk"]["step"]
             held = next((i for i, s in enumerate(steps) if s > max(cut, warmup)), None)
         lrs = tuple(schedule.lrs(max(steps)))
-        curves.append(fit.Curve(record["name"], lrs, steps, losses, held_out_from=held))
+        # A branch that ran to its end is at the floor; the trunk's run ends at its peak.
+        annealed = record["name"] != trunk_name and steps[-1] == schedule.total_steps
+        curves.append(
+            fit.Curve(record["name"], lrs, steps, losses, held_out_from=held, annealed=annealed)
+        )
     return curves
 
 
