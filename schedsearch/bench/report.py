@@ -386,8 +386,10 @@ def _prediction_section(report: dict[str, Any]) -> list[str]:
         "The law strategy predicts the final validation loss of the schedule it found, from the "
         "law it fitted on its probes (search seed). Its own run of that schedule (the trunk "
         "continued, search seed) measures the law's error; the replays (evaluation seeds) add "
-        "the spread between seeds. Fit error: on the probe points it was fitted to; held-out: "
-        "on the trunk's tail left out of a second fit.",
+        "the spread between seeds (*seed spread*: the replays' standard deviation over their "
+        "mean; a law fitted on one seed cannot predict the evaluation seeds' mean closer than "
+        "about that). Fit error: on the probe points it was fitted to; held-out: on the trunk's "
+        "tail left out of a second fit.",
         "",
     ]
     lines += _table(
@@ -400,6 +402,7 @@ def _prediction_section(report: dict[str, Any]) -> list[str]:
             "error",
             "replayed",
             "error",
+            "seed spread",
             "fit",
             "held-out",
         ],
@@ -413,6 +416,7 @@ def _prediction_section(report: dict[str, Any]) -> list[str]:
                 _percent(row.get("searchSeedError"), signed=True),
                 fmt_mean_std(row.get("finalMean"), row.get("finalStd")),
                 _percent(row.get("predictionError"), signed=True),
+                _percent(_spread(row)),
                 _percent(row.get("fitError")),
                 _percent(row.get("heldOutError")),
             ]
@@ -420,6 +424,12 @@ def _prediction_section(report: dict[str, Any]) -> list[str]:
         ),
     )
     return [*lines, ""]
+
+
+def _spread(row: dict[str, Any]) -> float | None:
+    """The replays' standard deviation over their mean (None without both)."""
+    mean, std = row.get("finalMean"), row.get("finalStd")
+    return std / mean if mean and std is not None else None
 
 
 def _percent(value: float | None, *, signed: bool = False) -> str:

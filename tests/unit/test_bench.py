@@ -752,3 +752,33 @@ def test_targets_say_by_how_much_a_missed_one_is_missed() -> None:
     assert not free["met"] and free["detail"].startswith("0 of 2")
     cost = by_name["AutoLRS search cost <= 2.5 S"]
     assert not cost["met"] and cost["detail"] == "a: 2.00 S, b: 3.00 S"
+
+
+# --- the law's prediction ------------------------------------------------------------------------
+
+
+def _law_row(predicted: float, own: float, mean: float, std: float) -> dict[str, Any]:
+    return {
+        "predictedFinal": predicted,
+        "searchObjective": own,
+        "searchSeedError": (predicted - own) / own,
+        "finalMean": mean,
+        "finalStd": std,
+        "predictionError": (predicted - mean) / mean,
+        "speedup": 1.0,
+        "costInS": 2.1,
+    }
+
+
+def test_law_targets_name_both_errors_and_the_report_shows_the_seed_spread() -> None:
+    sections = [
+        {"workload": "a", "strategies": {"law": _law_row(0.99, 1.0, 1.0, 0.01)}},
+        {"workload": "b", "strategies": {"law": _law_row(0.5, 0.5, 0.6, 0.15)}},
+    ]
+    error, reach = summary._law_targets(sections)
+    assert not error["met"]  # b's prediction is 17% below its replays' mean
+    assert error["detail"] == "a: -1.0% (own run -1.0%), b: -16.7% (own run +0.0%)"
+    assert reach["met"]
+    text = "\n".join(report._prediction_section({"quality": sections}))
+    assert "seed spread" in text
+    assert "| 25.0% |" in text  # b's replays: 0.15 / 0.6
