@@ -128,6 +128,9 @@ class FittedLaw:
             f"held-out error {_percent(self.held_out_error)} (on the trunk's tail, predicted by "
             "a fit without it): expect predictions to be off by about this much",
         ]
+        stalled = self.found.provenance.get("stalled")
+        if isinstance(stalled, str):
+            lines.append(f"warning: {stalled}")
         objective = self.found.provenance.get("objective")
         if isinstance(objective, Mapping) and isinstance(objective.get("value"), (int, float)):
             lines.append(

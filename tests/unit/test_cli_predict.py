@@ -251,3 +251,12 @@ def test_the_plot_is_written(exported: Path, tmp_path: Path) -> None:
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     code, output = invoke("predict", str(exported), "-f", str(tmp_path / "predicted.txt"))
     assert code == 1 and "cannot tell the image format" in output
+
+
+def test_a_stalled_annealed_loss_is_warned_about(tmp_path: Path) -> None:
+    path = tmp_path / "found.json"
+    stalled = "the annealed validation loss stopped falling along the trunk (...)"
+    path.write_text(found_by(MULTI_POWER).with_provenance(stalled=stalled).to_json())
+    code, output = invoke("predict", str(path), "-s", "family=cosine,peak=0.1")
+    assert code == 0, output
+    assert f"warning: {stalled}" in output

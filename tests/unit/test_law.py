@@ -211,6 +211,19 @@ def test_only_the_final_part_of_an_annealed_curve_stays_annealed() -> None:
     assert whole is not None and whole.annealed and nothing is None
 
 
+def test_a_stall_of_the_annealed_losses_is_named() -> None:
+    def ends(*losses: float) -> list[fit.Curve]:
+        return [
+            fit.Curve(f"b{i}", (1.0,) * 2000, (100 * (i + 1),), (loss,), annealed=True)
+            for i, loss in enumerate(losses)
+        ] + [fit.Curve("trunk", (1.0,) * 2000, (50, 900), (9.0, 0.01))]
+
+    assert runner.annealed_loss_stalled(ends(0.5, 0.4, 0.3)) is None
+    assert runner.annealed_loss_stalled(ends(0.5)) is None
+    said = runner.annealed_loss_stalled(ends(0.5, 0.4, 0.45))
+    assert said is not None and "(0.4 at step 200, 0.45 at step 300)" in said
+
+
 def test_fit_refuses_too_few_points() -> None:
     curve = fit.Curve("short", tuple(trunk(200)), (160, 170, 180), (1.0, 0.9, 0.8))
     with pytest.raises(ValueError, match="3 finite points after the warm-up"):

@@ -143,6 +143,9 @@ def run_law(
     prober.trunk()
     fitted, fits = _fit(config, state, setting, seed)
     reporter.on_event("stage", _fit_summary(fitted), law=fitted.law.to_dict())
+    stalled = annealed_loss_stalled(probe_curves(state, setting.warmup))
+    if stalled is not None:
+        reporter.on_event("stage", f"law: {stalled}")
     space = optimise.ScheduleSpace(
         total_steps=total_steps,
         warmup=setting.warmup,
@@ -183,6 +186,7 @@ def run_law(
         heldOutError=fitted.held_out_error,
         predictedFinal=found.predicted,
         verified=verification is not None,
+        **({"stalled": stalled} if stalled is not None else {}),
         trunkLR=state["peak"],
         probeSteps=plan.cost,
     )
@@ -585,6 +589,24 @@ def probe_curves(state: dict[str, Any], warmup: int) -> list[fit.Curve]:
             fit.Curve(record["name"], lrs, steps, losses, held_out_from=held, annealed=annealed)
         )
     return curves
+
+
+def annealed_loss_stalled(curves: list[fit.Curve]) -> str | None:
+    """Why the law's prediction is optimistic when the annealed losses along the trunk stopped
+    falling (the latest above an earlier one: overfitting, or a floor reached), else None. Every
+    law here has the loss fall with training, so it extrapolates a fall the probes did not show."""
+    ends = sorted((c.steps[-1], c.losses[-1]) for c in curves if c.annealed)
+    if len(ends) < 2:
+        return None
+    (step, last), earlier = ends[-1], ends[:-1]
+    best_step, best = min(earlier, key=lambda end: end[1])
+    if last <= best:
+        return None
+    return (
+        f"the annealed validation loss stopped falling along the trunk ({best:.4g} at step "
+        f"{best_step}, {last:.4g} at step {step}): the law has it fall with training, so its "
+        "predictions are optimistic"
+    )
 
 
 def _fit(
