@@ -32,6 +32,7 @@ from kubernetes import config as k8s_config
 
 from schedsearch.controller import (
     cache,
+    events,
     kube,
     leader,
     observe,
@@ -70,6 +71,8 @@ class Options:
     lease_namespace: str | None = None
     lease_name: str = LEASE_NAME
     lease_timing: leader.Timing = field(default_factory=leader.Timing)
+    # Events wait until the controller has written nothing for this long (0: posted at once).
+    events_quiet_seconds: float = events.QUIET_SECONDS
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Options:
@@ -123,6 +126,15 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--renew-deadline", type=_positive, default=10.0, metavar="SECONDS")
     parser.add_argument("--retry-period", type=_positive, default=2.0, metavar="SECONDS")
     parser.add_argument(
+        "--events-quiet",
+        type=_non_negative,
+        default=events.QUIET_SECONDS,
+        metavar="SECONDS",
+        help="Events are posted once the controller has written nothing for this long, or "
+        f"after {events.MAX_DELAY_SECONDS:.0f} s (0: each at once, by the reconcile that "
+        "records it)",
+    )
+    parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
     )
     args = parser.parse_args(argv)
@@ -157,6 +169,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         lease_namespace=lease_namespace,
         lease_name=args.leader_election_id,
         lease_timing=timing,
+        events_quiet_seconds=args.events_quiet,
     )
 
 
@@ -171,6 +184,13 @@ def _positive(text: str) -> float:
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text}")
     return value
 
 
@@ -389,7 +409,13 @@ async def serve(options: Options) -> None:
     store = cache.Store(on_change=enqueue)
     limiter = workqueue.TokenBucket(options.kube_qps, options.kube_burst)
     rest = kube.Rest(load_kube_config(), limiter=limiter, on_request=metrics.count_api_request)
+    # Events are posted by a thread of their own, once the controller's writes quieten.
     api = kube.Kube(rest, store=store, on_restart=metrics.count_member_restart)
+    recorder = None
+    if options.events_quiet_seconds > 0:
+        recorder = events.Recorder(api.post_event, quiet=options.events_quiet_seconds)
+        api.recorder = recorder
+        recorder.start()
     reconciler = Reconciler(api, options.settings, metrics)
     elector = None
     if options.leader_elect:
@@ -435,6 +461,8 @@ async def serve(options: Options) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if recorder is not None:
+            await asyncio.to_thread(recorder.stop)
         if elector is not None:
             await asyncio.to_thread(elector.release)
         for runner in runners:

@@ -14,7 +14,11 @@ Three writers feed the store, and it must not matter in which order they arrive:
 * the controller's own writes (``put``): the API's answer to a create or patch is filed at
   once, so the next pass sees what it just did instead of doing it again. They queue nothing:
   the reconcile that wrote plans again at once, and the report channel queues its search
-  itself (a reconcile more per write would only find what the writer knew).
+  itself (a reconcile more per write would only find what the writer knew). The watch often
+  brings the same object before the answer does: while a write is in flight (``writing``), a
+  watch event of that object files it without queueing, and when the write ends its search is
+  queued only if the watch brought a version other than the writes' own (someone else's
+  change, before or after them), or a write got no answer.
 
 An object is only ever replaced by a newer version (by ``resourceVersion``), so a late event or
 a list that started before a write never rolls the store back.
@@ -22,8 +26,9 @@ a list that started before a write never rolls the store back.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, NewType
 
@@ -83,6 +88,11 @@ class Store:
         # Deleted objects: (kind, namespace, name) -> (uid, resourceVersion) of the deletion, so
         # that a list which started before the deletion does not bring them back.
         self._gone: dict[tuple[Kind, str, str], tuple[str, str]] = {}
+        # Objects this process is writing: how many writes are in flight, the versions a watch
+        # brought meanwhile (their search not queued yet) and the versions the writes made.
+        self._writing: dict[tuple[Kind, str, str], int] = {}
+        self._held: dict[tuple[Kind, str, str], set[str]] = {}
+        self._own: dict[tuple[Kind, str, str], set[str]] = {}
         self._lock = threading.Lock()
         self.on_change = on_change
 
@@ -129,7 +139,37 @@ class Store:
         key = (kind, str(meta.get("namespace", "")), str(meta["name"]))
         with self._lock:
             touched = self._put(key, kind, obj)
+            if key in self._writing:
+                version = str(meta.get("resourceVersion", ""))
+                if not wake:
+                    self._own.setdefault(key, set()).add(version)
+                elif touched is not None:
+                    self._held.setdefault(key, set()).add(version)
+                    touched = None  # decided when the write ends
         if wake:
+            self._notify([touched])
+
+    @contextlib.contextmanager
+    def writing(self, kind: Kind, namespace: str, name: str) -> Iterator[None]:
+        """This process writes that object meanwhile (and files the answer with ``put(...,
+        wake=False)``): its own change coming back through the watch queues nothing."""
+        key = (kind, namespace, name)
+        with self._lock:
+            self._writing[key] = self._writing.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._writing.pop(key) - 1
+                touched = None
+                if left:
+                    self._writing[key] = left
+                else:
+                    held, own = self._held.pop(key, set()), self._own.pop(key, set())
+                    slot = self._slots.get(key)
+                    # Any version but the writes' own is a change this process did not make.
+                    if held - own and slot is not None:
+                        touched = _touched(key, slot.search)
             self._notify([touched])
 
     def delete(self, kind: Kind, obj: JsonObj) -> None:

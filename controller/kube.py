@@ -15,14 +15,16 @@ import json
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
+import urllib3
 from kubernetes import client as k8s
 
 from schedsearch.api.spec import API_GROUP, API_VERSION_NAME, best_schedule_name
-from schedsearch.controller import cache, names, plan, pods, results, status
+from schedsearch.controller import cache, events, names, plan, pods, results, status
 from schedsearch.controller import state as state_mod
 from schedsearch.controller.observe import Observed, SearchView, owned_by, pod_view
 from schedsearch.controller.workqueue import TokenBucket
@@ -36,6 +38,7 @@ COMPONENT = "schedsearch-controller"
 MERGE_PATCH = "application/merge-patch+json"
 STATE_RETRIES = 10
 TIMEOUT = (5.0, 30.0)  # connect, read
+AUTH_REFRESH_SECONDS = 60.0
 LIST_CHUNK = 500
 
 
@@ -82,7 +85,14 @@ class NotReady(Exception):
 
 
 class Rest:
-    """JSON requests on the official client's configured (authenticated, TLS) connection."""
+    """JSON requests on the official client's configured (authenticated, TLS) connection.
+
+    Requests go straight to the client's connection pool: bodies are the API's own JSON
+    already, so the client's serializer (a walk of every body) and its per-request auth hook
+    (a kubeconfig loader's refresh, re-applying the whole configuration) are left out. The
+    Authorization header is taken from the client's auth settings once every
+    ``AUTH_REFRESH_SECONDS``, which still follows a rotated token (a projected ServiceAccount
+    token file, an exec plugin's credential)."""
 
     def __init__(
         self,
@@ -94,6 +104,23 @@ class Rest:
         self.client = api_client
         self.limiter = limiter  # the client-side QPS/burst bound (None: unbounded)
         self.on_request = on_request  # (method, HTTP status or None: no answer), for metrics
+        self._auth: dict[str, str] = {}
+        self._auth_until = float("-inf")
+        self._timeout = urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1])
+
+    def _headers(self, content_type: str) -> dict[str, str]:
+        now = time.monotonic()
+        if now >= self._auth_until:
+            settings = self.client.configuration.auth_settings().get("BearerToken") or {}
+            value = settings.get("value")
+            self._auth = {str(settings["key"]): str(value)} if value else {}
+            self._auth_until = now + AUTH_REFRESH_SECONDS
+        return {
+            **self.client.default_headers,
+            "Accept": "application/json",
+            "Content-Type": content_type,
+            **self._auth,
+        }
 
     def request(
         self,
@@ -106,24 +133,16 @@ class Rest:
     ) -> JsonObj:
         if self.limiter is not None:
             self.limiter.acquire()
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        _, url, headers, body, _ = self.client.param_serialize(
-            method,
-            path,
-            query_params=query,
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
+        url = self.client.configuration.host + path + (f"?{urlencode(query)}" if query else "")
+        data = None if body is None else _encode(self.client, body)
         try:
-            response = self.client.call_api(
-                method, url, header_params=headers, body=body, _request_timeout=TIMEOUT
+            response = self.client.rest_client.pool_manager.request(
+                method, url, body=data, headers=self._headers(content_type), timeout=self._timeout
             )
         except Exception:
             self.on_request(method, None)
             raise
         self.on_request(method, response.status)
-        response.read()
         data = response.data or b""
         if response.status >= 400:
             raise ApiError(response.status, *_message(data))
@@ -163,6 +182,13 @@ class Rest:
                 return items, str(meta.get("resourceVersion", ""))
 
 
+def _encode(client: k8s.ApiClient, body: Any) -> bytes:
+    try:
+        return json.dumps(body, separators=(",", ":")).encode()
+    except TypeError:  # a value JSON does not know (a datetime): the client's serializer does
+        return json.dumps(client.sanitize_for_serialization(body), separators=(",", ":")).encode()
+
+
 def _message(data: bytes) -> tuple[str, str]:
     """The message and reason of a Status body (or the body itself, shortened)."""
     try:
@@ -193,7 +219,10 @@ class Kube:
     """What the reconciler and the report channel ask of the API server.
 
     Reads come from ``store`` (fed by watches, see ``controller.cache``); every object the API
-    answers a write with goes into it at once, so the next pass sees what this one did."""
+    answers a write with goes into it at once, so the next pass sees what this one did.
+
+    Events go through ``recorder`` when there is one (posted by its thread once the writes
+    quieten, see ``controller.events``), else are posted at once."""
 
     def __init__(
         self,
@@ -201,10 +230,12 @@ class Kube:
         *,
         store: cache.Store | None = None,
         on_restart: Callable[[str, str], None] | None = None,
+        recorder: events.Recorder | None = None,
     ) -> None:
         self.rest = rest
         self.store = store if store is not None else cache.Store()
         self._on_restart = on_restart
+        self.recorder = recorder
         self._tokens: dict[tuple[str, str], str] = {}
         self._tokens_lock = threading.Lock()
 
@@ -294,6 +325,8 @@ class Kube:
         A Secret or state the plan creates that already exists (the cache had not seen it yet)
         stops the plan before its pods and status: they were planned without that object, which
         is read into the cache for the next pass (that ``decided.requeue_after`` asks for)."""
+        if self.recorder is not None and (decided.actions or decided.status is not None):
+            self.recorder.wrote()
         for action in decided.actions:
             if not self._act(search, action):
                 return
@@ -338,9 +371,11 @@ class Kube:
         return False
 
     def _create(self, search: SearchView, plural: str, manifest: JsonObj) -> bool:
-        with _refusal(self, search, manifest["kind"], manifest["metadata"]["name"]):
-            created = self.rest.create(f"{_ns(search.namespace)}/{plural}", manifest)
-        self._file(cache.Kind(plural), created)
+        kind, name = cache.Kind(plural), manifest["metadata"]["name"]
+        with self.store.writing(kind, search.namespace, name):
+            with _refusal(self, search, manifest["kind"], name):
+                created = self.rest.create(f"{_ns(search.namespace)}/{plural}", manifest)
+            self._file(kind, created)
         return bool(created)
 
     def _delete_pod(self, namespace: str, name: str, uid: str) -> None:
@@ -379,45 +414,54 @@ class Kube:
     def write_status(self, search: SearchView, new: Any) -> None:
         body = {"status": status.wire(new)}
         path = _custom(search.namespace, SEARCHES, search.name) + "/status"
-        try:
-            answer = self.rest.request("PATCH", path, body=body, content_type=MERGE_PATCH)
-        except ApiError as err:
-            if err.status != 404:  # deleted meanwhile: nothing to report to
-                raise
-            return
-        self._file(cache.SEARCHES, answer)
+        with self.store.writing(cache.SEARCHES, search.namespace, search.name):
+            try:
+                answer = self.rest.request("PATCH", path, body=body, content_type=MERGE_PATCH)
+            except ApiError as err:
+                if err.status != 404:  # deleted meanwhile: nothing to report to
+                    raise
+                return
+            self._file(cache.SEARCHES, answer)
 
     def record_event(self, search: pods.SearchRef, kind: str, reason: str, message: str) -> None:
         """A core/v1 Event on the search; best effort (an event lost is not worth a retry)."""
+        event = events.Event(search.namespace, search.name, search.uid, kind, reason, message)
+        if self.recorder is not None:
+            self.recorder.record(event)
+            return
+        try:
+            self.post_event(event, 1)
+        except Exception as err:
+            log.warning("could not record event %s on %s: %s", reason, search.name, err)
+
+    def post_event(self, event: events.Event, count: int) -> None:
+        """POST ``event`` (which happened ``count`` times)."""
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event = {
+        body = {
             "apiVersion": "v1",
             "kind": "Event",
             "metadata": {
-                "name": f"{search.name}.{secrets.token_hex(8)}",
-                "namespace": search.namespace,
+                "name": f"{event.name}.{secrets.token_hex(8)}",
+                "namespace": event.namespace,
             },
             "involvedObject": {
                 "apiVersion": f"{API_GROUP}/{API_VERSION_NAME}",
                 "kind": "ScheduleSearch",
-                "name": search.name,
-                "namespace": search.namespace,
-                "uid": search.uid,
+                "name": event.name,
+                "namespace": event.namespace,
+                "uid": event.uid,
             },
-            "type": kind,
-            "reason": reason,
-            "message": message[:1024],
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message[:1024],
             "source": {"component": COMPONENT},
             "reportingComponent": COMPONENT,
             "reportingInstance": COMPONENT,
             "firstTimestamp": now,
             "lastTimestamp": now,
-            "count": 1,
+            "count": count,
         }
-        try:
-            self.rest.create(f"{_ns(search.namespace)}/events", event)
-        except Exception as err:
-            log.warning("could not record event %s on %s: %s", reason, search.name, err)
+        self.rest.create(f"{_ns(event.namespace)}/events", body)
 
     # -- the state ConfigMap ---------------------------------------------------------------------
 
@@ -443,8 +487,9 @@ class Kube:
             "data": data,
             "binaryData": binary or None,
         }
-        answer = self.rest.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
-        self._file(cache.CONFIGMAPS, answer)
+        with self.store.writing(cache.CONFIGMAPS, namespace, names.state_configmap(search)):
+            answer = self.rest.request("PATCH", path, body=patch, content_type=MERGE_PATCH)
+            self._file(cache.CONFIGMAPS, answer)
         return str(answer["metadata"]["resourceVersion"])
 
     def update_state(

@@ -5,7 +5,13 @@ chart's defaults otherwise) on the real API server:
 
 * time from ``kubectl apply`` of N searches at once (N = 1, 10, 100; a PBT population of 4 each)
   to all their member pods created, p50 and p99 over searches; also from each search's creation
-  (as a watch sees it) to its pods, which leaves out kubectl's own time;
+  (as a watch sees it) to its pods, which leaves out kubectl's own time; in each apply mode
+  (``--apply-modes``: kubectl's client-side apply, and ``--server-side``);
+* kubectl's own pace, side by side: the same apply of the same searches with no controller
+  running (stopped before, started again after), its duration and each search's apply -> created,
+  and the API server's and etcd's CPU over each apply, with and without the controller;
+* what the controller sent per search while the pods were being created (by method, its
+  reconciles, the Events it posted) and once it settled;
 * the floor: the same pods (the controller's own pod objects, renamed) created directly through
   the API by 4 concurrent clients, from the request to the watch seeing them;
 * the controller's CPU seconds per level and its peak RSS;
@@ -62,6 +68,10 @@ APPLY_CHUNK = 100
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 FLOOR_CLIENTS = 4
 LABEL_SEARCH = "schedsearch.io/search"
+# kubectl apply's modes: client-side (a GET, then a create or a patch, per object) and server-side
+# (one PATCH per object).
+APPLY_MODES: dict[str, tuple[str, ...]] = {"client": (), "server": ("--server-side",)}
+SETTLE_SECONDS = 3.0  # after the pods, at least: the controller writes status, Events
 
 
 class FirstSeen:
@@ -174,6 +184,11 @@ class Bench:
         self.controller = replica.process
         return replica
 
+    def control_plane_cpu(self) -> float:
+        """CPU seconds the API server and etcd have used so far."""
+        names = ("kube-apiserver", "etcd")
+        return sum(cpu_seconds(self.cluster.processes[n].pid) for n in names)
+
     def namespace(self, name: str) -> str:
         self.api.post("/api/v1/namespaces", {"metadata": {"name": name}})
         account = f"/api/v1/namespaces/{name}/serviceaccounts/default"
@@ -188,19 +203,49 @@ class Bench:
             and (obj["metadata"].get("labels") or {}).get(LABEL_SEARCH) == search
         ]
 
-    def apply_round(self, namespace: str, prefix: str, count: int) -> list[JsonObj]:
-        """Apply ``count`` searches in one kubectl call; per search, the times to its pods."""
-        items = manifests(prefix, count)
+    def kubectl_apply(self, namespace: str, items: list[JsonObj], mode: str) -> float:
+        """One ``kubectl apply`` of ``items`` in ``mode``; returns when it started."""
         document = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+        flags = APPLY_MODES[mode]
         started = time.monotonic()
-        self.cluster.kubectl("apply", "-n", namespace, "-f", "-", input=document, timeout=300)
+        self.cluster.kubectl(
+            "apply", "-n", namespace, *flags, "-f", "-", input=document, timeout=1800
+        )
+        return started
+
+    def bare_round(self, namespace: str, prefix: str, count: int, mode: str) -> JsonObj:
+        """Apply ``count`` searches with no controller running: kubectl's own pace."""
+        assert self.controller is None or not self.controller.alive()
+        items = manifests(prefix, count)
+        cpu = self.control_plane_cpu()
+        started = self.kubectl_apply(namespace, items, mode)
+        applied = time.monotonic()
+        keys = [f"{namespace}/{m['metadata']['name']}" for m in items]
+        wait_until(f"{count} searches", lambda: all(self.searches.first_seen(k) for k in keys), 600)
+        return {
+            "kubectlSeconds": applied - started,
+            "applyToCreated": [(self.searches.first_seen(k) or 0.0) - started for k in keys],
+            "controlPlaneCpuSeconds": self.control_plane_cpu() - cpu,
+        }
+
+    def apply_round(
+        self, namespace: str, prefix: str, count: int, mode: str, replica: Replica
+    ) -> tuple[list[JsonObj], JsonObj]:
+        """Apply ``count`` searches in one kubectl call with the controller running; per search,
+        the times to its pods; and what the controller sent while the pods came and once it
+        settled."""
+        items = manifests(prefix, count)
+        before, cpu = replica.scrape() or {}, self.control_plane_cpu()
+        started = self.kubectl_apply(namespace, items, mode)
         applied = time.monotonic()
         names = [m["metadata"]["name"] for m in items]
         wait_until(
             f"{count * POPULATION} pods in {namespace}",
             lambda: all(len(self.pods_of(namespace, n)) >= POPULATION for n in names),
-            timeout=600,
+            timeout=1800,
         )
+        burst, burst_cpu = replica.scrape() or {}, self.control_plane_cpu() - cpu
+        settled = replica.settle()
         rows = []
         for name in names:
             keys = self.pods_of(namespace, name)[:POPULATION]
@@ -214,7 +259,22 @@ class Bench:
                     "kubectlSeconds": applied - started,
                 }
             )
-        return rows
+        wanted = set(names)
+        events = [
+            e
+            for e in self.api.get(
+                f"/api/v1/namespaces/{namespace}/events",
+                fieldSelector="involvedObject.kind=ScheduleSearch",
+            )["items"]
+            if e["involvedObject"]["name"] in wanted
+        ]
+        sent = {
+            "burst": replica.sent_since(before, burst),
+            "settled": replica.sent_since(before, settled),
+            "events": len(events),
+            "controlPlaneCpuSeconds": burst_cpu,
+        }
+        return rows, sent
 
     def fill(self, namespace: str, count: int) -> None:
         """``count`` searches at once (in chunks of ``APPLY_CHUNK`` per kubectl apply), and
@@ -332,15 +392,17 @@ class Bench:
             sent[body["metadata"]["name"]] = time.monotonic()
             self.api.post(f"/api/v1/namespaces/{namespace}/pods", body)
 
+        cpu = self.control_plane_cpu()
         started = time.monotonic()
         with ThreadPoolExecutor(FLOOR_CLIENTS) as pool:
             list(pool.map(create, bodies))
         keys = [f"{namespace}/{b['metadata']['name']}" for b in bodies]
-        wait_until("the floor pods", lambda: all(self.pods.first_seen(k) for k in keys), 120)
+        wait_until("the floor pods", lambda: all(self.pods.first_seen(k) for k in keys), 600)
+        cpu = self.control_plane_cpu() - cpu
         seen = [self.pods.first_seen(k) or 0.0 for k in keys]
         per_pod = [t - sent[k.split("/", 1)[1]] for k, t in zip(keys, seen, strict=True)]
         groups = [max(seen[i : i + POPULATION]) - started for i in range(0, len(seen), POPULATION)]
-        return {"perPod": per_pod, "perGroup": groups}
+        return {"perPod": per_pod, "perGroup": groups, "controlPlaneCpuSeconds": cpu}
 
 
 class Replica:
@@ -391,6 +453,31 @@ class Replica:
 
     def reconciles(self) -> float:
         return (self.scrape() or {}).get("schedsearch_reconcile_duration_seconds_count", 0.0)
+
+    def settle(self) -> dict[str, float]:
+        """Wait ``SETTLE_SECONDS``, then until the controller has sent nothing for
+        ``QUIET_SECONDS`` (Events may wait for its writes to quieten); its metrics then."""
+        time.sleep(SETTLE_SECONDS)
+        metrics = self.scrape() or {}
+        last, sent = time.monotonic(), self.requests(metrics)
+        while time.monotonic() - last < QUIET_SECONDS:
+            time.sleep(0.5)
+            metrics = self.scrape() or {}
+            if self.requests(metrics) != sent:
+                last, sent = time.monotonic(), self.requests(metrics)
+        return metrics
+
+    def sent_since(self, before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        """Requests by method and reconciles between two scrapes."""
+        prefix = "schedsearch_api_requests_total:"
+        found = {
+            k[len(prefix) :]: v - before.get(k, 0.0)
+            for k, v in after.items()
+            if k.startswith(prefix) and v - before.get(k, 0.0)
+        }
+        key = "schedsearch_reconcile_duration_seconds_count"
+        found["reconciles"] = after.get(key, 0.0) - before.get(key, 0.0)
+        return found
 
     def leading(self) -> bool:
         return (self.scrape() or {}).get("schedsearch_controller_leader", 0.0) == 1.0
@@ -466,12 +553,39 @@ def summarize(values: Iterable[float]) -> JsonObj:
     }
 
 
+def mode_summary(
+    rows: list[JsonObj], bare: list[JsonObj], sent: list[JsonObj], count: int
+) -> JsonObj:
+    """One apply mode of a level: with the controller (``rows``, ``sent``) and kubectl alone."""
+    searches = count * len(sent)
+
+    def per_search(which: str) -> dict[str, float]:
+        keys = {k for each in sent for k in each[which]}
+        return {k: sum(each[which].get(k, 0.0) for each in sent) / searches for k in sorted(keys)}
+
+    return {
+        "applyToPodsSeconds": summarize(x["applyToPodsSeconds"] for x in rows),
+        "createdToPodsSeconds": summarize(x["createdToPodsSeconds"] for x in rows),
+        "kubectlApplySeconds": summarize(x["kubectlSeconds"] for x in rows),
+        "alone": {
+            "kubectlApplySeconds": summarize(x["kubectlSeconds"] for x in bare),
+            "applyToCreatedSeconds": summarize(t for x in bare for t in x["applyToCreated"]),
+            "controlPlaneCpuSeconds": statistics.fmean(x["controlPlaneCpuSeconds"] for x in bare),
+        },
+        "controlPlaneCpuSeconds": statistics.fmean(x["controlPlaneCpuSeconds"] for x in sent),
+        "perSearchWhilePodsCame": per_search("burst"),
+        "perSearchSettled": per_search("settled"),
+        "eventsPerSearch": sum(x["events"] for x in sent) / searches,
+    }
+
+
 def run(
     out: Path,
     levels_wanted: tuple[tuple[int, int], ...] = LEVELS,
     idle_count: int = IDLE_SEARCHES,
     window: float = IDLE_WINDOW_SECONDS,
     controller_flags: tuple[str, ...] = (),
+    apply_modes: tuple[str, ...] = tuple(APPLY_MODES),
 ) -> JsonObj:
     found, problem = binaries.locate()
     if problem is not None:
@@ -486,28 +600,54 @@ def run(
         bench.searches.start()
         replica = bench.start_controller()
         replicas.append(replica)
-        pid = replica.process.pid
+        rss = [0.0]
+
+        def stop(each: Replica) -> None:
+            rss[0] = max(rss[0], peak_rss_mib(each.process.pid))
+            each.kill()  # its searches are gone; a restart lists afresh
+
         levels = []
         templates: list[JsonObj] = []
         for count, rounds in levels_wanted:
-            namespace = bench.namespace(f"bench-{count}")
-            rows: list[JsonObj] = []
-            cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
-            for r in range(rounds):
-                rows += bench.apply_round(namespace, f"s{r}", count)
-                print(
-                    f"bench: {count} searches, round {r + 1}/{rounds}: p50 "
-                    f"{percentile([x['applyToPodsSeconds'] for x in rows], 50):.2f} s",
-                    file=sys.stderr,
-                )
-                time.sleep(3.0)  # the controller writes status after creating pods
-                if not templates:
-                    seen = dict(bench.pods.items())
-                    templates = [seen[k] for k in bench.pods_of(namespace, rows[0]["search"])]
-                if r == rounds - 1:
-                    sizes = bench.sizes()
-                bench.clean(namespace)
-            cpu = cpu_seconds(pid) - cpu_before
+            wall_before, cpu = time.monotonic(), 0.0
+            modes: JsonObj = {}
+            for mode in apply_modes:
+                namespace = bench.namespace(f"bench-{count}-{mode}")
+                bare_ns = bench.namespace(f"bare-{count}-{mode}")
+                rows: list[JsonObj] = []
+                bare: list[JsonObj] = []
+                sent: list[JsonObj] = []
+                for r in range(rounds):
+                    # kubectl alone: the same apply with no controller running.
+                    if replica.process.alive():
+                        stop(replica)
+                    bare.append(bench.bare_round(bare_ns, f"b{r}", count, mode))
+                    bench.clean(bare_ns)
+                    replica = bench.start_controller(name=f"controller-{count}-{mode}-{r}")
+                    replicas.append(replica)
+                    wait_until("the controller's cache", replica.synced, 300)
+                    cpu_before = cpu_seconds(replica.process.pid)
+                    found_rows, found_sent = bench.apply_round(
+                        namespace, f"s{r}", count, mode, replica
+                    )
+                    rows += found_rows
+                    sent.append(found_sent)
+                    print(
+                        f"bench: {count} searches, {mode}-side apply, round {r + 1}/{rounds}: "
+                        f"apply -> pods p50 "
+                        f"{percentile([x['applyToPodsSeconds'] for x in found_rows], 50):.2f} s, "
+                        f"kubectl {found_rows[0]['kubectlSeconds']:.2f} s (alone "
+                        f"{bare[-1]['kubectlSeconds']:.2f} s); sent {found_sent}",
+                        file=sys.stderr,
+                    )
+                    if not templates:
+                        seen = dict(bench.pods.items())
+                        templates = [seen[k] for k in bench.pods_of(namespace, rows[0]["search"])]
+                    if r == rounds - 1:
+                        sizes = bench.sizes()
+                    bench.clean(namespace)
+                    cpu += cpu_seconds(replica.process.pid) - cpu_before
+                modes[mode] = mode_summary(rows, bare, sent, count)
             floor_ns = bench.namespace(f"floor-{count}")
             floor = bench.floor(floor_ns, templates, count * POPULATION)
             levels.append(
@@ -515,23 +655,24 @@ def run(
                     "concurrentSearches": count,
                     "rounds": rounds,
                     "podsPerSearch": POPULATION,
-                    "applyToPodsSeconds": summarize(x["applyToPodsSeconds"] for x in rows),
-                    "createdToPodsSeconds": summarize(x["createdToPodsSeconds"] for x in rows),
-                    "kubectlApplySeconds": summarize(x["kubectlSeconds"] for x in rows),
+                    "modes": modes,
                     "directPodCreateSeconds": summarize(floor["perPod"]),
                     "directGroupOfPodsSeconds": summarize(floor["perGroup"]),
+                    "directControlPlaneCpuSeconds": floor["controlPlaneCpuSeconds"],
                     "controllerCpuSeconds": cpu,
                     "wallSeconds": time.monotonic() - wall_before,
                     **sizes,
                 }
             )
-            cluster.kubectl("delete", "namespace", floor_ns, "--wait=false")
-        peak_rss = peak_rss_mib(pid)
+            cluster.kubectl("delete", "namespace", floor_ns, "--wait=true", timeout=1800)
+        pid = replica.process.pid
+        peak_rss = max(rss[0], peak_rss_mib(pid))
         at_rest: JsonObj = {}
         if idle_count:
             bench.fill(bench.namespace(f"idle-{idle_count}"), idle_count)
             at_rest["idle"] = bench.idle(replica, idle_count, window)
-            peak_rss = at_rest["idle"]["peakRssMiB"] = peak_rss_mib(pid)
+            at_rest["idle"]["peakRssMiB"] = peak_rss_mib(pid)
+            peak_rss = max(peak_rss, at_rest["idle"]["peakRssMiB"])
             print(f"bench: at rest: {at_rest['idle']}", file=sys.stderr)
             replica, at_rest["restart"] = bench.restart(replica, idle_count)
             replicas.append(replica)
@@ -551,6 +692,7 @@ def run(
             "controllerPeakRssMiB": peak_rss,
             "statusBound": status_bound(),
             "command": "python -m tests.cluster.bench " + " ".join(sys.argv[1:]),
+            "applyModes": list(apply_modes),
             "levels": levels,
             **at_rest,
         }
@@ -581,36 +723,73 @@ def markdown(result: JsonObj) -> str:
         f"Each search is PBT with a population of {POPULATION}: {POPULATION} member pods. "
         "*apply -> pods*: from the start of one `kubectl apply` of all N searches to the last of "
         "a search's pods seen by a watch; *created -> pods*: from the search's own creation; "
-        "*kubectl*: the apply command itself (it creates the searches one by one: a search's "
-        "apply -> pods holds kubectl's time up to that search). "
+        "*kubectl*: the apply command itself, which creates the searches one by one (a search's "
+        "apply -> pods holds kubectl's time up to that search); *alone*: the same apply of the "
+        "same searches with no controller running (stopped before it, started again after: "
+        "each round alternates the two), and *apply -> created* each search's creation from "
+        "the start of that apply. "
         f"*Direct*: the same pod objects POSTed in one burst by {FLOOR_CLIENTS} concurrent "
         f"clients (the floor no controller can beat): *burst -> {POPULATION} pods* from the start "
-        "of the burst to each group of pods one search needs, and *per pod* from its request.",
+        "of the burst to each group of pods one search needs, and *per pod* from its request. "
+        "*Ratio*: apply -> pods p50 over the direct burst p50 (the target is 2x at most).",
         "",
-        "| searches | rounds | apply -> pods p50 | p99 | created -> pods p50 | p99 | kubectl | "
-        f"direct: burst -> {POPULATION} pods p50 | p99 | per pod p50 | p99 | controller CPU | "
-        "largest status | largest PBT state |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| searches | apply | rounds | apply -> pods p50 | p99 | created -> pods p50 | p99 | "
+        "kubectl | kubectl alone | alone: apply -> created p50 | "
+        f"direct: burst -> {POPULATION} pods p50 | p99 | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for level in result["levels"]:
-        a, c, g, d = (
-            level["applyToPodsSeconds"],
-            level["createdToPodsSeconds"],
-            level["directGroupOfPodsSeconds"],
-            level["directPodCreateSeconds"],
-        )
+        g = level["directGroupOfPodsSeconds"]
+        for mode, m in level["modes"].items():
+            a, c, alone = m["applyToPodsSeconds"], m["createdToPodsSeconds"], m["alone"]
+            lines.append(
+                f"| {level['concurrentSearches']} | {mode}-side | {level['rounds']} | "
+                f"{ms(a['p50'])} | {ms(a['p99'])} | {ms(c['p50'])} | {ms(c['p99'])} | "
+                f"{ms(m['kubectlApplySeconds']['p50'])} | "
+                f"{ms(alone['kubectlApplySeconds']['p50'])} | "
+                f"{ms(alone['applyToCreatedSeconds']['p50'])} | {ms(g['p50'])} | "
+                f"{ms(g['p99'])} | {a['p50'] / g['p50']:.1f}x |"
+            )
+    lines += [
+        "",
+        "What the controller sent per search while the pods came (from the apply's start to the "
+        f"last pod seen) and once settled (at least {SETTLE_SECONDS:.0f} s later, and "
+        f"{QUIET_SECONDS:.0f} s without a request), its own count by method; the Events it "
+        "posted on the searches; the API server's and etcd's CPU over the "
+        "apply (with the controller: until the last pod; alone: until the last search).",
+        "",
+        "| searches | apply | while pods came: requests (by method) | reconciles | "
+        "settled: requests | Events | API server + etcd CPU | alone | controller CPU (level) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for level in result["levels"]:
+        for mode, m in level["modes"].items():
+            burst, settled = m["perSearchWhilePodsCame"], m["perSearchSettled"]
+            lines.append(
+                f"| {level['concurrentSearches']} | {mode}-side | {_by_method(burst)} | "
+                f"{burst.get('reconciles', 0.0):.2f} | {_by_method(settled)} | "
+                f"{m['eventsPerSearch']:.2f} | {m['controlPlaneCpuSeconds']:.1f} s | "
+                f"{m['alone']['controlPlaneCpuSeconds']:.1f} s | "
+                f"{level['controllerCpuSeconds']:.1f} s |"
+            )
+    lines += [
+        "",
+        "| searches | direct: per pod p50 | p99 | direct: API server + etcd CPU | "
+        "largest status | largest PBT state |",
+        "|---|---|---|---|---|---|",
+    ]
+    for level in result["levels"]:
+        d = level["directPodCreateSeconds"]
         lines.append(
-            f"| {level['concurrentSearches']} | {level['rounds']} | {ms(a['p50'])} | "
-            f"{ms(a['p99'])} | {ms(c['p50'])} | {ms(c['p99'])} | "
-            f"{ms(level['kubectlApplySeconds']['p50'])} | {ms(g['p50'])} | "
-            f"{ms(g['p99'])} | {ms(d['p50'])} | {ms(d['p99'])} | "
-            f"{level['controllerCpuSeconds']:.1f} s | "
+            f"| {level['concurrentSearches']} | {ms(d['p50'])} | {ms(d['p99'])} | "
+            f"{level.get('directControlPlaneCpuSeconds', float('nan')):.1f} s | "
             f"{level['largestStatusBytes']} B | {level['largestStateConfigMapBytes']} B |"
         )
     lines += [
         "",
         f"Controller peak RSS: {result['controllerPeakRssMiB']:.0f} MiB. Controller CPU is over "
-        "the whole level (applies, status writes, requeues, deletion of the searches).",
+        "the level's rounds with the controller, both apply modes (from each apply to the "
+        "deletion of its searches; each controller's start aside).",
         "Largest status and PBT state are what this run produced (pods never ran, so members "
         "have no steps yet). The bound: a status with all "
         f"{result['statusBound']['members']} member slots and every field filled is "
@@ -623,6 +802,12 @@ def markdown(result: JsonObj) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _by_method(sent: dict[str, float]) -> str:
+    methods = {k: v for k, v in sent.items() if k != "reconciles"}
+    total = sum(methods.values())
+    return f"{total:.2f} (" + ", ".join(f"{k} {v:.2f}" for k, v in methods.items()) + ")"
 
 
 def _at_rest_lines(result: JsonObj) -> list[str]:
@@ -696,14 +881,22 @@ def main(argv: list[str] | None = None) -> None:
         metavar="FLAG",
         help="a flag for every controller the bench starts, e.g. --controller-flag=--resync=3600",
     )
+    parser.add_argument(
+        "--apply-modes",
+        default=",".join(APPLY_MODES),
+        help="kubectl apply modes, comma-separated, of: %(default)s",
+    )
     args = parser.parse_args(argv)
+    modes = tuple(m for m in args.apply_modes.split(",") if m)
+    if not modes or any(m not in APPLY_MODES for m in modes):
+        parser.error(f"--apply-modes: expected some of {','.join(APPLY_MODES)}")
     try:
         levels = tuple(
             (int(n), int(r)) for n, r in (part.split("x") for part in args.levels.split(","))
         )
     except ValueError:
         parser.error(f"--levels: expected e.g. 1x10,10x3,100x1, got {args.levels!r}")
-    result = run(args.out, levels, args.idle, args.window, tuple(args.controller_flag))
+    result = run(args.out, levels, args.idle, args.window, tuple(args.controller_flag), modes)
     print(markdown(result))
 
 

@@ -317,6 +317,30 @@ def events_of(api: rest.RestClient, namespace: str, name: str) -> list[JsonObj]:
     return list(found["items"])
 
 
+def wait_events(
+    api: rest.RestClient,
+    namespace: str,
+    name: str,
+    *reasons: str,
+    timeout: float = 120.0,
+) -> list[JsonObj]:
+    """The search's Events once one of each of ``reasons`` is among them: the controller posts
+    Events off its reconcile path, once its writes quieten (see ``controller.events``)."""
+
+    def found() -> list[JsonObj] | None:
+        events = events_of(api, namespace, name)
+        seen = {e["reason"] for e in events}
+        return events if all(r in seen for r in reasons) else None
+
+    def explain() -> str:
+        seen = [(e["reason"], e["message"][:100]) for e in events_of(api, namespace, name)]
+        return f"events: {seen}"
+
+    return list(
+        wait_for(f"events {', '.join(reasons)} of {name}", found, timeout=timeout, explain=explain)
+    )
+
+
 def state_of(api: rest.RestClient, namespace: str, name: str) -> JsonObj:
     configmap = api.get(f"/api/v1/namespaces/{namespace}/configmaps/{name}-state")
     return dict(json.loads(configmap["data"]["state.json"]))

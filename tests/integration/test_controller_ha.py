@@ -23,6 +23,7 @@ from tests.integration.controller_harness import (
     pods_of,
     search_manifest,
     state_of,
+    wait_events,
     wait_for,
     wait_phase,
 )
@@ -96,7 +97,8 @@ def test_the_leader_killed_mid_search_the_follower_finishes_it_with_nothing_lost
     assert all(m.get("finished") for m in state["members"].values())
     schedule = api.get(f"{GROUP_PATH}/namespaces/{namespace}/lrschedules/ha-best")
     assert schedule["metadata"]["generation"] == 1, "the result was stored once"
-    succeeded = [e for e in events_of(api, namespace, "ha") if e["reason"] == "SearchSucceeded"]
+    events = wait_events(api, namespace, "ha", "SearchSucceeded")
+    succeeded = [e for e in events if e["reason"] == "SearchSucceeded"]
     assert len(succeeded) == 1
     lease = api.get(
         f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/schedsearch-controller"
