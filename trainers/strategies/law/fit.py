@@ -68,7 +68,7 @@ class Curve:
     ``held_out_from``: the index of its first point that is predicted, not fitted, when the fit
     error is measured (None: every point is fitted; 0: the whole curve is held out).
     ``annealed``: the run ends annealed (its LR at the floor), so its last point is a final loss
-    and weighs more in the fit."""
+    and may weigh more in the fit."""
 
     name: str
     lrs: tuple[float, ...]
@@ -137,7 +137,7 @@ class _Data:
     losses: np.ndarray
     # Each point's residual is multiplied by this: every curve weighs the same in the fit, however
     # many points it has (the trunk has the most points and, at a constant high LR, the noisiest),
-    # and an annealed curve's final point ENDPOINT_WEIGHT times a curve.
+    # and with ``weight_ends`` an annealed curve's final point ENDPOINT_WEIGHT whole curves.
     scale: np.ndarray
 
     @classmethod
