@@ -39,36 +39,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from schedsearch.trainers.evaluation import Phases
-from schedsearch.trainers.strategies.pbt.config import PBTConfig
 from schedsearch.trainers.strategies.pbt.coordinator import Coordinator
-from schedsearch.trainers.strategies.pbt.population import Mode
 
 
 class PBTCoordinator(Coordinator):
     """The coordinator as the engine's Ray actor: every member trial talks to this one instance
     (Ray runs an actor's calls one at a time), which also tracks which trials are up."""
 
-    def __init__(
-        self,
-        config: PBTConfig,
-        *,
-        lr_min: float,
-        lr_max: float,
-        total_steps: int,
-        mode: Mode = "min",
-        state: dict[str, Any] | None = None,
-        phases: Phases | None = None,
-    ) -> None:
-        super().__init__(
-            config,
-            lr_min=lr_min,
-            lr_max=lr_max,
-            total_steps=total_steps,
-            mode=mode,
-            phases=phases,
-            state=state,
-        )
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Takes ``Coordinator``'s arguments."""
+        super().__init__(*args, **kwargs)
         # Members present in this run (not state: every run gathers its members again).
         self.arrived: set[int] = set()
         # Members whose trials Ray has given resources to (their processes are starting).
