@@ -75,8 +75,11 @@ def _spec(name: str) -> api.ScheduleSearchSpec:
     )
 
 
-def _search(name: str, out_dir: Path, events: list[str]) -> base.SearchResult:
-    """The whole search of strategy ``name`` from its spec, as the engine and the bench run it."""
+def _search(
+    name: str, out_dir: Path, events: list[str], *, reporter: base.Reporter | None = None
+) -> base.SearchResult:
+    """The whole search of strategy ``name`` from its spec, as the engine and the bench run it
+    (``reporter``: instead of one recording the events' kinds in ``events``)."""
     spec = _spec(name)
     chosen = spec.strategy
     assert chosen.name == name and chosen.strategy is registry.get(name)
@@ -94,7 +97,7 @@ def _search(name: str, out_dir: Path, events: list[str]) -> base.SearchResult:
         lr_bounds=BOUNDS,
         seed=1,
         out_dir=out_dir,
-        reporter=Events(),
+        reporter=reporter or Events(),
         device="cpu",
         phases=phases,
         base=spec.base_schedule,
@@ -130,3 +133,61 @@ def test_every_strategy_runs_a_whole_search_from_its_spec(name: str, tmp_path: P
     assert again.best_schedule.points == schedule.points
     assert again.best_objective == result.best_objective
     assert again.member_steps == result.member_steps
+
+
+class _Interrupted(Exception):
+    """Stands for the process being killed mid-search."""
+
+
+# Strategies that train in this process: the reporter's exception stops them where they are.
+# A replica set trains in worker processes (the reporter runs on a thread that relays their
+# reports); test_hdet's test_local_replica_set_survives_a_crash_and_resumes_exactly kills one.
+IN_PROCESS = [name for name in registry.NAMES if registry.get(name).shape != "replicas"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", IN_PROCESS)
+def test_every_strategy_resumes_an_interrupted_search_to_the_same_result(
+    name: str, tmp_path: Path
+) -> None:
+    """A search cut short half-way through its training steps, then run again with the same
+    output folder, finds what the uninterrupted search found (from the same spec and seed)."""
+    whole = _search(name, tmp_path / "whole", [])
+    trained = _progress_calls(name, tmp_path / "counted")
+
+    class KilledHalfWay(base.NullReporter):
+        calls = 0
+
+        def on_progress(
+            self, member: int, step: int, loss: float, lr: float, val_loss: float | None = None
+        ) -> None:
+            self.calls += 1
+            if self.calls > trained // 2:
+                raise _Interrupted
+
+    with pytest.raises(_Interrupted):
+        _search(name, tmp_path / "cut", [], reporter=KilledHalfWay())
+    events: list[str] = []
+    resumed = _search(name, tmp_path / "cut", events)
+
+    assert "finished" in events
+    assert resumed.best_schedule.points == whole.best_schedule.points
+    assert resumed.best_objective == whole.best_objective
+    assert resumed.best_member == whole.best_member
+    # What was trained again after the interruption counts too.
+    assert resumed.member_steps >= whole.member_steps
+
+
+def _progress_calls(name: str, out_dir: Path) -> int:
+    class Counting(base.NullReporter):
+        calls = 0
+
+        def on_progress(
+            self, member: int, step: int, loss: float, lr: float, val_loss: float | None = None
+        ) -> None:
+            self.calls += 1
+
+    counting = Counting()
+    _search(name, out_dir, [], reporter=counting)
+    assert counting.calls >= 4, f"{name} reports too little progress to interrupt it half-way"
+    return counting.calls

@@ -265,3 +265,29 @@ def test_run_pbt_in_synchronous_mode_closes_every_round() -> None:
     # One bottom member per round (steps 10, 20, 30), each copying a round-start checkpoint.
     assert [e["step"] for e in exploits] == [10, 20, 30]
     assert result.member_steps == 3 * 30
+
+
+def test_run_pbt_refuses_to_resume_another_search_from_its_folder(tmp_path: Path) -> None:
+    def search(config: PBTConfig, seed: int) -> base.SearchResult:
+        return pbt_runner.run_pbt(
+            config,
+            "regression",
+            total_steps=20,
+            lr_bounds=(1e-3, 0.1),
+            seed=seed,
+            device="cpu",
+            out_dir=tmp_path,
+        )
+
+    config = PBTConfig(population=2, perturbation_interval=10, seed=4)
+    first = search(config, 0)
+    assert (tmp_path / pbt_runner.STATE_FILE).exists()
+    # The same search again: resumed from its saved state at its end, nothing trained anew.
+    again = search(config, 0)
+    assert again.best_schedule.points == first.best_schedule.points
+    assert again.member_steps == first.member_steps
+    with pytest.raises(ValueError, match=r"holds a PBT search with seed=0, not 1; use another"):
+        search(config, 1)
+    other = PBTConfig(population=2, perturbation_interval=5, seed=4)
+    with pytest.raises(ValueError, match=r"with config=.*perturbationInterval.: 10"):
+        search(other, 0)

@@ -9,9 +9,11 @@ decisions and states can cross a network or be written to a status subresource a
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol, TextIO, runtime_checkable
 
 from schedsearch.trainers import schedules
@@ -175,6 +177,15 @@ def _json_float(value: float) -> float | None:
 EventKind = Literal[
     "start", "stage", "candidate", "commit", "exploit", "diverged", "stopped", "finished"
 ]
+
+
+def write_state(path: Path, state: JSONDict) -> None:
+    """Write a search's saved ``state`` to ``path`` as JSON, atomically: a reader (a resumed
+    search) sees the previous file or this one, never a part of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, allow_nan=False))
+    tmp.replace(path)
 
 
 class Reporter(Protocol):

@@ -309,11 +309,9 @@ def _save(
     out.mkdir(parents=True, exist_ok=True)
     name = TRAINER_PATTERN.format(step=trainer.global_step)
     trainer.save(out / name)
-    tmp = out / (STATE_FILE + ".tmp")
     first = first_stage_loss if math.isfinite(first_stage_loss) else None
     state = {**search.state_dict(), TRAINER_KEY: name, FIRST_STAGE_LOSS_KEY: first}
-    tmp.write_text(json.dumps(state, allow_nan=False))
-    tmp.replace(out / STATE_FILE)
+    base.write_state(out / STATE_FILE, state)
     for old in [out / TRAINER_FILE, *out.glob(TRAINER_PATTERN.format(step="*"))]:
         if old.name != name:
             old.unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from schedsearch.trainers.strategies import base
 from schedsearch.trainers.strategies.law.config import LawConfig
 from schedsearch.trainers.strategies.law.probe import ProbePlan
 
@@ -54,10 +55,7 @@ def fresh(
 
 def save(out: Path, state: State) -> None:
     """Write ``state`` to ``out`` atomically (a reader sees the old file or the new one)."""
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state, allow_nan=False))
-    tmp.replace(out / STATE_FILE)
+    base.write_state(out / STATE_FILE, state)
 
 
 def resume(out: Path, state: State) -> bool:

@@ -14,12 +14,15 @@ objective: the loss after a cooldown branch of ``phases.anneal_steps`` steps, fr
 trainer is then restored exactly (the raw objective is what it reports as progress).
 
 :func:`run_pbt` trains the whole population round-robin in this process: the trainer-side
-command, with no Ray and no cluster.
+command, with no Ray and no cluster. It keeps the search's coordinator (``coordinator.py``) in
+``<dir>/pbt-state.json``, written after every round, so a call with the same directory resumes
+an interrupted search where its last round ended and takes the same decisions.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import shutil
 import tempfile
@@ -31,13 +34,17 @@ from typing import Protocol
 from schedsearch.trainers import harness
 from schedsearch.trainers.evaluation import Phases
 from schedsearch.trainers.strategies import base
+from schedsearch.trainers.strategies.pbt import coordinator as coordination
 from schedsearch.trainers.strategies.pbt.config import PBTConfig
-from schedsearch.trainers.strategies.pbt.population import Mode, Population
+from schedsearch.trainers.strategies.pbt.population import Mode
 from schedsearch.trainers.workloads import Workload, get_workload
 
 # A member keeps its last two checkpoints: the newest is what a decision may name, the one
 # before it covers a decision handed out (synchronous poll) just before the newest was saved.
 KEEP_CHECKPOINTS = 2
+# The in-process search's saved state, and what a resumed search must share with it.
+STATE_FILE = "pbt-state.json"
+STATE_FORMAT = "schedsearch.io/pbt-run-v1"
 
 
 class Coordinator(Protocol):
@@ -251,23 +258,33 @@ def run_pbt(
     """Search a schedule of ``total_steps`` steps with PBT, all members round-robin in this process.
 
     Member ``i`` initialises its model with seed ``seed + i``; the population's draws use
-    ``config.seed``. Checkpoints go under ``out_dir`` (a temporary directory if not given).
+    ``config.seed``. Checkpoints and the saved state go under ``out_dir`` (a temporary
+    directory if not given); a search saved there resumes (see the module's docstring).
     ``phases``: warm-up, cooldown and annealed evaluation (none when not given).
     """
     started = time.monotonic()
     work = get_workload(workload) if isinstance(workload, str) else workload
     reporter = reporter or base.NullReporter()
-    population = Population(config, lr_bounds[0], lr_bounds[1], total_steps, mode, phases)
+    coordinator = coordination.Coordinator(
+        config,
+        lr_min=lr_bounds[0],
+        lr_max=lr_bounds[1],
+        total_steps=total_steps,
+        mode=mode,
+        phases=phases,
+    )
     scratch = None if out_dir is not None else Path(tempfile.mkdtemp(prefix="schedsearch-pbt-"))
     directory = Path(out_dir) if out_dir is not None else scratch
     assert directory is not None
+    identity = _identity(coordinator, work.name, seed, metric)
     try:
+        resumed = scratch is None and _resume(directory, coordinator, identity)
         loops = [
             MemberLoop(
                 member,
                 harness.Trainer(work, seed=seed + member, device=device),
                 state.config,
-                population,
+                coordinator,
                 total_steps=total_steps,
                 interval=config.perturbation_interval,
                 checkpoint_dir=directory,
@@ -275,20 +292,37 @@ def run_pbt(
                 reporter=reporter,
                 phases=phases,
             )
-            for member, state in population.members.items()
+            for member, state in coordinator.population.members.items()
         ]
-        reporter.on_event(
-            "start",
-            f"pbt: {len(loops)} members, initial lrs "
-            + ", ".join(f"{loop.config['lr']:.3g}" for loop in loops),
-        )
-        _round_robin(loops)
+        if resumed:
+            for loop in loops:
+                _restart(loop, coordinator)
+            steps = ", ".join(str(loop.step) for loop in loops)
+            reporter.on_event("start", f"pbt: resumed, members at steps {steps}")
+        else:
+            reporter.on_event(
+                "start",
+                f"pbt: {len(loops)} members, initial lrs "
+                + ", ".join(f"{loop.config['lr']:.3g}" for loop in loops),
+            )
+
+        def save() -> None:
+            if scratch is None:
+                state = {
+                    "format": STATE_FORMAT,
+                    "identity": identity,
+                    "coordinator": coordinator.state_dict(),
+                }
+                base.write_state(directory / STATE_FILE, state)
+
+        _round_robin(loops, coordinator, after_round=save)
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+    population = coordinator.population
     found = population.result(
         workload=work.name,
-        member_steps=sum(loop.trained_steps for loop in loops),
+        member_steps=coordinator.member_steps + population.anneal_steps,
         wall_seconds=time.monotonic() - started,
     )
     result = dataclasses.replace(
@@ -303,16 +337,69 @@ def run_pbt(
     return result
 
 
-def _round_robin(loops: list[MemberLoop]) -> None:
-    """Advance every live member by one interval in turn until all are done."""
+def _resume(
+    directory: Path, coordinator: coordination.Coordinator, identity: base.JSONDict
+) -> bool:
+    """Load the coordinator saved in ``directory`` (False: nothing saved there). A saved search
+    that is not this one is refused, naming what differs."""
+    path = directory / STATE_FILE
+    if not path.exists():
+        return False
+    saved = json.loads(path.read_text())
+    if saved.get("format") != STATE_FORMAT:
+        raise ValueError(f"out: {path} is not a PBT search's state ({saved.get('format')!r})")
+    for key, value in identity.items():
+        if saved["identity"].get(key) != value:
+            raise ValueError(
+                f"out: {directory} holds a PBT search with {key}={saved['identity'].get(key)!r}, "
+                f"not {value!r}; use another directory to start a new search"
+            )
+    coordinator.load_state_dict(saved["coordinator"])
+    return True
+
+
+def _identity(
+    coordinator: coordination.Coordinator, workload: str, seed: int, metric: str
+) -> base.JSONDict:
+    """What a resumed search must share with the saved one."""
+    population = coordinator.population.state_dict()
+    keys = ("config", "lrMin", "lrMax", "totalSteps", "mode", "phases")
+    return {"workload": workload, "seed": seed, "metric": metric} | {k: population[k] for k in keys}
+
+
+def _restart(loop: MemberLoop, coordinator: coordination.Coordinator) -> None:
+    """Put a resumed member where the saved coordinator says it (re)starts."""
+    member = loop.member
+    if coordinator.is_finished(member):
+        loop.done = True
+        return
+    start = coordination.resume(
+        coordinator.resume(member), lambda: coordinator.restart_point(member)
+    )
+    loop.start_from(start.step, start.checkpoint_path, start.config)
+    loop.waiting = coordinator.population.members[member].waiting
+
+
+def _round_robin(
+    loops: list[MemberLoop],
+    coordinator: coordination.Coordinator,
+    *,
+    after_round: Callable[[], None],
+) -> None:
+    """Advance every live member by one interval in turn until all are done; ``after_round``
+    runs after each round (every live member advanced once), the point a resume starts from."""
     while True:
         live = [loop for loop in loops if not loop.done]
         if not live:
             return
         progressed = False
         for loop in live:
+            # A file another member was told to copy stays until that member saved its own:
+            # a resume may have to load it.
+            loop.pinned = frozenset(coordinator.named_checkpoints(loop.member))
             was_waiting, step = loop.waiting, loop.step
             loop.advance()
             progressed |= loop.done or loop.step != step or was_waiting != loop.waiting
+        after_round()
         if not progressed:
             raise RuntimeError("pbt: every live member is waiting and no round can close")
