@@ -62,25 +62,34 @@ def test_spec_rules_name_fields_of_that_strategy_or_the_spec(name: str) -> None:
     assert strategy.problems(config, SpecView(steps=4000, warmup=200)) == []
 
 
-def _spec(name: str) -> api.ScheduleSearchSpec:
+def _spec(
+    name: str, strategy: dict[str, Any] | None = None, lr_bounds: tuple[float, float] = BOUNDS
+) -> api.ScheduleSearchSpec:
     return api.ScheduleSearchSpec.model_validate(
         {
             "workload": {"builtin": "regression"},
             "budget": {"steps": STEPS},
-            "lrBounds": {"min": BOUNDS[0], "max": BOUNDS[1]},
+            "lrBounds": {"min": lr_bounds[0], "max": lr_bounds[1]},
             "baseSchedule": BASE.model_dump(by_alias=True),
-            "strategy": {name: SMALL[name]},
+            "strategy": {name: SMALL[name] if strategy is None else strategy},
         },
         context={"target": "local"},
     )
 
 
 def _search(
-    name: str, out_dir: Path, events: list[str], *, reporter: base.Reporter | None = None
+    name: str,
+    out_dir: Path,
+    events: list[str],
+    *,
+    reporter: base.Reporter | None = None,
+    strategy: dict[str, Any] | None = None,
+    lr_bounds: tuple[float, float] = BOUNDS,
 ) -> base.SearchResult:
     """The whole search of strategy ``name`` from its spec, as the engine and the bench run it
-    (``reporter``: instead of one recording the events' kinds in ``events``)."""
-    spec = _spec(name)
+    (``reporter``: instead of one recording the events' kinds in ``events``; ``strategy``: its
+    config instead of ``SMALL``'s)."""
+    spec = _spec(name, strategy, lr_bounds)
     chosen = spec.strategy
     assert chosen.name == name and chosen.strategy is registry.get(name)
     phases = chosen.strategy.phases(
@@ -94,7 +103,7 @@ def _search(
     context = RunContext(
         workload="regression",
         total_steps=STEPS,
-        lr_bounds=BOUNDS,
+        lr_bounds=lr_bounds,
         seed=1,
         out_dir=out_dir,
         reporter=reporter or Events(),
@@ -191,3 +200,27 @@ def _progress_calls(name: str, out_dir: Path) -> int:
     _search(name, out_dir, [], reporter=counting)
     assert counting.calls >= 4, f"{name} reports too little progress to interrupt it half-way"
     return counting.calls
+
+
+# Candidate LRs up to 100x the base peak (2.0 on regression: the loss turns NaN within steps).
+DIVERGING: dict[str, dict[str, Any]] = {
+    "autolrs": SMALL["autolrs"],
+    "pbt": {**SMALL["pbt"], "population": 3},
+    "hdet": {**SMALL["hdet"], "probe": {"factors": [1.0, 100.0]}},
+    "law": {**SMALL["law"], "peakFactors": [1.0, 100.0]},
+}
+DIVERGING_BOUNDS = (2e-4, 50.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", registry.NAMES)
+def test_every_strategy_ends_with_a_finite_loss_when_its_high_lrs_diverge(
+    name: str, tmp_path: Path
+) -> None:
+    events: list[str] = []
+    result = _search(name, tmp_path, events, strategy=DIVERGING[name], lr_bounds=DIVERGING_BOUNDS)
+    assert math.isfinite(result.best_objective)
+    schedule = result.best_schedule
+    assert max(schedule.lr_at(s) for s in range(STEPS)) < 1.0
+    if name in IN_PROCESS:
+        assert "diverged" in events, f"{name}: no LR diverged, the test tests nothing"
