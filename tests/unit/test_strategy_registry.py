@@ -161,21 +161,12 @@ def test_every_strategy_resumes_an_interrupted_search_to_the_same_result(
 ) -> None:
     """A search cut short half-way through its training steps, then run again with the same
     output folder, finds what the uninterrupted search found (from the same spec and seed)."""
-    whole = _search(name, tmp_path / "whole", [])
-    trained = _progress_calls(name, tmp_path / "counted")
-
-    class KilledHalfWay(base.NullReporter):
-        calls = 0
-
-        def on_progress(
-            self, member: int, step: int, loss: float, lr: float, val_loss: float | None = None
-        ) -> None:
-            self.calls += 1
-            if self.calls > trained // 2:
-                raise _Interrupted
+    counted = _Progress()
+    whole = _search(name, tmp_path / "whole", [], reporter=counted)
+    assert counted.calls >= 4, f"{name} reports too little progress to interrupt it half-way"
 
     with pytest.raises(_Interrupted):
-        _search(name, tmp_path / "cut", [], reporter=KilledHalfWay())
+        _search(name, tmp_path / "cut", [], reporter=_Progress(stop_after=counted.calls // 2))
     events: list[str] = []
     resumed = _search(name, tmp_path / "cut", events)
 
@@ -187,19 +178,18 @@ def test_every_strategy_resumes_an_interrupted_search_to_the_same_result(
     assert resumed.member_steps >= whole.member_steps
 
 
-def _progress_calls(name: str, out_dir: Path) -> int:
-    class Counting(base.NullReporter):
-        calls = 0
+class _Progress(base.NullReporter):
+    """Counts progress reports; raises after ``stop_after`` of them, as a kill would cut in."""
 
-        def on_progress(
-            self, member: int, step: int, loss: float, lr: float, val_loss: float | None = None
-        ) -> None:
-            self.calls += 1
+    def __init__(self, stop_after: float = math.inf) -> None:
+        self.calls, self.stop_after = 0, stop_after
 
-    counting = Counting()
-    _search(name, out_dir, [], reporter=counting)
-    assert counting.calls >= 4, f"{name} reports too little progress to interrupt it half-way"
-    return counting.calls
+    def on_progress(
+        self, member: int, step: int, loss: float, lr: float, val_loss: float | None = None
+    ) -> None:
+        self.calls += 1
+        if self.calls > self.stop_after:
+            raise _Interrupted
 
 
 # Candidate LRs up to 100x the base peak (2.0 on regression: the loss turns NaN within steps).

@@ -188,6 +188,28 @@ def write_state(path: Path, state: JSONDict) -> None:
     tmp.replace(path)
 
 
+def read_state(path: Path, state_format: str, what: str) -> JSONDict | None:
+    """The state saved at ``path`` (None: nothing saved there yet); a file of another kind is
+    refused. ``what`` names the search in the error ("a law search")."""
+    if not path.exists():
+        return None
+    saved: JSONDict = json.loads(path.read_text())
+    if saved.get("format") != state_format:
+        raise ValueError(f"out: {path} is not {what}'s state ({saved.get('format')!r})")
+    return saved
+
+
+def check_same_search(saved: JSONDict, wanted: JSONDict, out: Path, what: str) -> None:
+    """Refuse to resume a saved search that is not the one asked for, naming the first field
+    of ``wanted`` whose saved value differs."""
+    for key, value in wanted.items():
+        if saved.get(key) != value:
+            raise ValueError(
+                f"out: {out} holds {what} with {key}={saved.get(key)!r}, not {value!r}; use "
+                "another directory to start a new search"
+            )
+
+
 class Reporter(Protocol):
     """What runners call while they train; implementations print, log, or publish metrics."""
 

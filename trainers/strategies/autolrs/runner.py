@@ -330,12 +330,8 @@ def _resume(
     # A state written before this key: the first stage after the resume stands in for it.
     driver.first_stage_loss = float(first) if first is not None else math.inf
     wanted = search.state_dict()
-    for key in ("config", "totalSteps", "lrMin", "lrMax", "seed"):
-        if state[key] != wanted[key]:
-            raise ValueError(
-                f"out: {out} holds an AutoLRS search with {key}={state[key]!r}, not "
-                f"{wanted[key]!r}; use another directory to start a new search"
-            )
+    keys = ("config", "totalSteps", "lrMin", "lrMax", "seed")
+    base.check_same_search(state, {key: wanted[key] for key in keys}, out, "an AutoLRS search")
     search.load_state_dict(state)
     trainer.load(out / trainer_file)
     return True

@@ -9,7 +9,6 @@ files exist.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -61,18 +60,10 @@ def save(out: Path, state: State) -> None:
 def resume(out: Path, state: State) -> bool:
     """Replace ``state`` by the one saved in ``out`` (False: nothing saved there yet). A saved
     search that is not this one is refused, naming what differs."""
-    path = out / STATE_FILE
-    if not path.exists():
+    saved = base.read_state(out / STATE_FILE, STATE_FORMAT, "a law search")
+    if saved is None:
         return False
-    saved = json.loads(path.read_text())
-    if saved.get("format") != STATE_FORMAT:
-        raise ValueError(f"out: {path} is not a law search's state ({saved.get('format')!r})")
-    for key in IDENTITY_KEYS:
-        if saved.get(key) != state[key]:
-            raise ValueError(
-                f"out: {out} holds a law search with {key}={saved.get(key)!r}, not "
-                f"{state[key]!r}; use another directory to start a new search"
-            )
+    base.check_same_search(saved, {key: state[key] for key in IDENTITY_KEYS}, out, "a law search")
     state.clear()
     state.update(saved)
     return True

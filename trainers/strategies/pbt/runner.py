@@ -22,7 +22,6 @@ an interrupted search where its last round ended and takes the same decisions.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import tempfile
@@ -342,18 +341,10 @@ def _resume(
 ) -> bool:
     """Load the coordinator saved in ``directory`` (False: nothing saved there). A saved search
     that is not this one is refused, naming what differs."""
-    path = directory / STATE_FILE
-    if not path.exists():
+    saved = base.read_state(directory / STATE_FILE, STATE_FORMAT, "a PBT search")
+    if saved is None:
         return False
-    saved = json.loads(path.read_text())
-    if saved.get("format") != STATE_FORMAT:
-        raise ValueError(f"out: {path} is not a PBT search's state ({saved.get('format')!r})")
-    for key, value in identity.items():
-        if saved["identity"].get(key) != value:
-            raise ValueError(
-                f"out: {directory} holds a PBT search with {key}={saved['identity'].get(key)!r}, "
-                f"not {value!r}; use another directory to start a new search"
-            )
+    base.check_same_search(saved["identity"], identity, directory, "a PBT search")
     coordinator.load_state_dict(saved["coordinator"])
     return True
 
