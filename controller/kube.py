@@ -281,10 +281,13 @@ class Kube:
         if secret is not None and not owned_by(secret, search.uid):
             foreign.append(f"secret {names.token_secret(name)}")
             secret = None
-        state = None
+        state, state_bytes = None, None
         if state_obj is not None:
             if owned_by(state_obj, search.uid):
                 state = state_mod.SearchState.from_configmap(state_obj)
+                state_bytes = state_mod.configmap_bytes(
+                    state_obj.get("data") or {}, state_obj.get("binaryData") or {}
+                )
             else:
                 foreign.append(f"configmap {names.state_configmap(name)}")
         return Observed(
@@ -293,6 +296,7 @@ class Kube:
             services=frozenset(services),
             secret=secret is not None,
             state=state,
+            state_bytes=state_bytes,
             schedule_owner_uid=None if schedule is None else results.schedule_owner_uid(schedule),
             foreign=tuple(foreign),
         )

@@ -6,7 +6,10 @@ only the views. The parsers are pure, so tests feed them hand-written API object
 
 from __future__ import annotations
 
+import collections
 import datetime
+import json
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,11 +43,12 @@ class SearchView:
     def from_object(cls, obj: Mapping[str, Any]) -> SearchView:
         meta = obj.get("metadata") or {}
         raw_spec = dict(obj.get("spec") or {})
-        spec, problems = parse_spec(raw_spec)
+        uid = str(meta.get("uid", ""))
+        spec, problems = parse_spec(raw_spec, search_uid=uid)
         return cls(
             namespace=str(meta.get("namespace", "")),
             name=str(meta["name"]),
-            uid=str(meta.get("uid", "")),
+            uid=uid,
             generation=int(meta.get("generation") or 0),
             spec=spec,
             problems=problems,
@@ -53,8 +57,35 @@ class SearchView:
         )
 
 
-def parse_spec(raw: Mapping[str, Any]) -> tuple[ScheduleSearchSpec | None, tuple[str, ...]]:
-    """The spec, or the problems that make it unrunnable (``spec.field: message``)."""
+ParsedSpec = tuple[ScheduleSearchSpec | None, tuple[str, ...]]
+# Specs parsed lately, each under its search's uid and its own text: every reconcile pass parses
+# its search's spec (and a started search's kept spec) again, and validating it was most of a
+# pass's cost, while a spec seldom changes. Another text is another entry, so an edit is parsed
+# afresh; the least recently used entries go beyond SPECS_KEPT.
+SPECS_KEPT = 1024
+_parsed: collections.OrderedDict[tuple[str, str], ParsedSpec] = collections.OrderedDict()
+_parsed_lock = threading.Lock()
+
+
+def parse_spec(raw: Mapping[str, Any], *, search_uid: str) -> ParsedSpec:
+    """The spec of the search with ``search_uid``, or the problems that make it unrunnable
+    (``spec.field: message``). The parsed spec is shared by every pass that parses that same
+    spec again: it is never changed."""
+    key = (search_uid, json.dumps(raw, sort_keys=True, separators=(",", ":"), default=repr))
+    with _parsed_lock:
+        found = _parsed.get(key)
+        if found is not None:
+            _parsed.move_to_end(key)
+            return found
+    found = _validate_spec(raw)
+    with _parsed_lock:
+        _parsed[key] = found
+        while len(_parsed) > SPECS_KEPT:
+            _parsed.popitem(last=False)
+    return found
+
+
+def _validate_spec(raw: Mapping[str, Any]) -> ParsedSpec:
     try:
         return ScheduleSearchSpec.model_validate(raw), ()
     except ValidationError as err:
@@ -169,6 +200,9 @@ class Observed:
     services: frozenset[str] = frozenset()
     secret: bool = False
     state: state_mod.SearchState | None = None
+    # The size of the state ConfigMap as stored (what the API server counts against its
+    # limit); None: not known, measured by encoding ``state``.
+    state_bytes: int | None = None
     # The uid of the search the existing LRSchedule came from ("" if it exists without one);
     # None when there is no LRSchedule of that name.
     schedule_owner_uid: str | None = None

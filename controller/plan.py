@@ -164,13 +164,16 @@ def plan(
         )
         return _fail(search, observed, "NoTrainerImage", message)
     state = observed.state or _initial_state(ctx)
-    too_large = _state_size_problem(ctx, state, new=observed.state is None)
-    if too_large is not None:
-        return _fail(search, observed, "StateTooLarge", too_large, state=observed.state)
     outcomes, records, actions = _members(ctx, state)
+    created_state = None
     if observed.state is None:
         state, records = _born_with(state, records)
-    return _decide(ctx, state, outcomes, [*_setup(ctx, state), *records], actions)
+        created_state = pods.state_configmap(ctx.ref, state)
+    too_large = _state_size_problem(ctx, state, created_state)
+    if too_large is not None:
+        return _fail(search, observed, "StateTooLarge", too_large, state=observed.state)
+    setup = _setup(ctx, created_state)
+    return _decide(ctx, state, outcomes, [*setup, *records], actions)
 
 
 def _effective_spec(
@@ -179,7 +182,7 @@ def _effective_spec(
     # Once started, a search runs the spec it started with (kept in its state).
     state = observed.state
     if state is not None and state.search_uid == search.uid and state.spec:
-        return parse_spec(state.spec)
+        return parse_spec(state.spec, search_uid=search.uid)
     return search.spec, search.problems
 
 
@@ -230,17 +233,17 @@ class _Context:
         return ("Control" if self.is_control(member) else "Member") + what
 
 
-def _setup(ctx: _Context, state: state_mod.SearchState) -> list[Action]:
+def _setup(ctx: _Context, created_state: JsonObj | None) -> list[Action]:
     """The objects members need, created before their pods in the same plan: token Secret,
-    state (``state``, when none exists yet), a replica set's Service.
+    state (``created_state``, the ConfigMap of a new search), a replica set's Service.
 
     A new search gets all of them and its pods in one pass: each object created is one less
     request, and the API server's answers are in the cache before the pass that follows."""
     actions: list[Action] = []
     if not ctx.observed.secret:
         actions.append(CreateSecret(ctx.ref))
-    if ctx.observed.state is None:
-        actions.append(CreateState(pods.state_configmap(ctx.ref, state)))
+    if created_state is not None:
+        actions.append(CreateState(created_state))
     service = names.replica_service(ctx.search.name, ctx.role)
     if ctx.shape == "replicas" and service not in ctx.observed.services:
         actions.append(CreateService(pods.replica_service(ctx.ref, ctx.role)))
@@ -261,9 +264,21 @@ def _born_with(
     return state, kept
 
 
-def _state_size_problem(ctx: _Context, state: state_mod.SearchState, *, new: bool) -> str | None:
-    """Why this search's state cannot be kept (it would outgrow its ConfigMap), or None."""
-    problem = state_mod.size_problem(state, new=new)
+def _state_size_problem(
+    ctx: _Context, state: state_mod.SearchState, created_state: JsonObj | None
+) -> str | None:
+    """Why this search's state cannot be kept (it would outgrow its ConfigMap), or None.
+
+    Measured on what is sent or stored, never by encoding the state once more: a new state as
+    ``created_state`` (the ConfigMap about to be created) holds it, a running one as stored."""
+    if created_state is not None:
+        data, binary = created_state["data"], created_state.get("binaryData") or {}
+        size = state_mod.configmap_bytes(data, binary)
+    elif ctx.observed.state_bytes is not None:
+        size = ctx.observed.state_bytes
+    else:
+        size = state_mod.configmap_bytes(*state.to_configmap())
+    problem = state_mod.size_problem(size, len(state.members), new=created_state is not None)
     if problem is None:
         return None
     field = ctx.spec.strategy.strategy.members_field

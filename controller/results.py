@@ -59,7 +59,7 @@ def best_so_far(state: state_mod.SearchState, mode: str) -> Best | None:
     """The best member so far with a finite objective, if any: PBT's by its coordinator's rule;
     for the others, the member whose last report is best (lowest index on ties)."""
     if state.population is not None:
-        coordinator = state_mod.coordinator(state)
+        coordinator = state_mod.read_coordinator(state)
         member = coordinator.best_member(finished_only=False)
         if member is None:
             return None
@@ -91,7 +91,7 @@ def compute(state: state_mod.SearchState, spec: ScheduleSearchSpec) -> Result | 
         return _reported(state.result, state)
     if state.population is None:
         return None
-    coordinator = state_mod.coordinator(state)
+    coordinator = state_mod.read_coordinator(state)
     member = coordinator.best_member()
     if member is None:
         return None

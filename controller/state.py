@@ -22,7 +22,7 @@ import base64
 import dataclasses
 import gzip
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from schedsearch.trainers.evaluation import Phases
@@ -94,12 +94,20 @@ class SearchState:
     control: MemberRecord = field(default_factory=MemberRecord)
     control_result: dict[str, Any] | None = None
     resource_version: str | None = field(default=None, compare=False)
+    # The coordinator built from ``population`` for reading (see :func:`read_coordinator`),
+    # with the population dict it was built from: valid while that dict is ``population``.
+    _reader: tuple[dict[str, Any], pbt_coordinator.Coordinator] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def copy(self) -> SearchState:
         """A copy safe to change: new member records; the population and result dicts are
-        shared, since changes replace them rather than edit them in place."""
+        shared, since changes replace them rather than edit them in place (and so is the
+        coordinator read from that population)."""
         members = {i: dataclasses.replace(r) for i, r in self.members.items()}
-        return dataclasses.replace(self, members=members, control=dataclasses.replace(self.control))
+        new = dataclasses.replace(self, members=members, control=dataclasses.replace(self.control))
+        new._reader = self._reader
+        return new
 
     @property
     def control_index(self) -> int:
@@ -190,29 +198,33 @@ def check_size(data: dict[str, str], binary: dict[str, str]) -> None:
         )
 
 
-def size_problem(state: SearchState, *, new: bool) -> str | None:
-    """Why ``state`` cannot be kept in a ConfigMap, or None.
+def size_problem(size: int, members: int, *, new: bool) -> str | None:
+    """Why a state of ``size`` bytes (:func:`configmap_bytes`) with ``members`` members cannot
+    be kept in a ConfigMap, or None.
 
     A ``new`` state must leave room for every member's record to grow as it reports; a
     running one must stay under :data:`RUNNING_LIMIT_SHARE` of the limit."""
-    size = configmap_bytes(*state.to_configmap())
     if new:
-        size += MEMBER_RECORD_BYTES * len(state.members)
+        size += MEMBER_RECORD_BYTES * members
         limit = CONFIGMAP_LIMIT_BYTES
     else:
         limit = int(CONFIGMAP_LIMIT_BYTES * RUNNING_LIMIT_SHARE)
     if size <= limit:
         return None
-    members = len(state.members)
     return (
         f"the search's state {'would need' if new else 'has grown to'} about {size // 1024} KiB "
         f"for {members} member(s), over the {limit // 1024} KiB its ConfigMap may hold"
     )
 
 
+_RECORD_FIELDS = dataclasses.fields(MemberRecord)
+
+
 def _record_json(record: MemberRecord) -> dict[str, Any]:
-    # Absent means default; `is` so that an objective of 0.0 is kept.
-    return {k: v for k, v in asdict(record).items() if v is not None and v is not False and v != []}
+    # Absent means default; `is` so that an objective of 0.0 is kept. The values themselves,
+    # not copies (``asdict`` deep-copies each answer): they are only encoded.
+    values = ((f.name, getattr(record, f.name)) for f in _RECORD_FIELDS)
+    return {k: v for k, v in values if v is not None and v is not False and v != []}
 
 
 def _trimmed(coordinator: dict[str, Any]) -> dict[str, Any]:
@@ -257,18 +269,21 @@ def initial(
     phases: Phases | None = None,
 ) -> SearchState:
     """A fresh state; PBT searches get their coordinator (seeded, so this is deterministic)."""
-    population = None
+    records = {i: MemberRecord() for i in range(members)}
+    state = SearchState(search_uid, strategy, records, dict(spec), generation)
     if pbt is not None:
-        population = pbt_coordinator.Coordinator(
+        live = pbt_coordinator.Coordinator(
             pbt,
             lr_min=lr_min,
             lr_max=lr_max,
             total_steps=total_steps,
             mode=_mode(mode),
             phases=phases,
-        ).state_dict()
-    records = {i: MemberRecord() for i in range(members)}
-    return SearchState(search_uid, strategy, records, dict(spec), generation, population)
+        )
+        state.population = live.state_dict()
+        # Unchanged from here on, it is what read_coordinator would build from that population.
+        state._reader = (state.population, live)
+    return state
 
 
 def _load_population(state: dict[str, Any]) -> Population:
@@ -286,10 +301,23 @@ def _load_population(state: dict[str, Any]) -> Population:
 
 
 def coordinator(state: SearchState) -> pbt_coordinator.Coordinator:
-    """The live PBT coordinator of ``state`` (which must be a PBT search's)."""
+    """The live PBT coordinator of ``state`` (which must be a PBT search's), a new one to
+    change (the caller stores its ``state_dict`` as the new population)."""
     if state.population is None:
         raise ValueError(f"strategy {state.strategy}: the search has no PBT coordinator")
     return pbt_coordinator.Coordinator.from_state(state.population)
+
+
+def read_coordinator(state: SearchState) -> pbt_coordinator.Coordinator:
+    """The PBT coordinator of ``state`` for questions only (start points, the best member),
+    never to be changed: built once per population, since one plan asks it many times (each
+    new member's start point, the best member so far) and building it is no small cost."""
+    population = state.population
+    if population is None:
+        raise ValueError(f"strategy {state.strategy}: the search has no PBT coordinator")
+    if state._reader is None or state._reader[0] is not population:
+        state._reader = (population, pbt_coordinator.Coordinator.from_state(population))
+    return state._reader[1]
 
 
 def give_up(state: SearchState, member: int) -> bool:
@@ -322,7 +350,7 @@ def named_checkpoints(state: SearchState, source: int) -> list[str]:
     told to copy one and has not saved a checkpoint of its own since, so a replacement pod of it
     would load that very file. ``source`` must keep them, however old (its answers say so)."""
     done = frozenset(m for m, r in state.members.items() if r.done)
-    return coordinator(state).named_checkpoints(source, skip=done)
+    return read_coordinator(state).named_checkpoints(source, skip=done)
 
 
 def start_point(state: SearchState, member: int) -> dict[str, Any] | None:
@@ -331,7 +359,7 @@ def start_point(state: SearchState, member: int) -> dict[str, Any] | None:
     trained so far; None without a coordinator."""
     if state.population is None:
         return None
-    start = coordinator(state).start_point(member)
+    start = read_coordinator(state).start_point(member)
     return {**start.to_dict(), "memberSteps": state.members[member].member_steps}
 
 
