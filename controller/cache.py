@@ -169,7 +169,7 @@ class Store:
                     slot = self._slots.get(key)
                     # Any version but the writes' own is a change this process did not make.
                     if held - own and slot is not None:
-                        touched = _touched(key, slot.search)
+                        touched = self._touched(key, slot.search)
             self._notify([touched])
 
     def delete(self, kind: Kind, obj: JsonObj) -> None:
@@ -231,7 +231,7 @@ class Store:
         self._slots[key] = _Slot(search, str(meta.get("uid", "")), version)
         if search is not None:
             self._by_search.setdefault((kind, key[1], search), set()).add(key[2])
-        return _touched(key, search)
+        return self._touched(key, search)
 
     def _remove(self, key: tuple[Kind, str, str]) -> SearchKey | None:
         slot = self._slots.pop(key, None)
@@ -244,16 +244,22 @@ class Store:
                 filed.discard(key[2])
                 if not filed:
                     del self._by_search[(key[0], key[1], slot.search)]
-        return _touched(key, slot.search)
+        return self._touched(key, slot.search)
+
+    def _touched(self, key: tuple[Kind, str, str], search: str | None) -> SearchKey | None:
+        """The search to look at again after the object at ``key``, filed under ``search``,
+        changed: the search itself, or the one that owns it, if the store holds that one.
+        (Called with the lock held.) A change to an object of a search the store does not hold
+        has nothing to reconcile: its search's arrival queues it, and its deletion queued it
+        already (the pods and state of a deleted search go after it, each a watch event)."""
+        kind, namespace, name = key
+        if kind == SEARCHES:
+            return namespace, name
+        if search is None or (SEARCHES, namespace, search) not in self._objects:
+            return None
+        return namespace, search
 
     def _notify(self, touched: Iterable[SearchKey | None]) -> None:
         # Outside the lock: the callback enqueues, and may read the store.
         for search in dict.fromkeys(t for t in touched if t is not None):
             self.on_change(*search)
-
-
-def _touched(key: tuple[Kind, str, str], search: str | None) -> SearchKey | None:
-    kind, namespace, name = key
-    if kind == SEARCHES:
-        return namespace, name
-    return None if search is None else (namespace, search)

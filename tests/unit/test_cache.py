@@ -34,6 +34,7 @@ def labelled(kind: str, name: str, search: str | None, version: int, **extra: An
 def test_a_change_to_an_owned_pod_queues_its_search() -> None:
     queued: list[tuple[str, str]] = []
     store = cache.Store(on_change=lambda ns, name: queued.append((ns, name)))
+    store.put(cache.SEARCHES, labelled("ScheduleSearch", "s1", None, 9), wake=False)
     pod = labelled("Pod", "s1-pbt-0", "s1", 10, status={"phase": "Pending"})
     store.apply_event(cache.PODS, "ADDED", pod)
     assert queued == [("ml", "s1")]
@@ -53,6 +54,24 @@ def test_a_change_to_an_owned_pod_queues_its_search() -> None:
     store.apply_event(cache.SEARCHES, "MODIFIED", labelled("ScheduleSearch", "s2", None, 12))
     store.apply_event(cache.PODS, "ADDED", labelled("Pod", "other", None, 13))
     assert queued[-1] == ("ml", "s2") and len(queued) == 4
+
+
+def test_objects_of_a_search_the_store_does_not_hold_queue_nothing() -> None:
+    queued: list[tuple[str, str]] = []
+    store = cache.Store(on_change=lambda ns, name: queued.append((ns, name)))
+    search = labelled("ScheduleSearch", "s1", None, 9)
+    # Its pods are filed before the search arrives (watches keep no order between kinds)...
+    early = labelled("Pod", "s1-pbt-0", "s1", 10)
+    store.apply_event(cache.PODS, "ADDED", early)
+    assert queued == [] and store.owned(cache.PODS, "ml", "s1") == [early]
+    # ... and its arrival queues it.
+    store.apply_event(cache.SEARCHES, "ADDED", search)
+    assert queued == [("ml", "s1")]
+    # Deleted, it is queued once; the deletions of what it owned that follow queue nothing.
+    store.apply_event(cache.SEARCHES, "DELETED", search)
+    store.apply_event(cache.PODS, "DELETED", early)
+    store.apply_event(cache.CONFIGMAPS, "DELETED", labelled("ConfigMap", "s1-state", "s1", 11))
+    assert queued == [("ml", "s1")] * 2
 
 
 def test_an_older_version_never_replaces_a_newer_one() -> None:

@@ -24,8 +24,14 @@ def pod(name: str, version: str, search: str = "s1") -> dict[str, Any]:
 
 
 def store() -> tuple[cache.Store, list[tuple[str, str]]]:
+    """A store holding search s1 (changes to what a search owns queue it only if it is held)."""
     woken: list[tuple[str, str]] = []
-    return cache.Store(on_change=lambda ns, name: woken.append((ns, name))), woken
+    found = cache.Store(on_change=lambda ns, name: woken.append((ns, name)))
+    search = {
+        "metadata": {"name": "s1", "namespace": "ml", "uid": "uid-s1", "resourceVersion": "1"}
+    }
+    found.put(cache.SEARCHES, search, wake=False)
+    return found, woken
 
 
 def test_the_watch_bringing_our_own_create_before_its_answer_queues_nothing() -> None:
