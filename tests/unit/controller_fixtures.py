@@ -12,6 +12,7 @@ import pytest
 from schedsearch.api import spec as api
 from schedsearch.controller import observe, pods, settings
 from schedsearch.controller import state as state_mod
+from schedsearch.trainers import channel
 
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 UID = "0b9a6c1e-1111-2222-3333-444455556666"
@@ -160,4 +161,17 @@ def observed(
         secret=setup,
         state=state,
         schedule_owner_uid=schedule_owner_uid,
+    )
+
+
+def checkpoint(member: int, step: int, objective: float | None) -> channel.Report:
+    """A member's checkpoint report at ``step`` with ``objective``, as a pod sends it."""
+    return channel.Report(
+        member=member,
+        kind="checkpoint",
+        step=step,
+        objective=objective,
+        checkpoint_path=f"/ckpt/{member}/{step}",
+        config={"lr": 0.01},
+        member_steps=step,
     )

@@ -8,31 +8,19 @@ import pytest
 
 from schedsearch.controller import observe, plan, results
 from schedsearch.controller import state as state_mod
-from schedsearch.trainers import channel
 from schedsearch.trainers.strategies.pbt.coordinator import Coordinator
 
 from .controller_fixtures import (  # noqa: F401
     CONFIG,
     UID,
     _builtin_workloads,
+    checkpoint,
     deliver,
     fresh_state,
     observed,
     raw_spec,
     view,
 )
-
-
-def checkpoint(member: int, step: int, objective: float) -> channel.Report:
-    return channel.Report(
-        member=member,
-        kind="checkpoint",
-        step=step,
-        objective=objective,
-        checkpoint_path=f"/ckpt/{member}/{step}",
-        config={"lr": 0.01},
-        member_steps=step,
-    )
 
 
 def test_the_coordinator_read_from_a_state_is_built_once_per_population() -> None:

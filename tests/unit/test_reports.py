@@ -13,6 +13,7 @@ from schedsearch.trainers.strategies import base
 
 from .controller_fixtures import (  # noqa: F401
     _builtin_workloads,
+    checkpoint,
     deliver,
     fresh_state,
     numbered,
@@ -20,18 +21,6 @@ from .controller_fixtures import (  # noqa: F401
 )
 
 SCHEDULE = {"totalSteps": 1000, "points": [{"step": 0, "lr": 0.05}]}
-
-
-def checkpoint(member: int, step: int, objective: float | None) -> channel.Report:
-    return channel.Report(
-        member=member,
-        kind="checkpoint",
-        step=step,
-        objective=objective,
-        checkpoint_path=f"/ckpt/{member}/{step}",
-        config={"lr": 0.01},
-        member_steps=step,
-    )
 
 
 def test_report_json_round_trip_and_field_errors() -> None:
