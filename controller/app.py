@@ -1,14 +1,15 @@
 """The controller process: watches fill a cache, a work queue feeds reconcile workers, next to
 the report channel and the metrics endpoint (``python -m schedsearch.controller --help``).
 
-Kopf streams the searches and everything they own into ``controller.cache``; a change to any
-of them queues its search, and a worker reconciles it (:meth:`Reconciler.reconcile`: read from
-the cache, ``plan``, apply) once however many changes queued it. Nothing is timed while nothing
-changes: trainers' reports and pod changes are what move a search on, deadlines (an image's
-pull grace) queue it when they fall due, and a slow resync (``--resync``) lists everything
-again in case a watch missed something. With ``--leader-elect`` several replicas run and one
-acts; the others keep their caches warm and take over when its Lease expires. A restarted
-controller loses nothing: all it needs is in the cluster (status, state ConfigMap, pods).
+Watches (``controller.watches``) stream the searches and everything they own into
+``controller.cache``; a change to any of them queues its search, and a worker reconciles it
+(:meth:`Reconciler.reconcile`: read from the cache, ``plan``, apply) once however many changes
+queued it. Nothing is timed while nothing changes: trainers' reports and pod changes are what
+move a search on, deadlines (an image's pull grace) queue it when they fall due, and a slow
+resync (``--resync``) lists everything again in case a watch missed something. With
+``--leader-elect`` several replicas run and one acts; the others keep their caches warm and
+take over when its Lease expires. A restarted controller loses nothing: all it needs is in the
+cluster (status, state ConfigMap, pods).
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ import contextlib
 import datetime
 import logging
 import os
+import signal
 import socket
 import sys
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import kopf
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -35,6 +36,7 @@ from schedsearch.controller import (
     events,
     kube,
     leader,
+    names,
     observe,
     plan,
     server,
@@ -47,6 +49,8 @@ from schedsearch.controller import metrics as metrics_mod
 log = logging.getLogger("schedsearch.controller")
 LEASE_NAME = "schedsearch-controller"
 OTHER_THREADS = 8  # threads besides the reconcile workers': reports, the Lease, relists
+# Either ends the process cleanly: the Lease released, the Events still waiting posted.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -247,6 +251,9 @@ class Reconciler:
 
     def _pass(self, namespace: str, name: str) -> plan.Plan | None:
         obj = self.api.get_search(namespace, name)
+        if obj is not None and names.FORMER_FINALIZER in (obj["metadata"].get("finalizers") or ()):
+            # Before deletion too: a search being deleted waits for it to go.
+            self.api.drop_finalizer(obj, names.FORMER_FINALIZER)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             self.metrics.forget_search(namespace, name)
             return None
@@ -334,7 +341,7 @@ async def sync(api: kube.Kube, options: Options) -> int:
 def _list_all(api: kube.Kube, options: Options) -> int:
     where: Sequence[str | None] = [None] if options.all_namespaces else options.namespaces
     return sum(
-        api.relist(kind, namespace, watches.selector(kind, options.shard_selector))
+        api.relist(kind, namespace, watches.selector(kind, options.shard_selector))[0]
         for kind in SYNC_ORDER
         for namespace in where
     )
@@ -389,8 +396,9 @@ def identity() -> str:
 
 
 async def serve(options: Options) -> None:
-    """Run until kopf stops (SIGTERM) or leadership is lost: the report channel, metrics, the
-    watches that fill the cache, and while leading the reconcile workers."""
+    """Run until SIGTERM or SIGINT, or until leadership is lost: the report channel, metrics,
+    the health endpoint, the watches that fill the cache, and while leading the reconcile
+    workers."""
     loop = asyncio.get_running_loop()
     # Each reconcile worker holds a thread for a whole pass; the report channel, the Lease and
     # the relists need threads of their own besides (the default pool is sized by CPUs only).
@@ -430,6 +438,7 @@ async def serve(options: Options) -> None:
     leading: Callable[[], bool] = (lambda: True) if elector is None else (lambda: elector.leading)
     channel = server.ReportChannel(api, metrics, on_change=enqueue, leading=leading)
     runners = [await server.start(channel.app(), "0.0.0.0", options.report_port)]
+    runners.append(await server.start(server.health_app(), "0.0.0.0", options.health_port))
     if options.metrics_port is not None:
         runners.append(
             await server.start(server.metrics_app(metrics), "0.0.0.0", options.metrics_port)
@@ -439,25 +448,26 @@ async def serve(options: Options) -> None:
         server.bound_port(runners[0]),
         options.settings.report_url,
     )
-    watch = asyncio.create_task(
-        kopf.operator(
-            registry=watches.registry(store),
-            settings=watches.operator_settings(options.log_level, shard=options.shard_selector),
-            standalone=True,
-            clusterwide=options.all_namespaces,
-            namespaces=options.namespaces,
-            liveness_endpoint=f"http://0.0.0.0:{options.health_port}/healthz",
-        ),
-        name="watches",
-    )
-    work = asyncio.create_task(lead(options, api, queue, reconciler, elector), name="lead")
+    stop = asyncio.Event()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    where: Sequence[str | None] = [None] if options.all_namespaces else options.namespaces
+    tasks = {
+        asyncio.create_task(watches.watch(api, where, options.shard_selector), name="watches"),
+        asyncio.create_task(lead(options, api, queue, reconciler, elector), name="lead"),
+        asyncio.create_task(stop.wait(), name="stop"),
+    }
     try:
-        done, _ = await asyncio.wait({watch, work}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             task.result()
     finally:
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+        if stop.is_set():
+            log.info("stopping")
         queue.shutdown()
-        for task in (work, watch):
+        for task in tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
@@ -475,10 +485,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=options.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
-    )
-    # Kopf's per-object INFO lines ("Handler ... succeeded") drown ours.
-    logging.getLogger("kopf").setLevel(
-        max(logging.WARNING, logging.getLevelName(options.log_level.upper()))
     )
     try:
         asyncio.run(serve(options))

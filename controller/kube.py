@@ -36,6 +36,7 @@ SEARCHES = "schedulesearches"
 SCHEDULES = "lrschedules"
 COMPONENT = "schedsearch-controller"
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 STATE_RETRIES = 10
 TIMEOUT = (5.0, 30.0)  # connect, read
 AUTH_REFRESH_SECONDS = 60.0
@@ -108,7 +109,8 @@ class Rest:
         self._auth_until = float("-inf")
         self._timeout = urllib3.Timeout(connect=TIMEOUT[0], read=TIMEOUT[1])
 
-    def _headers(self, content_type: str) -> dict[str, str]:
+    def headers(self, content_type: str = "application/json") -> dict[str, str]:
+        """The headers of a request: the client's defaults, JSON, and the Authorization."""
         now = time.monotonic()
         if now >= self._auth_until:
             settings = self.client.configuration.auth_settings().get("BearerToken") or {}
@@ -137,7 +139,7 @@ class Rest:
         data = None if body is None else _encode(self.client, body)
         try:
             response = self.client.rest_client.pool_manager.request(
-                method, url, body=data, headers=self._headers(content_type), timeout=self._timeout
+                method, url, body=data, headers=self.headers(content_type), timeout=self._timeout
             )
         except Exception:
             self.on_request(method, None)
@@ -145,7 +147,7 @@ class Rest:
         self.on_request(method, response.status)
         data = response.data or b""
         if response.status >= 400:
-            raise ApiError(response.status, *_message(data))
+            raise ApiError(response.status, *status_message(data))
         return json.loads(data) if data else {}
 
     def get(self, path: str, **query: str) -> JsonObj:
@@ -189,7 +191,7 @@ def _encode(client: k8s.ApiClient, body: Any) -> bytes:
         return json.dumps(client.sanitize_for_serialization(body), separators=(",", ":")).encode()
 
 
-def _message(data: bytes) -> tuple[str, str]:
+def status_message(data: bytes) -> tuple[str, str]:
     """The message and reason of a Status body (or the body itself, shortened)."""
     try:
         body = json.loads(data)
@@ -244,11 +246,12 @@ class Kube:
     def get_search(self, namespace: str, name: str) -> JsonObj | None:
         return self.store.search(namespace, name)
 
-    def relist(self, kind: cache.Kind, namespace: str | None, selector: str) -> int:
-        """List ``kind`` afresh into the store (forgetting what is gone); returns the count."""
+    def relist(self, kind: cache.Kind, namespace: str | None, selector: str) -> tuple[int, str]:
+        """List ``kind`` afresh into the store (forgetting what is gone); returns the count and
+        the list's resourceVersion (where a watch of that kind takes over)."""
         items, version = self.rest.list(collection(kind, namespace), labelSelector=selector)
         self.store.replace(kind, namespace, items, version)
-        return len(items)
+        return len(items), version
 
     def observe(self, search: SearchView, now: datetime.datetime) -> Observed:
         """Everything the search owns, from the store."""
@@ -414,6 +417,26 @@ class Kube:
         }
         name = manifest["metadata"]["name"]
         self._file(cache.SCHEDULES, self.rest.request("PUT", f"{path}/{name}", body=replacement))
+
+    def drop_finalizer(self, obj: JsonObj, finalizer: str) -> None:
+        """Take ``finalizer`` off the search ``obj``: a JSON patch removing it at its index,
+        refused (and left for the search's next version, which queues it again) if the list
+        changed since ``obj`` was read."""
+        meta = obj["metadata"]
+        index = (meta.get("finalizers") or []).index(finalizer)
+        at = f"/metadata/finalizers/{index}"
+        patch = [{"op": "test", "path": at, "value": finalizer}, {"op": "remove", "path": at}]
+        namespace, name = meta["namespace"], meta["name"]
+        with self.store.writing(cache.SEARCHES, namespace, name):
+            try:
+                answer = self.rest.request(
+                    "PATCH", _custom(namespace, SEARCHES, name), body=patch, content_type=JSON_PATCH
+                )
+            except ApiError as err:
+                if err.status not in (404, 409, 422):  # gone, or changed meanwhile
+                    raise
+                return
+            self._file(cache.SEARCHES, answer)
 
     def write_status(self, search: SearchView, new: Any) -> None:
         body = {"status": status.wire(new)}

@@ -21,6 +21,9 @@ LABEL_MEMBER = f"{GROUP}/member"
 LABEL_WORKLOAD = f"{GROUP}/workload"
 LABEL_STRATEGY = f"{GROUP}/strategy"
 ANNOTATION_ATTEMPT = f"{GROUP}/attempt"
+# The finalizer controllers before the cache put on searches; nothing needs it now, and a search
+# that still carries it could not be deleted: the reconciler takes it off (``Kube.drop_finalizer``).
+FORMER_FINALIZER = f"{GROUP}/controller"
 MANAGED_BY = {
     "app.kubernetes.io/managed-by": "schedsearch",
     "app.kubernetes.io/part-of": "schedsearch",

@@ -1,4 +1,5 @@
-"""The controller's HTTP endpoints: the trainers' report channel, and Prometheus metrics.
+"""The controller's HTTP endpoints: the trainers' report channel, Prometheus metrics, and the
+liveness probe.
 
 ``POST /v1/namespaces/{ns}/schedulesearches/{name}/reports`` (see ``trainers.channel``):
 
@@ -169,6 +170,13 @@ def _record(api: kube.Kube, ref: pods.SearchRef, notes: list[reports.Note]) -> N
 
 async def _healthz(_: web.Request) -> web.Response:
     return web.Response(text="ok")
+
+
+def health_app() -> web.Application:
+    """``GET /healthz`` (the liveness probe): answers while the process serves at all."""
+    app = web.Application()
+    app.router.add_get("/healthz", _healthz)
+    return app
 
 
 def metrics_app(metrics: metrics_mod.ControllerMetrics) -> web.Application:

@@ -95,9 +95,9 @@ class ControllerProcess:
             self.proc.signal_group(signal.SIGKILL)
             self.proc.popen.wait(timeout=30)
 
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.stop(grace=10.0)
+    def stop(self) -> int | None:
+        """SIGTERM, SIGKILL after 10 s; the exit code (None: never started)."""
+        return None if self.proc is None else self.proc.stop(grace=10.0)
 
     def log_tail(self, lines: int = 60) -> str:
         return processes.log_tail(self.log_path, lines)

@@ -27,6 +27,7 @@ from tests.integration.controller_harness import (
     get_search,
     pods_of,
     search_manifest,
+    search_path,
     state_of,
     wait_events,
     wait_for,
@@ -35,6 +36,7 @@ from tests.integration.controller_harness import (
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 RUN_TIMEOUT = 240.0
+FORMER_FINALIZER = "schedsearch.io/controller"
 
 
 def attempts(pods: list[dict[str, Any]]) -> dict[str, str]:
@@ -114,12 +116,11 @@ def test_search_pods_are_owned_sized_and_wired(
     reasons = {e["reason"] for e in wait_events(api, namespace, "gpu", "MembersStarted")}
     assert "MembersStarted" in reasons
     search = get_search(api, namespace, "gpu")
-    # Kopf only watches: no finalizer (deleting a search never waits for the controller) and no
-    # bookkeeping, in the status (the schema has no room) or in annotations.
+    # The controller only watches searches and writes their status: no finalizer (deleting a
+    # search never waits for the controller) and no bookkeeping of its own in annotations.
     assert not search["metadata"].get("finalizers")
-    assert "kopf" not in search["status"]
-    assert not [a for a in search["metadata"].get("annotations") or {} if "kopf" in a]
-    print("annotations on the search:", sorted(search["metadata"].get("annotations") or {}))
+    annotations = sorted(search["metadata"].get("annotations") or {})
+    assert annotations == ["kubectl.kubernetes.io/last-applied-configuration"], annotations
 
     ring = wait_for(
         "2 HDET replica pods",
@@ -319,6 +320,45 @@ def test_deleting_a_search_collects_its_objects_but_keeps_the_schedule(
 
     wait_for("garbage collection", collected, timeout=60)
     assert api.get(schedule_path)["metadata"]["uid"] == schedule["metadata"]["uid"]
+
+
+def test_the_finalizer_of_earlier_controllers_is_taken_off(
+    k8s_cluster: harness.Cluster, namespace: str, controller: ControllerProcess
+) -> None:
+    """Controllers before the watch cache put ``schedsearch.io/controller`` on searches; one
+    still carrying it is freed, live (and runs) or being deleted (and goes)."""
+    api = k8s_cluster.rest
+    legacy = search_manifest("legacy", "pbt")
+    legacy["metadata"]["finalizers"] = [FORMER_FINALIZER, "example.com/keep"]
+    apply(k8s_cluster, namespace, legacy)
+    wait_for(
+        "the former finalizer off a live search",
+        lambda: (
+            get_search(api, namespace, "legacy")["metadata"].get("finalizers")
+            == ["example.com/keep"]
+        ),
+        timeout=60,
+        explain=controller.log_tail,
+    )
+    wait_for("its member pods", lambda: len(pods_of(api, namespace, "legacy")) == 2, timeout=60)
+    # Another's finalizer stays: this test's own goes, so the namespace can go after it.
+    api.merge_patch(search_path(namespace, "legacy"), {"metadata": {"finalizers": None}})
+
+    # Deleted while no controller ran: the deletion waits on the finalizer until one starts.
+    assert controller.stop() == 0, controller.log_tail()  # SIGTERM: a clean stop
+    assert controller.logged("stopping")
+    held = search_manifest("held", "pbt")
+    held["metadata"]["finalizers"] = [FORMER_FINALIZER]
+    apply(k8s_cluster, namespace, held)
+    k8s_cluster.kubectl("delete", "schedulesearch", "-n", namespace, "held", "--wait=false")
+    assert get_search(api, namespace, "held")["metadata"].get("deletionTimestamp")
+    controller.start()
+    wait_for(
+        "the search being deleted to go",
+        lambda: get_or_none(api, search_path(namespace, "held")) is None,
+        timeout=60,
+        explain=controller.log_tail,
+    )
 
 
 def test_unknown_entrypoint_becomes_a_failed_condition(

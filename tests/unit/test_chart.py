@@ -439,7 +439,7 @@ def test_namespaced_mode(helm: Path) -> None:
     [(), ("rbac.namespaces={ml,research}", "trainers.metrics.enabled=true", "metrics.port=9191")],
 )
 def test_the_controller_accepts_the_charts_flags(helm: Path, sets: tuple[str, ...]) -> None:
-    from schedsearch.controller import app  # kopf and the Kubernetes client: only when needed
+    from schedsearch.controller import app  # the Kubernetes client: only when needed
 
     manifests = render(helm, *sets)
     options = app.parse_args(controller_container(manifests)["args"])
@@ -491,7 +491,7 @@ def test_replicas_elect_a_leader_and_a_disruption_budget_keeps_one_running(helm:
 
 
 def test_a_shard_selector_reaches_the_controller(helm: Path) -> None:
-    from schedsearch.controller import app  # kopf and the Kubernetes client: only when needed
+    from schedsearch.controller import app  # the Kubernetes client: only when needed
 
     args = controller_container(render(helm))["args"]
     assert not [a for a in args if a.startswith("--shard-selector")]

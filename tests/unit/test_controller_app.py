@@ -1,4 +1,5 @@
-"""The controller process's wiring: flags, one reconcile pass, its errors, state merges."""
+"""The controller process's wiring: flags, one reconcile pass, its errors, state merges, the
+former finalizer taken off."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from schedsearch.controller import app, kube, leader, observe, plan, workqueue
+from schedsearch.controller import app, cache, kube, leader, names, observe, plan, workqueue
 from schedsearch.controller import metrics as metrics_mod
 
 from .controller_fixtures import (  # noqa: F401
@@ -47,6 +48,7 @@ class FakeKube:
     def __init__(self, obj: dict[str, Any] | None) -> None:
         self.obj = obj
         self.applied: list[plan.Plan] = []
+        self.dropped: list[str] = []
 
     def get_search(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.obj
@@ -56,6 +58,9 @@ class FakeKube:
 
     def apply(self, search: observe.SearchView, decided: plan.Plan) -> None:
         self.applied.append(decided)
+
+    def drop_finalizer(self, obj: dict[str, Any], finalizer: str) -> None:
+        self.dropped.append(finalizer)
 
 
 def reconciler(obj: dict[str, Any] | None) -> tuple[app.Reconciler, FakeKube]:
@@ -80,6 +85,67 @@ def test_a_deleted_search_is_left_alone() -> None:
     obj["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     reconcile, fake = reconciler(obj)
     assert reconcile.reconcile("ml", "s1") is None and fake.applied == []
+
+
+def test_the_former_finalizer_is_taken_off_live_and_deleted_searches() -> None:
+    obj = search_object("pbt")
+    obj["metadata"]["finalizers"] = ["example.com/keep", names.FORMER_FINALIZER]
+    reconcile, fake = reconciler(obj)
+    reconcile.reconcile("ml", "s1")
+    assert fake.dropped[0] == names.FORMER_FINALIZER and fake.applied  # and the pass goes on
+    obj["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    reconcile, fake = reconciler(obj)
+    assert reconcile.reconcile("ml", "s1") is None
+    assert fake.dropped == [names.FORMER_FINALIZER] and fake.applied == []
+    obj["metadata"]["finalizers"] = ["example.com/keep"]  # another's finalizer stays
+    reconcile, fake = reconciler(obj)
+    reconcile.reconcile("ml", "s1")
+    assert fake.dropped == []
+
+
+class PatchingRest:
+    """Answers a PATCH as the API server would once the finalizer is gone (or refuses it)."""
+
+    def __init__(self, error: kube.ApiError | None = None) -> None:
+        self.error = error
+        self.sent: list[tuple[str, str, Any, str]] = []
+
+    def request(self, method: str, path: str, *, body: Any, content_type: str) -> dict[str, Any]:
+        self.sent.append((method, path, body, content_type))
+        if self.error is not None:
+            raise self.error
+        answer = search_object("pbt")
+        answer["metadata"].update(finalizers=["example.com/keep"], resourceVersion="8")
+        return answer
+
+
+def test_the_finalizer_goes_by_a_json_patch_guarded_by_its_index() -> None:
+    obj = search_object("pbt")
+    obj["metadata"].update(
+        finalizers=["example.com/keep", names.FORMER_FINALIZER], resourceVersion="7"
+    )
+    rest = PatchingRest()
+    api = kube.Kube(rest)  # type: ignore[arg-type]
+    api.drop_finalizer(obj, names.FORMER_FINALIZER)
+    ((method, path, body, content_type),) = rest.sent
+    assert (method, content_type) == ("PATCH", kube.JSON_PATCH)
+    assert path == "/apis/schedsearch.io/v1alpha1/namespaces/ml/schedulesearches/s1"
+    at = "/metadata/finalizers/1"
+    assert body == [
+        {"op": "test", "path": at, "value": names.FORMER_FINALIZER},
+        {"op": "remove", "path": at},
+    ]
+    filed = api.store.get(cache.SEARCHES, "ml", "s1")
+    assert filed is not None and filed["metadata"]["finalizers"] == ["example.com/keep"]
+    # Changed meanwhile (the test fails: 422) or gone: left to the search's next version.
+    for status in (404, 409, 422):
+        kube.Kube(PatchingRest(kube.ApiError(status, "no"))).drop_finalizer(  # type: ignore[arg-type]
+            obj, names.FORMER_FINALIZER
+        )
+    with pytest.raises(kube.ApiError):
+        kube.Kube(PatchingRest(kube.ApiError(503, "busy"))).drop_finalizer(  # type: ignore[arg-type]
+            obj, names.FORMER_FINALIZER
+        )
 
 
 def test_api_errors_are_terminal_or_retried_as_the_api_server_meant() -> None:

@@ -1,9 +1,9 @@
 """Every third-party module the code imports comes from a distribution pyproject.toml declares.
 
-A package that only arrives as someone else's dependency (aiohttp through kopf, say) works until
-that dependency changes; the installed wheel then fails at import time. The shipped packages
-(schedsearch, controller, trainers) may import only ``[project] dependencies``; the tests may
-also use the ``dev`` extra. Imports inside functions count too: they run, just later.
+A package that only arrives as someone else's dependency works until that dependency changes;
+the installed wheel then fails at import time. The shipped packages (schedsearch, controller,
+trainers) may import only ``[project] dependencies``; the tests may also use the ``dev`` extra.
+Imports inside functions count too: they run, just later.
 """
 
 from __future__ import annotations
