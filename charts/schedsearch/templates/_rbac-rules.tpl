@@ -5,7 +5,8 @@ runs a search to the end with exactly these.
 */}}
 {{- define "schedsearch.rbacRules" -}}
 # The searches and what they own are listed and watched by label into the controller's cache
-# (secrets excepted: read by name). Patch on searches: kopf removes earlier versions' finalizer.
+# (secrets excepted: read by name). Patch on searches: the finalizer earlier versions put on them
+# is taken off.
 - apiGroups: ["schedsearch.io"]
   resources: ["schedulesearches"]
   verbs: ["get", "list", "watch", "patch"]
@@ -41,14 +42,4 @@ Leader election, in the release's namespace only: the replicas' Lease (named aft
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
   verbs: ["get", "create", "update"]
-{{- end }}
-
-{{/*
-Cluster-wide mode only: kopf watches the CRDs to notice them change while it runs (namespaced,
-it reads them once at start and logs that it cannot watch them).
-*/}}
-{{- define "schedsearch.clusterRbacRules" -}}
-- apiGroups: ["apiextensions.k8s.io"]
-  resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
 {{- end }}
