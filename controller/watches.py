@@ -193,17 +193,23 @@ class Watch:
         self.streams = streams
         self.lister = lister
         self.version = ""  # the last version this stream's kind was seen at
+        self._started = False  # whether the current stream brought an event yet
         self._backoff: workqueue.Backoff[Target] = workqueue.Backoff(*backoff)
 
     async def run(self) -> None:
         """List, then watch; never returns (cancel it to stop)."""
         await self._list()
+        relisted = False  # the version watched from is that of a list made after a 410
         while True:
             try:
-                await self._follow()
+                brought = await self._follow()
             except Gone as err:
                 log.info("watching %s: %s; listing it again", self.target, err)
+                if relisted and not self._started:
+                    # The new list's version refused at once too: not again in a tight loop.
+                    await asyncio.sleep(self._delay())
                 await self._list()
+                relisted = True
             except (
                 aiohttp.ClientError,
                 OSError,
@@ -216,7 +222,13 @@ class Watch:
                 log.warning("watching %s: %s (again in %.1fs)", self.target, _why(err), delay)
                 await asyncio.sleep(delay)
             else:
-                self._backoff.forget(self.target)  # the server ended it: again at once
+                if not brought:
+                    # Ended with nothing (a misbehaving server or proxy, if at once): again
+                    # after the wait a failure would have, not in a tight loop.
+                    await asyncio.sleep(self._delay())
+                # The server ended a working stream (its timeout): again at once.
+            if self._started:
+                relisted = False
 
     async def _list(self) -> None:
         while True:
@@ -227,12 +239,12 @@ class Watch:
                 log.warning("listing %s: %s (again in %.1fs)", self.target, err, delay)
                 await asyncio.sleep(delay)
             else:
-                self._backoff.forget(self.target)
-                return
+                return  # the wait starts over once a stream brings an event
 
-    async def _follow(self) -> None:
+    async def _follow(self) -> bool:
+        """Follow one stream until the server ends it; whether it brought any event."""
         kind, store = self.target.kind, self.store
-        started = False
+        self._started = False
         # Closed at once when an event raises: its connection goes then, not when collected.
         async with contextlib.aclosing(self.streams.events(self.target, self.version)) as events:
             async for event in events:
@@ -240,14 +252,15 @@ class Watch:
                 obj = event.get("object") or {}
                 if what == "ERROR":
                     raise _error(obj)
-                if not started:  # the stream works: its next failure waits the least again
+                if not self._started:  # the stream works: its next failure waits the least again
                     self._backoff.forget(self.target)
-                    started = True
+                    self._started = True
                 if what != "BOOKMARK":  # a bookmark only moves the version on
                     store.apply_event(kind, what, obj)
                 version = (obj.get("metadata") or {}).get("resourceVersion")
                 if version:
                     self.version = str(version)
+        return self._started
 
     def _delay(self) -> float:
         delay = self._backoff.next(self.target)

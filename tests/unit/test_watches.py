@@ -263,6 +263,27 @@ def test_failures_in_a_row_back_off_up_to_the_cap_and_success_starts_over() -> N
     run(replies, scenario, iter(["10"]))
 
 
+def test_streams_that_end_with_nothing_and_lists_refused_at_once_wait_in_between() -> None:
+    """A stream the server ends at once with no event, or a new list's version refused at once,
+    is a server or proxy misbehaving: the next try waits like a failure, not in a tight loop."""
+    replies = [
+        Reply(status=410),  # an expired version: listed again at once
+        Reply(status=410),  # the new list's version too: the next list waits
+        Reply(ending="end"),
+        Reply(ending="end"),
+        Reply([event("ADDED", pod("a", "31"))], ending="end"),  # works: at once again
+        Reply(ending="hold"),
+    ]
+
+    async def scenario(api: FakeApi, watch: Recording, lister: Lister, store: cache.Store) -> None:
+        await api.requested(6)
+        assert lister.calls == 3
+        assert watch.delays == [0.001, 0.002, 0.004]
+        assert [r["resourceVersion"] for r in api.requests] == ["10", "20", "30", "30", "30", "31"]
+
+    run(replies, scenario, iter(["10", "20", "30"]))
+
+
 def test_targets_cover_every_kind_and_namespace_with_its_selector() -> None:
     found = watches.targets(["a", "b"], "shard=x")
     assert len(found) == 2 * len(watches.WATCHED)
