@@ -2,9 +2,9 @@
 
 Same conventions as ``strategies.config``: camelCase on the wire, unknown fields refused, every
 number bounded. The cost of a search is ``probeCost`` budgets of probes (the trunk included)
-plus, when ``verify`` is on, the budget's steps after the trunk checkpoint the found schedule is
-continued from (at the trunk's middle or end), so less than 2.5 budgets with the defaults; a
-trunk abandoned because it became unstable adds what it trained.
+plus, when ``verify`` is on, the budget's steps after the trunk (the trunk continued into the
+found schedule), so less than 2.5 budgets with the defaults; a trunk abandoned because it became
+unstable adds what it trained.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class LawConfig(StrategyModel):
     ``peakFactors``), each judged by its loss after a cooldown branch; the best continues as a
     constant-LR trunk with cooldown branches of several lengths. The law is fitted on all their
     validation curves; the optimised schedule holds the trunk's LR (the highest the law was
-    fitted on) at least to the trunk's middle, then decays to the floor, and the search continues
+    fitted on) at least to the trunk's end, then decays to the floor, and the search continues
     the trunk into it.
     """
 
@@ -77,9 +77,8 @@ class LawConfig(StrategyModel):
     )
     verify: bool = Field(
         True,
-        description="Continue the trunk (from its checkpoint at or before the decay start) into "
-        "the optimised schedule to the end of the budget (its first steps are the trunk's: the "
-        "schedule is trained once, from scratch) and "
+        description="Continue the trunk into the optimised schedule to the end of the budget "
+        "(its first steps are the trunk's: the schedule is trained once, from scratch) and "
         "report its measured final loss beside the predicted one; off: the objective is the "
         "prediction.",
     )

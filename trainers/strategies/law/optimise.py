@@ -3,13 +3,9 @@
 Shape: the probes' trunk (a linear warm-up from 0 to the trunk LR ``lr_max`` over ``warmup``
 steps, then ``lr_max`` held) until a decay start chosen in ``[hold_from, total_steps -
 min_decay]``, then ``change_points`` points joined linearly and a last linear segment to
-``floor`` at the end of the budget. ``hold_from`` is the earliest trunk step the search kept a
-checkpoint at and the probes decayed from (their first branch point on the trunk, where both a
-short and a long cooldown left it): the law was fitted on the trunk, and the search continues
-that very run from its checkpoint at or before the decay start, so the schedule's held part is
-what was trained and the whole schedule is trained exactly once (the verification). Decays from
-the middle of the trunk rather than its end were as good or better on every probe set measured
-(see ``runner``).
+``floor`` at the end of the budget. ``hold_from`` is where the probes' trunk ended: the law was
+fitted on it, and the search continues that very run, so the schedule's first ``hold_from``
+steps are what was trained and the whole schedule is trained exactly once (the verification).
 The final decay is at least ``min_decay`` steps (the spec's cooldown: where the probes show no
 gain from annealing the law is indifferent to how the LR reaches the floor, and a drop of a few
 steps at the very end, which it would then allow, replays badly on other seeds). No LR exceeds
@@ -17,7 +13,7 @@ steps at the very end, which it would then allow, replays badly on other seeds).
 schedules below a tuned peak and would reward any larger LR with a larger area).
 
 Why hold, then decay, rather than any schedule of change points: the law then predicts only how
-long to hold and how to decay, from a run it has seen past ``hold_from``, instead of extrapolating
+long to hold and how to decay, from a run it has seen up to ``hold_from``, instead of extrapolating
 a whole schedule it has not (a free schedule over the budget let the optimiser pick where the law
 was most optimistic: predictions 5-42% below the measured loss of the schedule it chose, on the
 search seed, in the full benchmark). The shape is the one Luo et al. found optimal under the
@@ -81,7 +77,7 @@ class ScheduleSpace:
             )
         if not 0 <= self.hold_from <= self.latest_start:
             raise ValueError(
-                f"hold_from: the earliest decay start ({self.hold_from}) must lie in [0, "
+                f"hold_from: the trunk's end ({self.hold_from}) must lie in [0, "
                 f"{self.latest_start}] (the budget less the final decay of {self.min_decay})"
             )
 
@@ -137,16 +133,12 @@ class ScheduleSpace:
         lrs[: self.warmup] = self.lr_max * grid[: self.warmup] / max(self.warmup, 1)
         return lrs
 
-    def hold(self, u: Array) -> int:
-        """The step the stored schedule's decay starts at (the trunk LR is held until then)."""
-        return max(int(np.rint(self.knots(u)[0])), self.earliest_start)
-
     def schedule(self, u: Array) -> schedules.Schedule:
         """The stored form: the trunk's change points (the same objects the trunk trained
         with, so the held part replays exactly), then the decay's, on whole steps (a point that
         would share a step with the one before it is dropped)."""
-        _, steps, values = self.knots(u)
-        hold = self.hold(u)
+        start, steps, values = self.knots(u)
+        hold = max(int(np.rint(start)), self.earliest_start)
         points = [schedules.ChangePoint(0, 0.0, "linear")] if self.warmup else []
         if hold > self.warmup:
             points.append(schedules.ChangePoint(self.warmup, self.lr_max, "constant"))
@@ -177,12 +169,10 @@ class ScheduleSpace:
 
 @dataclass(frozen=True)
 class Optimised:
-    """The schedule found, the law's predicted final loss for it (the stored schedule's), and
-    the step its decay starts at."""
+    """The schedule found and the law's predicted final loss for it (the stored schedule's)."""
 
     schedule: schedules.Schedule
     predicted: float
-    decay_start: int
 
 
 def optimise(law: laws.Law, space: ScheduleSpace, *, restarts: int = 8, seed: int = 0) -> Optimised:
@@ -205,7 +195,7 @@ def optimise(law: laws.Law, space: ScheduleSpace, *, restarts: int = 8, seed: in
         raise ValueError("optimise: the law predicts no finite loss for any starting schedule")
     found = space.schedule(best[1])
     predicted = laws.final_loss(law, found.lrs(), warmup=space.warmup)
-    return Optimised(found, predicted, space.hold(best[1]))
+    return Optimised(found, predicted)
 
 
 def _objective(law: laws.Law, space: ScheduleSpace) -> Callable[[Array], float]:

@@ -15,8 +15,7 @@ thrown away, so only its own steps cost. For a trunk of T steps:
 The curves differ in how long the LR stayed high and how long and from where it decayed, which
 is what separates the law's area term from its annealing term. T is the largest trunk whose
 probes fit in ``probeCost * S`` steps, and no longer than the latest step the found schedule's
-decay may start at. The found schedule's decay starts at T/2 at the earliest: the search
-continues the trunk from its checkpoint at T/2 or T into the found schedule (see ``optimise``).
+decay may start at: the search continues the trunk into the found schedule (see ``optimise``).
 """
 
 from __future__ import annotations

@@ -5,22 +5,13 @@
    several lengths leave. Every run records its validation curve and the LR of every step.
 2. Fit (``fit``): the law's parameters from all the curves; its error on the trunk's tail when
    that tail is left out of the fit is reported.
-3. Optimise (``optimise``): how long to hold the trunk LR (at least to the trunk's first branch
-   point, its middle) and how to decay from it to the floor by the end of the budget, minimising
-   the law's predicted final loss.
-4. Verify: the trunk, from its latest checkpoint at or before the decay start, is continued with
-   that schedule to the end of the budget. The trunk was trained from scratch with the search's
-   seed at exactly the schedule's LRs (its warm-up, then the trunk LR held), so this run *is* the
-   found schedule trained once; its measured final validation loss is the search's objective,
-   reported beside the prediction (and the law's prediction of every point it had not seen).
-
-Why the decay may start before the trunk's end: the trunk is as long as the probe budget allows,
-not as long as the schedule should hold. Measured from saved trunks (search seeds only), a
-linear decay to the floor from the trunk's middle ended as low as one from its end or lower:
--1.2%, -0.8% and -0.2% on regression (seeds 0-2), -0.3% on charlm (seed 0), 0.0% and -2.3% on
-digits-cnn (seeds 0 and 2). Earlier starts than the middle helped regression again but cost
-digits-cnn 24% (seed 0): the middle is where the probes trained both a short and a long cooldown,
-so the law has seen decays from there.
+3. Optimise (``optimise``): how long to go on holding the trunk LR and how to decay from it to
+   the floor by the end of the budget, minimising the law's predicted final loss.
+4. Verify: the trunk is continued with that schedule to the end of the budget. The trunk was
+   trained from scratch with the search's seed at exactly the schedule's LRs (its warm-up, then
+   the trunk LR held), so this run *is* the found schedule trained once; its measured final
+   validation loss is the search's objective, reported beside the prediction (and the law's
+   prediction of every point it had not seen).
 
 A candidate or a trunk that diverges, or becomes unstable (its validation loss climbs above
 ``UNSTABLE_FACTOR`` times the lowest it had reached), is out. When the trunk does, the next best
@@ -28,11 +19,10 @@ candidate's run is trained again (training is deterministic) and continues as th
 abandoned trunk's curves are kept under other names and not fitted.
 
 Cost: ``probeCost`` budgets of probes (the trunk included), plus the budget's steps after the
-checkpoint the verification continues from (at most the budget less half the trunk), plus
-whatever an abandoned trunk trained. With ``out_dir`` the state (every completed probe curve, the
-candidates' outcomes, the trunk's checkpoints at its branch points) is saved after each probe,
-and a later call with the same directory continues from there; an interrupted verification
-starts again from the same checkpoint.
+trunk for the verification, plus whatever an abandoned trunk trained. With ``out_dir`` the state
+(every completed probe curve, the candidates' outcomes, the trunk's checkpoint) is saved after
+each probe, and a later call with the same directory continues from there; an interrupted
+verification continues the trunk again from its end.
 """
 
 from __future__ import annotations
@@ -124,7 +114,7 @@ def run_law(
         warmup=setting.warmup,
         candidates=len(peaks),
         probe_cost=config.probe_cost,
-        # The found schedule's decay may start at the trunk's end at the latest.
+        # The found schedule's decay starts at the trunk's end at the earliest.
         max_trunk=total_steps - config.change_points - setting.cooldown,
     )
     state = law_state.fresh(
@@ -165,7 +155,7 @@ def run_law(
         change_points=config.change_points,
         monotone=config.parameterisation == "monotone",
         min_decay=setting.cooldown,
-        hold_from=plan.stops[0],
+        hold_from=plan.trunk_steps,
         max_slope=_steepest_cooldown(plan, float(state["peak"]), setting.floor),
     )
     found = optimise.optimise(fitted.law, space, restarts=config.optimise_restarts, seed=seed)
@@ -174,9 +164,7 @@ def run_law(
         f"law: optimised schedule, predicted final val_loss {found.predicted:.4g}",
         predicted=found.predicted,
     )
-    verification = None
-    if config.verify:
-        verification = prober.verify(found.schedule, fitted.law, found.decay_start)
+    verification = prober.verify(found.schedule, fitted.law) if config.verify else None
     objective = found.predicted
     if verification is not None:
         objective = math.nan if verification["final"] is None else verification["final"]
@@ -275,9 +263,6 @@ class _Prober:
         # The best candidate's trainer so far at the end of its run, to continue it as the trunk
         # without reading it back (or, with no out_dir, without training it again).
         self.kept: dict[int, dict[str, Any]] = {}
-        # The trunk's trainer at each branch point (by step), for the verification to continue
-        # from the latest one at or before the found schedule's decay start.
-        self.snapshots: dict[int, dict[str, Any]] = {}
 
     def candidates(self, peaks: list[float]) -> None:
         """One short run per trunk LR, each with its cooldown branch; the best one's trainer
@@ -304,15 +289,13 @@ class _Prober:
             "file": file,
             "curve": f"candidate-{index}",
             "candidate": index,
-            # Step -> checkpoint file at each of the trunk's branch points.
-            "checkpoints": {},
         }
         loss = math.nan if candidate["loss"] is None else candidate["loss"]
         self.reporter.on_event(
             "commit", f"law: trunk LR {candidate['peak']:.3g} (loss {loss:.4g} annealed)"
         )
         self._save()
-        self._drop_files(keep={file} if file else set())
+        self._drop_files(keep=file)
 
     def _abandon_trunk(self) -> bool:
         """The trunk diverged or became unstable: the next best candidate (a finite annealed
@@ -334,7 +317,7 @@ class _Prober:
             if record["name"] in names:
                 record["name"] = f"abandoned-{current}-{record['name']}"
         self.state["doneBranches"] = []
-        self.trainer, self.kept, self.snapshots = None, {}, {}
+        self.trainer, self.kept = None, {}
         self.reporter.on_event(
             "stage",
             f"law: trunk LR {abandoned['peak']:.3g} abandoned; the next best candidate's run is "
@@ -377,7 +360,7 @@ class _Prober:
                 name = CANDIDATE_FILE.format(index=index)
                 trainer.save(self.out / name)
                 self._save()
-                self._drop_files(keep={name})
+                self._drop_files(keep=name)
                 return
         self._save()
 
@@ -435,39 +418,15 @@ class _Prober:
         self.trainer = trainer
         return trainer
 
-    def _trainer_at(self, step: int) -> harness.Trainer:
-        """A trainer at the trunk's latest checkpoint at or before ``step`` (the trunk's own
-        trainer when that is its end; trained again from scratch, counted, when the file of a
-        resumed search is gone)."""
-        trunk = self.state["trunk"]
-        if step >= trunk["step"]:
-            return self._trunk_trainer()
-        files = {int(at): name for at, name in trunk.get("checkpoints", {}).items()}
-        earlier = [at for at in {*self.snapshots, *files} if at <= step]
-        trainer = harness.Trainer(self.work, seed=self.seed, device=self.device)
-        at = max(earlier, default=0)
-        if at in self.snapshots:
-            trainer.load_state_dict(self.snapshots[at])
-        elif at and self.out is not None and (self.out / files[at]).exists():
-            trainer.load(self.out / files[at])
-        else:
-            at = min(step, self.plan.stops[0])
-            schedule = self.setting.trunk_schedule(float(self.state["peak"]), at)
-            self.state["memberSteps"] += len(trainer.train(at, schedule.lr_at))
-        return trainer
-
     def _save_trunk(self, trainer: harness.Trainer) -> None:
-        trunk, step = self.state["trunk"], trainer.global_step
-        trunk["step"] = step
-        self.snapshots[step] = trainer.state_dict()
+        self.state["trunk"]["step"] = trainer.global_step
         if self.out is not None:
-            name = TRUNK_FILE.format(step=step)
+            name = TRUNK_FILE.format(step=trainer.global_step)
             trainer.save(self.out / name)
-            trunk["file"] = name
-            trunk.setdefault("checkpoints", {})[str(step)] = name
+            self.state["trunk"]["file"] = name
         self._save()
         if self.out is not None:
-            self._drop_files(keep=set(trunk["checkpoints"].values()))
+            self._drop_files(keep=self.state["trunk"]["file"])
 
     def _train(
         self,
@@ -543,14 +502,11 @@ class _Prober:
         complete = trained == branch.steps and points and points[-1][0] == branch.start + trained
         return float(points[-1][1]) if complete else math.nan
 
-    def verify(
-        self, schedule: schedules.Schedule, law: laws.Law, decay_start: int
-    ) -> dict[str, Any]:
-        """Continue the trunk, from its latest checkpoint at or before ``decay_start``, with
-        ``schedule`` to the end of the budget (the trunk trained its first steps at the same
-        LRs, so this is ``schedule`` trained once from scratch); the measured curve beside the
-        law's prediction."""
-        trainer = self._trainer_at(decay_start)
+    def verify(self, schedule: schedules.Schedule, law: laws.Law) -> dict[str, Any]:
+        """Continue the trunk with ``schedule`` to the end of the budget (the trunk trained its
+        first steps at the same LRs, so this is ``schedule`` trained once from scratch); the
+        measured curve beside the law's prediction."""
+        trainer = self._trunk_trainer()
         start = trainer.global_step
         self.reporter.on_event(
             "stage",
@@ -597,12 +553,12 @@ class _Prober:
         if self.out is not None:
             law_state.save(self.out, self.state)
 
-    def _drop_files(self, *, keep: set[str]) -> None:
+    def _drop_files(self, *, keep: str | None) -> None:
         if self.out is None:
             return
         for pattern in (CANDIDATE_FILE.format(index="*"), TRUNK_FILE.format(step="*")):
             for path in self.out.glob(pattern):
-                if path.name not in keep:
+                if path.name != keep:
                     path.unlink(missing_ok=True)
 
 
